@@ -1,0 +1,9 @@
+//! Code shared by L0 (`hypervisor`) and L1 (`lhv`): VMX and EPT definitions,
+//! capability decoding, ACPI/APIC/SMP helpers, the console and boot glue.
+//!
+//! Decisions are kept as pure code over small traits ([`mem::PhysMemory`],
+//! `vmx::VmcsAccess`) so that they build and are tested on the host with
+//! `cargo test`; hardware access sits in thin wrappers at the edges.
+#![cfg_attr(not(test), no_std)]
+
+pub mod mem;
