@@ -6,4 +6,11 @@
 //! `cargo test`; hardware access sits in thin wrappers at the edges.
 #![cfg_attr(not(test), no_std)]
 
+pub mod acpi;
+pub mod apic;
+pub mod delay;
+pub mod ept;
 pub mod mem;
+pub mod mptable;
+pub mod msr_area;
+pub mod vmx;
