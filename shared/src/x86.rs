@@ -1,0 +1,212 @@
+//! Thin wrappers around x86 instructions that are not VMX-specific.
+//!
+//! Each `unsafe` block here is a single instruction whose safety argument is
+//! local: reading state, or writing a port/MSR that the caller names.
+
+use core::arch::asm;
+
+/// Result of CPUID.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidResult {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// Executes CPUID with the given leaf and sub-leaf.
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    CpuidResult {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
+}
+
+/// Reads a model-specific register.
+///
+/// # Safety
+/// The MSR must exist on this CPU (RDMSR of an unknown MSR raises #GP).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists; RDMSR has no other effect.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The MSR must exist and the value must be valid for it; the caller is
+/// responsible for the effect of the write on the machine.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: delegated to the caller (see above).
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack, preserves_flags))
+    };
+}
+
+/// Reads an I/O port byte.
+///
+/// # Safety
+/// Port reads can have side effects on devices; the caller owns the port.
+pub unsafe fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: delegated to the caller.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Writes an I/O port byte.
+///
+/// # Safety
+/// The caller owns the port and the effect of the write.
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: delegated to the caller.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Writes an I/O port double word.
+///
+/// # Safety
+/// The caller owns the port and the effect of the write.
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: delegated to the caller.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads CR0.
+pub fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effect (ring 0 is a precondition of this crate).
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR3.
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effect.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR4.
+pub fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effect.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// The new value must keep the machine in a state the kernel can run in.
+pub unsafe fn write_cr0(v: u64) {
+    // SAFETY: delegated to the caller.
+    unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Writes CR3.
+///
+/// # Safety
+/// `v` must point to page tables that map the running code, stack and data.
+pub unsafe fn write_cr3(v: u64) {
+    // SAFETY: delegated to the caller.
+    unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// The new value must keep the machine in a state the kernel can run in.
+pub unsafe fn write_cr4(v: u64) {
+    // SAFETY: delegated to the caller.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Reads RFLAGS.
+pub fn read_rflags() -> u64 {
+    let v: u64;
+    // SAFETY: PUSHFQ/POP only touch the stack slot they use.
+    unsafe { asm!("pushfq", "pop {}", out(reg) v, options(nomem, preserves_flags)) };
+    v
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the TSC (CR4.TSD is never set by these kernels).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Spin-loop hint.
+pub fn pause() {
+    core::hint::spin_loop();
+}
+
+/// Disables maskable interrupts.
+pub fn cli() {
+    // SAFETY: masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Enables maskable interrupts.
+///
+/// # Safety
+/// An IDT able to handle every interrupt that may arrive must be loaded.
+pub unsafe fn sti() {
+    // SAFETY: delegated to the caller.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Halts until the next interrupt.
+pub fn hlt() {
+    // SAFETY: HLT only waits; with IF=0 it waits for NMI/INIT/SMI.
+    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Stops this CPU for good (interrupts off, HLT loop; NMIs return into it).
+pub fn halt_forever() -> ! {
+    loop {
+        cli();
+        hlt();
+    }
+}
+
+/// Well-known MSR indexes used by both kernels.
+pub mod msr {
+    pub const IA32_APIC_BASE: u32 = 0x1B;
+    pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
+    pub const IA32_PAT: u32 = 0x277;
+    pub const IA32_EFER: u32 = 0xC000_0080;
+    pub const IA32_STAR: u32 = 0xC000_0081;
+    pub const IA32_LSTAR: u32 = 0xC000_0082;
+    pub const IA32_FMASK: u32 = 0xC000_0084;
+    pub const IA32_FS_BASE: u32 = 0xC000_0100;
+    pub const IA32_GS_BASE: u32 = 0xC000_0101;
+    pub const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
+}
+
+/// This CPU's initial APIC id from CPUID (leaf 0xB's x2APIC id when the leaf
+/// exists, else CPUID.1:EBX[31:24]); no APIC access needed.
+pub fn initial_apic_id() -> u32 {
+    if cpuid(0, 0).eax >= 0xB {
+        let r = cpuid(0xB, 0);
+        if r.ebx != 0 {
+            return r.edx;
+        }
+    }
+    cpuid(1, 0).ebx >> 24
+}
