@@ -1,0 +1,254 @@
+//! Command-line parsing (no dependencies): `run`, `test`, `list`, `deps`.
+
+use crate::scenario::Emulator;
+
+pub const USAGE: &str = "\
+usage: harness run  [options]          build, boot one scenario, judge it (scripts/run)
+       harness test [options] [FILTER...]  cargo test + all scenarios whose name contains a FILTER (scripts/test)
+       harness list                     show the scenario table
+       harness deps                     check host packages and tools
+
+run options:
+  --emulator bochs|qemu   emulator (default bochs)
+  --cpus N                number of CPUs (default 2)
+  --memory MB             guest memory (default 512)
+  --lhv-opt HEX           LHV test options, lhv_opt=HEX (default 0)
+  --lhv-args 'WORDS'      more LHV command-line words (lhv_repro=NAME mode=probe iters=N)
+  --l0-args 'WORDS'       more L0 command-line words (mem=MB)
+  --no-l0                 boot LHV directly, without L0 in front
+  --timeout S             seconds before giving up (default 120)
+  --keep                  leave the machine running interactively; no judging
+  --model NAME            Bochs CPU model (default corei7_skylake_x)
+  --scenario NAME         run a named scenario from the table (options above override it)
+  --verbose, -v           more detail (commands, emulator arguments)
+
+test options:
+  --jobs N, -j N          scenarios run in parallel (default: number of cores)
+  --no-cargo-test         skip the host unit tests
+  --verbose, -v           stream every scenario's serial output, prefixed by its name
+";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOpts {
+    pub emulator: Option<Emulator>,
+    pub cpus: Option<u32>,
+    pub memory: Option<u32>,
+    pub lhv_opt: Option<u64>,
+    pub lhv_args: Option<String>,
+    pub l0_args: Option<String>,
+    pub no_l0: bool,
+    pub timeout: Option<u64>,
+    pub keep: bool,
+    pub model: Option<String>,
+    pub scenario: Option<String>,
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestOpts {
+    pub filters: Vec<String>,
+    pub jobs: Option<usize>,
+    pub no_cargo_test: bool,
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(RunOpts),
+    Test(TestOpts),
+    List,
+    Deps,
+    Help,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((sub, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    match sub.as_str() {
+        "run" => parse_run(rest).map(Command::Run),
+        "test" => parse_test(rest).map(Command::Test),
+        "list" => no_args(rest, Command::List),
+        "deps" => no_args(rest, Command::Deps),
+        "help" | "-h" | "--help" => Ok(Command::Help),
+        other => Err(format!("unknown subcommand `{other}`")),
+    }
+}
+
+fn no_args(rest: &[String], c: Command) -> Result<Command, String> {
+    match rest.first() {
+        None => Ok(c),
+        Some(a) => Err(format!("unexpected argument `{a}`")),
+    }
+}
+
+/// Splits `--name=value` and fetches the value of `--name value`.
+struct Args<'a> {
+    it: std::slice::Iter<'a, String>,
+}
+
+impl<'a> Args<'a> {
+    /// Next (flag, inline value) pair.
+    fn next(&mut self) -> Option<(&'a str, Option<&'a str>)> {
+        let a = self.it.next()?;
+        match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => Some((f, Some(v))),
+            _ => Some((a.as_str(), None)),
+        }
+    }
+
+    fn value(&mut self, flag: &str, inline: Option<&'a str>) -> Result<&'a str, String> {
+        match inline {
+            Some(v) => Ok(v),
+            None => self
+                .it
+                .next()
+                .map(|s| s.as_str())
+                .ok_or_else(|| format!("{flag} needs a value")),
+        }
+    }
+}
+
+fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: `{v}` is not a number"))
+}
+
+/// Parses a hexadecimal number with or without `0x`.
+pub fn parse_hex(v: &str) -> Result<u64, String> {
+    let digits = v
+        .strip_prefix("0x")
+        .or_else(|| v.strip_prefix("0X"))
+        .unwrap_or(v);
+    u64::from_str_radix(digits, 16).map_err(|_| format!("`{v}` is not a hexadecimal number"))
+}
+
+fn parse_run(rest: &[String]) -> Result<RunOpts, String> {
+    let mut o = RunOpts::default();
+    let mut a = Args { it: rest.iter() };
+    while let Some((flag, inline)) = a.next() {
+        match flag {
+            "--emulator" => {
+                o.emulator = Some(match a.value(flag, inline)? {
+                    "bochs" => Emulator::Bochs,
+                    "qemu" => Emulator::Qemu,
+                    e => return Err(format!("--emulator: `{e}` is not bochs or qemu")),
+                })
+            }
+            "--cpus" => {
+                let n: u32 = num(flag, a.value(flag, inline)?)?;
+                if n == 0 || n > 64 {
+                    return Err("--cpus: must be 1..64".into());
+                }
+                o.cpus = Some(n);
+            }
+            "--memory" => {
+                let m: u32 = num(flag, a.value(flag, inline)?)?;
+                if m < 16 {
+                    return Err("--memory: at least 16 MB".into());
+                }
+                o.memory = Some(m);
+            }
+            "--lhv-opt" => o.lhv_opt = Some(parse_hex(a.value(flag, inline)?)?),
+            "--lhv-args" => o.lhv_args = Some(a.value(flag, inline)?.to_string()),
+            "--l0-args" => o.l0_args = Some(a.value(flag, inline)?.to_string()),
+            "--no-l0" => o.no_l0 = true,
+            "--timeout" => o.timeout = Some(num(flag, a.value(flag, inline)?)?),
+            "--keep" => o.keep = true,
+            "--model" => o.model = Some(a.value(flag, inline)?.to_string()),
+            "--scenario" => o.scenario = Some(a.value(flag, inline)?.to_string()),
+            "--verbose" | "-v" => o.verbose = true,
+            f => return Err(format!("run: unknown option `{f}`")),
+        }
+        if inline.is_some() && matches!(flag, "--no-l0" | "--keep" | "--verbose") {
+            return Err(format!("{flag} takes no value"));
+        }
+    }
+    Ok(o)
+}
+
+fn parse_test(rest: &[String]) -> Result<TestOpts, String> {
+    let mut o = TestOpts::default();
+    let mut a = Args { it: rest.iter() };
+    while let Some((flag, inline)) = a.next() {
+        match flag {
+            "--jobs" | "-j" => {
+                let j: usize = num(flag, a.value(flag, inline)?)?;
+                o.jobs = Some(j.max(1));
+            }
+            "--no-cargo-test" => o.no_cargo_test = true,
+            "--verbose" | "-v" => o.verbose = true,
+            f if f.starts_with('-') => return Err(format!("test: unknown option `{f}`")),
+            _ => o.filters.push(rest_arg(flag, inline)),
+        }
+    }
+    Ok(o)
+}
+
+fn rest_arg(flag: &str, inline: Option<&str>) -> String {
+    match inline {
+        Some(v) => format!("{flag}={v}"),
+        None => flag.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command, String> {
+        let v: Vec<String> = s.split_whitespace().map(String::from).collect();
+        parse(&v)
+    }
+
+    #[test]
+    fn run_defaults() {
+        assert_eq!(p("run"), Ok(Command::Run(RunOpts::default())));
+        assert_eq!(p(""), Ok(Command::Help));
+    }
+
+    #[test]
+    fn run_options() {
+        let Ok(Command::Run(o)) = p(
+            "run --emulator qemu --cpus 4 --memory=256 --lhv-opt 0x1F --no-l0 --timeout 30 --keep --model tigerlake -v",
+        ) else {
+            panic!("parse failed")
+        };
+        assert_eq!(o.emulator, Some(Emulator::Qemu));
+        assert_eq!(o.cpus, Some(4));
+        assert_eq!(o.memory, Some(256));
+        assert_eq!(o.lhv_opt, Some(0x1f));
+        assert!(o.no_l0 && o.keep && o.verbose);
+        assert_eq!(o.timeout, Some(30));
+        assert_eq!(o.model.as_deref(), Some("tigerlake"));
+    }
+
+    #[test]
+    fn run_errors() {
+        assert!(p("run --cpus").is_err());
+        assert!(p("run --cpus 0").is_err());
+        assert!(p("run --emulator vbox").is_err());
+        assert!(p("run --lhv-opt xyz").is_err());
+        assert!(p("run --bogus").is_err());
+        assert!(p("run --keep=1").is_err());
+        assert!(p("frobnicate").is_err());
+    }
+
+    #[test]
+    fn hex() {
+        assert_eq!(parse_hex("0x10"), Ok(16));
+        assert_eq!(parse_hex("ff"), Ok(255));
+        assert!(parse_hex("").is_err());
+    }
+
+    #[test]
+    fn test_filters() {
+        let Ok(Command::Test(o)) = p("test -j 3 l0 no-vmx --no-cargo-test") else {
+            panic!("parse failed")
+        };
+        assert_eq!(o.filters, vec!["l0", "no-vmx"]);
+        assert_eq!(o.jobs, Some(3));
+        assert!(o.no_cargo_test);
+        assert!(p("test --what").is_err());
+    }
+}

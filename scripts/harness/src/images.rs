@@ -1,0 +1,159 @@
+//! Bootable GRUB disk images made with grub-mkrescue, cached by content under
+//! `target/harness/images/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Bochs derives a CHS geometry (16 heads, 63 sectors) from a flat disk's
+/// size; images are padded to a whole number of cylinders so that no sector
+/// of the image falls outside it.
+pub const CYLINDER_BYTES: u64 = 16 * 63 * 512;
+
+/// Bump when the image recipe changes (invalidates the cache).
+const RECIPE: &str = "grub-mkrescue v1; --locales= --themes= --fonts=; padded to 16*63*512";
+
+/// One image to make: a GRUB config template from `images/`, the kernel file
+/// to put at `/boot/<kernel_name>`, and its command line.
+#[derive(Debug)]
+pub struct ImageSpec<'a> {
+    pub kind: &'a str,
+    pub template: &'a str,
+    pub kernel_name: &'a str,
+    pub kernel: &'a [u8],
+    pub cmdline: &'a str,
+}
+
+/// Fills the GRUB config template.
+pub fn render_grub_cfg(template: &str, cmdline: &str) -> String {
+    template.replace("@CMDLINE@", cmdline)
+}
+
+/// The L0 command line. The second BIOS disk (0x81) holds the guest;
+/// COM1 is at 0x3f8.
+pub fn l0_cmdline(extra: &str) -> String {
+    join_words(&["boot_drive=0x81", "serial=0x3f8", extra])
+}
+
+/// The LHV command line.
+pub fn lhv_cmdline(opt: u64, extra: &str) -> String {
+    join_words(&[&format!("lhv_opt={opt:#x}"), extra])
+}
+
+fn join_words(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Makes (or finds in the cache) the image; returns its path.
+pub fn make(spec: &ImageSpec, verbose: bool) -> Result<PathBuf, String> {
+    let tpath = crate::paths::templates().join(spec.template);
+    let template = std::fs::read_to_string(&tpath)
+        .map_err(|e| format!("cannot read {}: {e}", tpath.display()))?;
+    let cfg = render_grub_cfg(&template, spec.cmdline);
+    let key = crate::paths::fnv1a(&[
+        RECIPE.as_bytes(),
+        spec.kernel_name.as_bytes(),
+        cfg.as_bytes(),
+        spec.kernel,
+    ]);
+    let dir = crate::paths::harness().join("images");
+    let img = dir.join(format!("{}-{key:016x}.img", spec.kind));
+    if img.is_file() {
+        if verbose {
+            crate::paths::progress("image", &format!("{} (cached)", crate::paths::short(&img)));
+        }
+        return Ok(img);
+    }
+    crate::paths::progress(
+        "image",
+        &format!("grub-mkrescue: {} image, command line `{}`", spec.kind, spec.cmdline),
+    );
+    crate::deps::require("grub-mkrescue", "grub-common")?;
+    crate::deps::require("xorriso", "xorriso")?;
+    let tmp = dir.join(format!("tmp-{key:016x}-{}", std::process::id()));
+    let result = build_in(&tmp, &cfg, spec, &img);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map(|()| img)
+}
+
+fn build_in(tmp: &Path, cfg: &str, spec: &ImageSpec, img: &Path) -> Result<(), String> {
+    let tree = tmp.join("tree");
+    let grub = tree.join("boot/grub");
+    std::fs::create_dir_all(&grub).map_err(|e| format!("mkdir {}: {e}", grub.display()))?;
+    let w = |p: PathBuf, data: &[u8]| {
+        std::fs::write(&p, data).map_err(|e| format!("write {}: {e}", p.display()))
+    };
+    w(grub.join("grub.cfg"), cfg.as_bytes())?;
+    w(tree.join("boot").join(spec.kernel_name), spec.kernel)?;
+    let out_tmp = tmp.join("out.img");
+    let out = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&out_tmp)
+        .args(["--locales=", "--themes=", "--fonts="])
+        .arg(&tree)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run grub-mkrescue: {e}"))?;
+    if !out.status.success() || !out_tmp.is_file() {
+        return Err(format!(
+            "grub-mkrescue failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    pad_to_cylinders(&out_tmp)?;
+    // Atomic: parallel or repeated runs never see half an image.
+    std::fs::rename(&out_tmp, img).map_err(|e| format!("rename to {}: {e}", img.display()))
+}
+
+/// The padded size for a disk image of `len` bytes.
+pub fn padded_len(len: u64) -> u64 {
+    len.div_ceil(CYLINDER_BYTES) * CYLINDER_BYTES
+}
+
+fn pad_to_cylinders(p: &Path) -> Result<(), String> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .map_err(|e| format!("open {}: {e}", p.display()))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    f.set_len(padded_len(len)).map_err(|e| format!("pad {}: {e}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(l0_cmdline(""), "boot_drive=0x81 serial=0x3f8");
+        assert_eq!(l0_cmdline(" mem=256 "), "boot_drive=0x81 serial=0x3f8 mem=256");
+        assert_eq!(lhv_cmdline(0, ""), "lhv_opt=0x0");
+        assert_eq!(lhv_cmdline(0x1f, "lhv_repro=x mode=probe"), "lhv_opt=0x1f lhv_repro=x mode=probe");
+    }
+
+    #[test]
+    fn padding() {
+        assert_eq!(padded_len(1), CYLINDER_BYTES);
+        assert_eq!(padded_len(CYLINDER_BYTES), CYLINDER_BYTES);
+        assert_eq!(padded_len(CYLINDER_BYTES + 1), 2 * CYLINDER_BYTES);
+    }
+
+    #[test]
+    fn real_templates_have_what_grub_needs() {
+        let dir = crate::paths::templates();
+        for (t, kernel) in [("grub-l0.cfg.template", "/boot/hypervisor"), ("grub-lhv.cfg.template", "/boot/lhv")] {
+            let cfg = render_grub_cfg(&std::fs::read_to_string(dir.join(t)).unwrap(), "lhv_opt=0x0");
+            assert!(cfg.contains(&format!("multiboot2 {kernel} lhv_opt=0x0")), "{t}");
+            for needed in ["serial --unit=0 --speed=115200", "terminal_output serial", "set timeout=0"] {
+                assert!(cfg.contains(needed), "{t}: {needed}");
+            }
+        }
+        let l0 = std::fs::read_to_string(dir.join("grub-l0.cfg.template")).unwrap();
+        assert!(l0.contains("module2 --nounzip (hd1)+1"));
+    }
+}

@@ -1,0 +1,261 @@
+//! The scenario table: what to boot, on which emulator, and which serial
+//! markers decide the verdict.
+//!
+//! To add a scenario, append one entry to [`SCENARIOS`], starting from one of
+//! the bases ([`BOCHS_L0`], [`BOCHS_LHV`], [`QEMU_NO_VMX_L0`], ...) and
+//! overriding what differs. Markers are plain substrings of a serial line;
+//! `{cpu}` in a marker stands for every CPU number 0..cpus (the marker must
+//! then appear once per CPU) and `{lhv_opt}` for the LHV options in lower-case
+//! hex without `0x`.
+
+/// Which emulator runs the scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emulator {
+    Bochs,
+    Qemu,
+}
+
+impl Emulator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Emulator::Bochs => "bochs",
+            Emulator::Qemu => "qemu",
+        }
+    }
+}
+
+/// What boots from the first disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// L0 (`/boot/hypervisor`); the second disk holds the LHV image, whose
+    /// first sector GRUB hands to L0 as a module.
+    L0,
+    /// LHV alone (`/boot/lhv`), no second disk.
+    Lhv,
+    /// The harness's own tiny multiboot2 kernel: checks the emulator, GRUB
+    /// and serial plumbing independently of L0 and LHV.
+    SelfTest,
+}
+
+/// When a scenario can run at all; otherwise it is reported as SKIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    /// qemu-system-x86_64 must be installed.
+    Qemu,
+    /// QEMU must be installed and must NOT offer VMX (no KVM with nested VMX).
+    QemuWithoutVmx,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub emulator: Emulator,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    /// Bochs CPU model (ignored by QEMU).
+    pub model: &'static str,
+    pub boot: Boot,
+    /// LHV's `lhv_opt=<hex>`.
+    pub lhv_opt: u64,
+    /// More LHV command-line words, e.g. `lhv_repro=foo mode=probe iters=3`.
+    pub lhv_args: &'static str,
+    /// More L0 command-line words, e.g. `mem=256`.
+    pub l0_args: &'static str,
+    /// Every one of these must appear (see the module doc for `{cpu}`).
+    pub pass: &'static [&'static str],
+    /// Extra fatal markers, on top of [`DEFAULT_FAIL`].
+    pub fail: &'static [&'static str],
+    /// The emulator must also exit by itself (after the pass markers).
+    pub expect_exit: bool,
+    pub timeout_s: u64,
+    pub needs: Needs,
+}
+
+/// Fatal in every scenario, unless the same line also matches one of the
+/// scenario's pass markers (that is how `no-vmx-*` expect the VMX line).
+pub const DEFAULT_FAIL: &[&str] = &[
+    "PANIC",
+    "TEST_ASSERT failed",
+    "triple fault",
+    "VMX is not available",
+];
+
+pub const DEFAULT_MODEL: &str = "corei7_skylake_x";
+
+/// L0 in front, LHV (opt 0) on the second disk, Bochs, 2 CPUs.
+pub const BOCHS_L0: Scenario = Scenario {
+    name: "l0",
+    emulator: Emulator::Bochs,
+    cpus: 2,
+    memory_mb: 512,
+    model: DEFAULT_MODEL,
+    boot: Boot::L0,
+    lhv_opt: 0,
+    lhv_args: "",
+    l0_args: "",
+    pass: &["CPU({cpu}): VMXON done"],
+    fail: &[],
+    expect_exit: false,
+    timeout_s: 120,
+    needs: Needs::Nothing,
+};
+
+/// LHV alone on Bochs, 2 CPUs.
+pub const BOCHS_LHV: Scenario = Scenario {
+    name: "lhv",
+    boot: Boot::Lhv,
+    pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): VMXON done"],
+    ..BOCHS_L0
+};
+
+/// L0 on QEMU without VMX (TCG): must say so and stop the machine.
+pub const QEMU_NO_VMX_L0: Scenario = Scenario {
+    name: "no-vmx-l0",
+    emulator: Emulator::Qemu,
+    pass: &["VMX is not available:"],
+    expect_exit: true,
+    timeout_s: 60,
+    needs: Needs::QemuWithoutVmx,
+    ..BOCHS_L0
+};
+
+/// The same for LHV alone.
+pub const QEMU_NO_VMX_LHV: Scenario = Scenario {
+    name: "no-vmx-lhv",
+    boot: Boot::Lhv,
+    ..QEMU_NO_VMX_L0
+};
+
+/// The harness self-test kernel prints this line and then stops the machine.
+pub const SELFTEST_LINE: &str = "HARNESS SELFTEST: kernel reached";
+
+pub const SELFTEST_BOCHS: Scenario = Scenario {
+    name: "harness-selftest-bochs",
+    cpus: 1,
+    boot: Boot::SelfTest,
+    pass: &[SELFTEST_LINE],
+    expect_exit: true,
+    timeout_s: 60,
+    ..BOCHS_L0
+};
+
+/// The table `scripts/test` runs. Keep names unique; filters match substrings.
+pub const SCENARIOS: &[Scenario] = &[
+    SELFTEST_BOCHS,
+    Scenario {
+        name: "harness-selftest-qemu",
+        emulator: Emulator::Qemu,
+        needs: Needs::Qemu,
+        ..SELFTEST_BOCHS
+    },
+    Scenario {
+        name: "l0-vmxon",
+        ..BOCHS_L0
+    },
+    Scenario {
+        name: "lhv-vmxon",
+        ..BOCHS_LHV
+    },
+    QEMU_NO_VMX_L0,
+    QEMU_NO_VMX_LHV,
+];
+
+impl Scenario {
+    /// The pass markers with `{cpu}` and `{lhv_opt}` expanded.
+    pub fn expanded_pass(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.pass {
+            let m = m.replace("{lhv_opt}", &format!("{:x}", self.lhv_opt));
+            if m.contains("{cpu}") {
+                out.extend((0..self.cpus).map(|n| m.replace("{cpu}", &n.to_string())));
+            } else {
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+/// Looks a scenario up by exact name.
+pub fn find(name: &str) -> Option<Scenario> {
+    SCENARIOS.iter().copied().find(|s| s.name == name)
+}
+
+/// The scenarios whose names contain any of the filters (all with none).
+pub fn filter(filters: &[String]) -> Vec<Scenario> {
+    SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name.contains(f.as_str())))
+        .collect()
+}
+
+/// A name for an ad-hoc `run` from its options: `l0`, `lhv/0x0`, `l0/0x3`,
+/// with `@qemu` appended on QEMU.
+pub fn derived_name(boot: Boot, lhv_opt: u64, emulator: Emulator) -> String {
+    let mut n = match boot {
+        Boot::L0 if lhv_opt == 0 => "l0".to_string(),
+        Boot::L0 => format!("l0/{lhv_opt:#x}"),
+        Boot::Lhv => format!("lhv/{lhv_opt:#x}"),
+        Boot::SelfTest => "selftest".to_string(),
+    };
+    if emulator == Emulator::Qemu {
+        n.push_str("@qemu");
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_path_safe() {
+        for (i, a) in SCENARIOS.iter().enumerate() {
+            assert!(!a.name.is_empty() && !a.name.contains(".."), "{}", a.name);
+            for b in &SCENARIOS[i + 1..] {
+                assert_ne!(a.name, b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn filtering() {
+        assert_eq!(filter(&[]).len(), SCENARIOS.len());
+        let f: Vec<_> = filter(&["no-vmx".into()]).iter().map(|s| s.name).collect();
+        assert_eq!(f, vec!["no-vmx-l0", "no-vmx-lhv"]);
+        let f: Vec<_> = filter(&["l0-vmx".into(), "lhv-vmx".into()])
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(f, vec!["l0-vmxon", "lhv-vmxon"]);
+        assert!(filter(&["nothing-like-this".into()]).is_empty());
+        assert_eq!(find("lhv-vmxon").map(|s| s.boot), Some(Boot::Lhv));
+    }
+
+    #[test]
+    fn marker_expansion() {
+        let s = Scenario {
+            cpus: 3,
+            lhv_opt: 0x1f,
+            ..BOCHS_LHV
+        };
+        assert_eq!(
+            s.expanded_pass(),
+            vec![
+                "LHV_OPT = 0x1f",
+                "CPU(0): VMXON done",
+                "CPU(1): VMXON done",
+                "CPU(2): VMXON done"
+            ]
+        );
+    }
+
+    #[test]
+    fn derived_names() {
+        assert_eq!(derived_name(Boot::L0, 0, Emulator::Bochs), "l0");
+        assert_eq!(derived_name(Boot::Lhv, 0, Emulator::Bochs), "lhv/0x0");
+        assert_eq!(derived_name(Boot::L0, 3, Emulator::Qemu), "l0/0x3@qemu");
+    }
+}

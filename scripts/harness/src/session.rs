@@ -1,0 +1,202 @@
+//! One scenario run: fresh run folder, start the emulator, follow the serial
+//! port and the Bochs log, judge, stop the emulator.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::emulator::{self, Launch};
+use crate::scenario::{Emulator, Scenario};
+use crate::serial::Follower;
+use crate::verdict::{Judge, Outcome};
+
+/// How serial lines reach the terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Quiet,
+    /// As they are (`scripts/run`).
+    Raw,
+    /// `[scenario] line` (`scripts/test --verbose`).
+    Prefixed,
+}
+
+/// A scenario with its disks ready.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub scenario: Scenario,
+    pub disk0: PathBuf,
+    pub disk1: Option<PathBuf>,
+    pub stream: Stream,
+    pub verbose: bool,
+}
+
+impl Job {
+    pub fn dir(&self) -> PathBuf {
+        crate::paths::scenario_dir(self.scenario.name)
+    }
+
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir().join("serial.log")
+    }
+
+    fn echo(&self, line: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = match self.stream {
+            Stream::Quiet => Ok(()),
+            Stream::Raw => writeln!(out, "{line}"),
+            Stream::Prefixed => writeln!(out, "[{}] {line}", self.scenario.name),
+        };
+    }
+
+    fn launch<'a>(&'a self, dir: &'a std::path::Path, interactive: bool) -> Launch<'a> {
+        let s = &self.scenario;
+        Launch {
+            dir,
+            disk0: &self.disk0,
+            disk1: self.disk1.as_deref(),
+            cpus: s.cpus,
+            memory_mb: s.memory_mb,
+            model: s.model,
+            serial: dir.join("serial.log"),
+            log: dir.join("bochsout.txt"),
+            interactive,
+            verbose: self.verbose,
+        }
+    }
+}
+
+fn fresh_dir(job: &Job) -> Result<PathBuf, String> {
+    let dir = job.dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn boot_line(job: &Job) -> String {
+    let s = &job.scenario;
+    let model = match s.emulator {
+        Emulator::Bochs => format!(", model {}", s.model),
+        Emulator::Qemu => String::new(),
+    };
+    format!(
+        "{}: {}, {} CPU(s), {} MB{model}, timeout {} s, log {}",
+        s.name,
+        s.emulator.name(),
+        s.cpus,
+        s.memory_mb,
+        s.timeout_s,
+        crate::paths::short(&job.serial_log())
+    )
+}
+
+/// Runs and judges the job.
+pub fn execute(job: &Job) -> Outcome {
+    let dir = match fresh_dir(job) {
+        Ok(d) => d,
+        Err(e) => return Outcome::Fail(e),
+    };
+    if job.stream != Stream::Quiet || job.verbose {
+        crate::paths::progress("boot", &boot_line(job));
+    }
+    let launch = job.launch(&dir, false);
+    let mut emu = match emulator::spawn(job.scenario.emulator, &launch) {
+        Ok(e) => e,
+        Err(e) => return Outcome::Fail(e),
+    };
+    let mut judge = Judge::new(&job.scenario);
+    let mut serial = Follower::new(launch.serial.clone());
+    let mut log = Follower::new(launch.log.clone());
+    let timeout = Duration::from_secs(job.scenario.timeout_s);
+    let start = Instant::now();
+    let mut verdict: Option<Outcome> = None;
+    let mut exited_by_itself = false;
+    while verdict.is_none() {
+        let exit = emu.try_exit();
+        // After an exit, read everything the emulator left, partial last line included.
+        let lines = if exit.is_some() { serial.finish() } else { serial.poll() };
+        for line in lines {
+            job.echo(&line);
+            if verdict.is_none() {
+                verdict = judge.serial_line(&line);
+            }
+        }
+        if job.scenario.emulator == Emulator::Bochs {
+            for line in log.poll() {
+                if verdict.is_none() {
+                    verdict = judge.bochs_log_line(&line);
+                }
+            }
+        }
+        if verdict.is_none()
+            && let Some(how) = exit
+        {
+            exited_by_itself = true;
+            verdict = Some(judge.exited(&how));
+        }
+        if verdict.is_none() && start.elapsed() >= timeout {
+            verdict = Some(judge.timed_out(job.scenario.timeout_s));
+        }
+        if verdict.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    emu.kill();
+    // Lines written between the verdict and the kill, for the reader.
+    for line in serial.finish() {
+        job.echo(&line);
+    }
+    match verdict {
+        Some(Outcome::Fail(r)) if exited_by_itself => Outcome::Fail(match stderr_tail(&dir) {
+            Some(t) => format!("{r}; emulator said: {t}"),
+            None => r,
+        }),
+        Some(v) => v,
+        None => Outcome::Fail("no verdict".into()),
+    }
+}
+
+/// The last non-empty line the emulator wrote on stderr.
+fn stderr_tail(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(dir.join("emulator.err")).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    text.lines()
+        .map(|l| crate::serial::clean(l.as_bytes()))
+        .rfind(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+}
+
+/// `--keep`: boot and leave it running, no judging. Bochs gets the terminal
+/// (its term display); QEMU's serial output is streamed. Returns how it ended.
+pub fn keep(job: &Job) -> Result<String, String> {
+    let dir = fresh_dir(job)?;
+    crate::paths::progress("boot", &boot_line(job));
+    let bochs = job.scenario.emulator == Emulator::Bochs;
+    let launch = job.launch(&dir, bochs);
+    if bochs {
+        crate::paths::progress(
+            "keep",
+            &format!(
+                "Bochs takes the terminal (term display); serial output goes to {}; quit Bochs or press Ctrl-C to stop",
+                crate::paths::short(&job.serial_log())
+            ),
+        );
+    } else {
+        crate::paths::progress("keep", "serial output follows; Ctrl-C stops QEMU");
+    }
+    let mut emu = emulator::spawn(job.scenario.emulator, &launch)?;
+    if bochs {
+        return Ok(emu.wait());
+    }
+    let mut serial = Follower::new(launch.serial.clone());
+    loop {
+        let exit = emu.try_exit();
+        let lines = if exit.is_some() { serial.finish() } else { serial.poll() };
+        for line in lines {
+            job.echo(&line);
+        }
+        if let Some(how) = exit {
+            return Ok(how);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

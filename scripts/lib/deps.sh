@@ -1,0 +1,86 @@
+# shellcheck shell=bash
+# Sourced by scripts/run and scripts/test: makes sure the host has what the
+# harness needs. As root it installs what is missing (saying so); otherwise it
+# prints the exact command to run and exits 1.
+
+HARNESS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export HARNESS_ROOT
+
+deps_say() { echo "deps: $*" >&2; }
+
+deps_packages() {
+    grep -v '^[[:space:]]*\(#\|$\)' "$HARNESS_ROOT/scripts/lib/packages.txt"
+}
+
+deps_missing_packages() {
+    local p
+    for p in $(deps_packages); do
+        if ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: .* installed'; then
+            echo "$p"
+        fi
+    done
+}
+
+deps_check_packages() {
+    if ! command -v dpkg >/dev/null 2>&1; then
+        deps_say "dpkg not found: not a Debian-like host; make sure these are installed: $(deps_packages | tr '\n' ' ')"
+        return 0
+    fi
+    local missing
+    missing="$(deps_missing_packages | tr '\n' ' ')"
+    missing="${missing% }"
+    [ -z "$missing" ] && return 0
+    local cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing"
+    if [ "$(id -u)" -eq 0 ]; then
+        deps_say "installing missing packages: $missing"
+        deps_say "running: $cmd"
+        apt-get update -q >/dev/null || { deps_say "apt-get update failed"; exit 1; }
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null \
+            || { deps_say "apt-get install failed"; exit 1; }
+        deps_say "packages installed"
+    else
+        deps_say "missing packages: $missing"
+        deps_say "install them with:  sudo sh -c '$cmd'"
+        exit 1
+    fi
+}
+
+deps_check_rust() {
+    if [ -d "$HOME/.cargo/bin" ] && ! command -v cargo >/dev/null 2>&1; then
+        PATH="$HOME/.cargo/bin:$PATH"
+        export PATH
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        deps_say "cargo not found. Install Rust with rustup:"
+        deps_say "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal"
+        deps_say "  . \"\$HOME/.cargo/env\""
+        exit 1
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        # rust-toolchain.toml pins the toolchain; these calls install it with the
+        # target and components if needed (no-ops when present).
+        local installed
+        installed="$(cd "$HARNESS_ROOT" && rustup target list --installed 2>/dev/null)"
+        if ! grep -qx 'x86_64-unknown-none' <<<"$installed"; then
+            deps_say "adding rustup target x86_64-unknown-none"
+            (cd "$HARNESS_ROOT" && rustup target add x86_64-unknown-none) || exit 1
+        fi
+        local comps
+        comps="$(cd "$HARNESS_ROOT" && rustup component list --installed 2>/dev/null)"
+        local c
+        for c in rustfmt clippy; do
+            if ! grep -q "^$c" <<<"$comps"; then
+                deps_say "adding rustup component $c"
+                (cd "$HARNESS_ROOT" && rustup component add "$c") || exit 1
+            fi
+        done
+    else
+        deps_say "rustup not found: make sure the x86_64-unknown-none target and rustfmt, clippy are installed"
+    fi
+}
+
+deps_check_all() {
+    deps_check_packages
+    deps_check_rust
+}
