@@ -1,19 +1,55 @@
-//! L0: a late-launch, type-1 hypervisor for x86-64 Intel VMX.
-//!
-//! GRUB loads it by multiboot2; it puts every CPU into VMX root, protects
-//! itself with EPT and boots the next disk's OS in VMX non-root.
+//! L0: a late-launch, type-1 hypervisor for x86-64 Intel VMX. GRUB loads it
+//! by multiboot2; it puts every CPU into VMX root, protects itself with EPT
+//! and boots the next disk's OS in VMX non-root.
 #![no_std]
 #![no_main]
 
 use shared::boot::BootInfo;
-use shared::println;
+use shared::vmx::VmxCaps;
+use shared::vmx_root::{self, Needs};
+use shared::{cpu_println, println};
 
 shared::kernel_entry!(main);
+
+/// The BSP's VMX capabilities, shared with the APs.
+static CAPS: spin::Once<VmxCaps> = spin::Once::new();
 
 fn main(boot: &'static BootInfo) -> ! {
     println!("L0 hypervisor {} starting", env!("CARGO_PKG_VERSION"));
     boot.print();
-    shared::platform::shutdown(0)
+    let caps = match vmx_root::probe(Needs {
+        ept: true,
+        unrestricted_guest: true,
+        vpid: true,
+    }) {
+        Ok(c) => CAPS.call_once(|| c),
+        Err(e) => {
+            println!("VMX is not available: {e}");
+            shared::platform::shutdown(1);
+        }
+    };
+    println!("{}", caps.summary());
+    let smp = shared::smp::start_aps(boot, ap_main);
+    println!(
+        "SMP: {} CPUs online ({} listed by firmware)",
+        smp.online, smp.listed
+    );
+    cpu_main()
+}
+
+fn ap_main() -> ! {
+    cpu_main()
+}
+
+fn cpu_main() -> ! {
+    let caps = CAPS
+        .get()
+        .expect("the BSP reads the capabilities before starting APs");
+    match vmx_root::enter(caps) {
+        Ok(_vmxon) => cpu_println!("VMXON done"),
+        Err(e) => cpu_println!("VMX is not available: {e}"),
+    }
+    shared::x86::halt_forever()
 }
 
 #[panic_handler]

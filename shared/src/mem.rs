@@ -98,7 +98,9 @@ mod sparse {
             let last = (addr + len.max(1) - 1) & !0xfff;
             let mut page = first;
             while page <= last {
-                self.pages.entry(page).or_insert_with(|| Box::new([0; 4096]));
+                self.pages
+                    .entry(page)
+                    .or_insert_with(|| Box::new([0; 4096]));
                 page += 4096;
             }
         }
@@ -124,7 +126,10 @@ mod sparse {
     impl PhysMemory for SparseMemory {
         fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
             Self::for_each_chunk(addr, buf.len(), |a, off, n| {
-                let page = self.pages.get(&(a & !0xfff)).ok_or(MemError::Unmapped { addr: a })?;
+                let page = self
+                    .pages
+                    .get(&(a & !0xfff))
+                    .ok_or(MemError::Unmapped { addr: a })?;
                 let p = (a & 0xfff) as usize;
                 buf[off..off + n].copy_from_slice(&page[p..p + n]);
                 Ok(())
@@ -134,7 +139,9 @@ mod sparse {
         fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
             let pages = &mut self.pages;
             Self::for_each_chunk(addr, buf.len(), |a, off, n| {
-                let page = pages.get_mut(&(a & !0xfff)).ok_or(MemError::Unmapped { addr: a })?;
+                let page = pages
+                    .get_mut(&(a & !0xfff))
+                    .ok_or(MemError::Unmapped { addr: a })?;
                 let p = (a & 0xfff) as usize;
                 page[p..p + n].copy_from_slice(&buf[off..off + n]);
                 Ok(())
@@ -157,5 +164,51 @@ mod sparse {
             assert!(m.read_u8(0x3000).is_err());
             assert_eq!(m.read(u64::MAX, &mut [0; 2]), Err(MemError::Overflow));
         }
+    }
+}
+
+/// Host-physical memory through the kernels' identity map of the low 4 GiB
+/// (see `boot/entry.S`). Accesses above it fail with `Unmapped`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdentityMemory;
+
+/// End of the identity map set up at boot.
+pub const IDENTITY_MAP_END: u64 = 4 << 30;
+
+impl IdentityMemory {
+    fn check(addr: u64, len: usize) -> Result<(), MemError> {
+        let end = range_end(addr, len)?;
+        if end > IDENTITY_MAP_END {
+            return Err(MemError::Unmapped {
+                addr: addr.max(IDENTITY_MAP_END),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl PhysMemory for IdentityMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        Self::check(addr, buf.len())?;
+        // SAFETY: the range is inside the identity map; physical memory may
+        // change under us (devices, other CPUs), so it is read as raw bytes
+        // with volatile semantics and no reference to it is formed.
+        unsafe {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = core::ptr::read_volatile((addr as usize + i) as *const u8);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
+        Self::check(addr, buf.len())?;
+        // SAFETY: as in `read`; callers write only memory they own.
+        unsafe {
+            for (i, b) in buf.iter().enumerate() {
+                core::ptr::write_volatile((addr as usize + i) as *mut u8, *b);
+            }
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,64 @@
+//! L0's hypercall ABI (VMCALL from its guest, in any mode, at CPL 0).
+//!
+//! RAX = [`MAGIC`] | number; arguments in RBX, RCX, RDX. On return RAX is
+//! [`OK`] or an error below, results in RBX, RCX, RDX. VMCALL at CPL > 0 or
+//! with another RAX gets RAX = [`UNKNOWN`] (as KVM answers unknown calls) and
+//! nothing else happens.
+
+/// "L0" in the top half of EAX marks an L0 hypercall.
+pub const MAGIC: u64 = 0x4C30_0000;
+
+/// Hypercall numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Hypercall {
+    /// Prints RCX bytes at guest-physical RBX (at most [`PRINT_MAX`]) on L0's console.
+    Print = 1,
+    /// L0 is alive: returns RBX = VM exits handled on this CPU, RCX = CPUs
+    /// L0 runs on, RDX = L0's region size in KiB.
+    Stats = 2,
+    /// Stops the machine with exit code RBX (emulators quit; hardware halts).
+    Shutdown = 3,
+}
+
+/// Most bytes one Print call prints.
+pub const PRINT_MAX: u64 = 4096;
+/// Success.
+pub const OK: u64 = 0;
+/// Unknown hypercall.
+pub const UNKNOWN: u64 = u64::MAX;
+/// A bad argument (e.g. a buffer outside guest memory).
+pub const BAD_ARGUMENT: u64 = u64::MAX - 1;
+
+impl Hypercall {
+    /// Decodes RAX; `None` if it is not an L0 hypercall.
+    pub fn from_rax(rax: u64) -> Option<Self> {
+        match rax.checked_sub(MAGIC)? {
+            1 => Some(Self::Print),
+            2 => Some(Self::Stats),
+            3 => Some(Self::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// The RAX value that requests this hypercall.
+    pub fn rax(self) -> u64 {
+        MAGIC | self as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rax_roundtrip_and_rejects_others() {
+        for h in [Hypercall::Print, Hypercall::Stats, Hypercall::Shutdown] {
+            assert_eq!(Hypercall::from_rax(h.rax()), Some(h));
+        }
+        assert_eq!(Hypercall::from_rax(0), None);
+        assert_eq!(Hypercall::from_rax(MAGIC), None);
+        assert_eq!(Hypercall::from_rax(MAGIC | 4), None);
+        assert_eq!(Hypercall::from_rax(1), None);
+    }
+}
