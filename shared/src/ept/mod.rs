@@ -1,1 +1,17 @@
-//! (being written)
+//! Extended page tables (Intel SDM Vol. 3C, 30.3 "The Extended Page Table
+//! Mechanism (EPT)"; chapter 28/29 in older editions).
+//!
+//! - [`entry`]: paging-structure entries, the EPT pointer and its checks.
+//! - [`walk`]: the translation of a guest-physical address through tables
+//!   in [`PhysMemory`](crate::mem::PhysMemory), with EPT violations and
+//!   misconfigurations told apart.
+//! - [`build`]: building and editing tables (identity maps, unmapping,
+//!   permission changes) with frames from a [`build::FrameAlloc`].
+
+pub mod build;
+pub mod entry;
+pub mod walk;
+
+pub use build::{BuildError, EptBuilder, FrameAlloc};
+pub use entry::{EptConfig, EptEntry, EptPerms, Eptp, EptpError, MemoryType, PageSize};
+pub use walk::{EptFault, EptMisconfig, EptViolation, MisconfigReason, Translation, walk};
