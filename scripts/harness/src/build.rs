@@ -21,9 +21,7 @@ pub fn kernel(package: &str, verbose: bool) -> Result<PathBuf, String> {
     if !verbose {
         cmd.arg("-q");
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!("cargo build of {package} failed ({status})"));
     }
@@ -34,7 +32,10 @@ pub fn kernel(package: &str, verbose: bool) -> Result<PathBuf, String> {
     if elf.is_file() {
         Ok(elf)
     } else {
-        Err(format!("cargo built {package} but {} is missing", elf.display()))
+        Err(format!(
+            "cargo built {package} but {} is missing",
+            elf.display()
+        ))
     }
 }
 

@@ -111,7 +111,8 @@ impl<'a> Args<'a> {
 }
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: `{v}` is not a number"))
+    v.parse()
+        .map_err(|_| format!("{flag}: `{v}` is not a number"))
 }
 
 /// Parses a hexadecimal number with or without `0x`.

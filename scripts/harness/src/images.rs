@@ -70,7 +70,10 @@ pub fn make(spec: &ImageSpec, verbose: bool) -> Result<PathBuf, String> {
     }
     crate::paths::progress(
         "image",
-        &format!("grub-mkrescue: {} image, command line `{}`", spec.kind, spec.cmdline),
+        &format!(
+            "grub-mkrescue: {} image, command line `{}`",
+            spec.kind, spec.cmdline
+        ),
     );
     crate::deps::require("grub-mkrescue", "grub-common")?;
     crate::deps::require("xorriso", "xorriso")?;
@@ -121,7 +124,8 @@ fn pad_to_cylinders(p: &Path) -> Result<(), String> {
         .open(p)
         .map_err(|e| format!("open {}: {e}", p.display()))?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
-    f.set_len(padded_len(len)).map_err(|e| format!("pad {}: {e}", p.display()))
+    f.set_len(padded_len(len))
+        .map_err(|e| format!("pad {}: {e}", p.display()))
 }
 
 #[cfg(test)]
@@ -131,9 +135,15 @@ mod tests {
     #[test]
     fn command_lines() {
         assert_eq!(l0_cmdline(""), "boot_drive=0x81 serial=0x3f8");
-        assert_eq!(l0_cmdline(" mem=256 "), "boot_drive=0x81 serial=0x3f8 mem=256");
+        assert_eq!(
+            l0_cmdline(" mem=256 "),
+            "boot_drive=0x81 serial=0x3f8 mem=256"
+        );
         assert_eq!(lhv_cmdline(0, ""), "lhv_opt=0x0");
-        assert_eq!(lhv_cmdline(0x1f, "lhv_repro=x mode=probe"), "lhv_opt=0x1f lhv_repro=x mode=probe");
+        assert_eq!(
+            lhv_cmdline(0x1f, "lhv_repro=x mode=probe"),
+            "lhv_opt=0x1f lhv_repro=x mode=probe"
+        );
     }
 
     #[test]
@@ -146,10 +156,23 @@ mod tests {
     #[test]
     fn real_templates_have_what_grub_needs() {
         let dir = crate::paths::templates();
-        for (t, kernel) in [("grub-l0.cfg.template", "/boot/hypervisor"), ("grub-lhv.cfg.template", "/boot/lhv")] {
-            let cfg = render_grub_cfg(&std::fs::read_to_string(dir.join(t)).unwrap(), "lhv_opt=0x0");
-            assert!(cfg.contains(&format!("multiboot2 {kernel} lhv_opt=0x0")), "{t}");
-            for needed in ["serial --unit=0 --speed=115200", "terminal_output serial", "set timeout=0"] {
+        for (t, kernel) in [
+            ("grub-l0.cfg.template", "/boot/hypervisor"),
+            ("grub-lhv.cfg.template", "/boot/lhv"),
+        ] {
+            let cfg = render_grub_cfg(
+                &std::fs::read_to_string(dir.join(t)).unwrap(),
+                "lhv_opt=0x0",
+            );
+            assert!(
+                cfg.contains(&format!("multiboot2 {kernel} lhv_opt=0x0")),
+                "{t}"
+            );
+            for needed in [
+                "serial --unit=0 --speed=115200",
+                "terminal_output serial",
+                "set timeout=0",
+            ] {
                 assert!(cfg.contains(needed), "{t}: {needed}");
             }
         }

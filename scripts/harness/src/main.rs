@@ -127,7 +127,11 @@ fn run(o: &RunOpts) -> ExitCode {
     if o.keep {
         return match session::keep(&job) {
             Ok(how) => {
-                println!("KEEP {}: emulator ended ({how}); serial log {}", s.name, paths::short(&job.serial_log()));
+                println!(
+                    "KEEP {}: emulator ended ({how}); serial log {}",
+                    s.name,
+                    paths::short(&job.serial_log())
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -151,7 +155,10 @@ fn run(o: &RunOpts) -> ExitCode {
 fn test(o: &TestOpts) -> ExitCode {
     let scenarios = scenario::filter(&o.filters);
     if scenarios.is_empty() {
-        eprintln!("harness: no scenario name contains any of: {}", o.filters.join(", "));
+        eprintln!(
+            "harness: no scenario name contains any of: {}",
+            o.filters.join(", ")
+        );
         list();
         return ExitCode::from(2);
     }
@@ -164,7 +171,11 @@ fn test(o: &TestOpts) -> ExitCode {
         println!("cargo test: {}", if ok { "ok" } else { "FAILED" });
         cargo_ok = ok;
     }
-    let stream = if o.verbose { Stream::Prefixed } else { Stream::Quiet };
+    let stream = if o.verbose {
+        Stream::Prefixed
+    } else {
+        Stream::Quiet
+    };
     let tasks = plan::tasks(&scenarios, stream, o.verbose);
     let workers = o.jobs.unwrap_or_else(runner::cores);
     let n_run = tasks.iter().filter(|t| matches!(t, Task::Run(_))).count();
@@ -193,7 +204,10 @@ fn test(o: &TestOpts) -> ExitCode {
 }
 
 fn list() {
-    println!("{:<24} {:<6} {:>4} {:>6}  {:<9} PASS MARKERS", "SCENARIO", "EMU", "CPUS", "MB", "BOOT");
+    println!(
+        "{:<24} {:<6} {:>4} {:>6}  {:<9} PASS MARKERS",
+        "SCENARIO", "EMU", "CPUS", "MB", "BOOT"
+    );
     for s in scenario::SCENARIOS {
         println!(
             "{:<24} {:<6} {:>4} {:>6}  {:<9} {}",

@@ -10,7 +10,9 @@ pub fn root() -> PathBuf {
         return PathBuf::from(r);
     }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.join("../..").canonicalize().unwrap_or_else(|_| here.join("../.."))
+    here.join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| here.join("../.."))
 }
 
 /// Cargo's target folder (honours `CARGO_TARGET_DIR`).

@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn table_and_lines() {
-        let rows = vec![row("l0-vmxon", Status::Pass), row("x", Status::Skip("why".into()))];
+        let rows = vec![
+            row("l0-vmxon", Status::Pass),
+            row("x", Status::Skip("why".into())),
+        ];
         let t = table(&rows);
         assert_eq!(t.lines().next(), Some("SCENARIO  RESULT  SECONDS  LOG"));
         assert_eq!(t.lines().nth(1), Some("l0-vmxon  PASS        1.2  -"));

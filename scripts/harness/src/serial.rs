@@ -122,7 +122,10 @@ mod tests {
     fn splits_lines_across_pushes() {
         let mut s = LineSplitter::default();
         assert_eq!(s.push(b"CPU(0): VM"), Vec::<String>::new());
-        assert_eq!(s.push(b"XON done\r\nnext\n"), vec!["CPU(0): VMXON done", "next"]);
+        assert_eq!(
+            s.push(b"XON done\r\nnext\n"),
+            vec!["CPU(0): VMXON done", "next"]
+        );
         assert_eq!(s.push(b"tail"), Vec::<String>::new());
         assert_eq!(s.finish().as_deref(), Some("tail"));
         assert_eq!(s.finish(), None);
@@ -130,7 +133,10 @@ mod tests {
 
     #[test]
     fn strips_escape_sequences() {
-        assert_eq!(clean(b"\x1b[2J\x1b[1;1Hhello\x1b[0m world\r"), "hello world");
+        assert_eq!(
+            clean(b"\x1b[2J\x1b[1;1Hhello\x1b[0m world\r"),
+            "hello world"
+        );
         assert_eq!(clean(b"\x1b(Bok"), "ok");
     }
 

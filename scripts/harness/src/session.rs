@@ -48,12 +48,13 @@ impl Job {
         };
     }
 
-    fn launch<'a>(&'a self, dir: &'a std::path::Path, interactive: bool) -> Launch<'a> {
+    fn launch<'a>(&'a self, disks: &'a Disks, interactive: bool) -> Launch<'a> {
         let s = &self.scenario;
+        let dir = disks.dir.as_path();
         Launch {
             dir,
-            disk0: &self.disk0,
-            disk1: self.disk1.as_deref(),
+            disk0: &disks.disk0,
+            disk1: disks.disk1.as_deref(),
             cpus: s.cpus,
             memory_mb: s.memory_mb,
             model: s.model,
@@ -65,11 +66,33 @@ impl Job {
     }
 }
 
-fn fresh_dir(job: &Job) -> Result<PathBuf, String> {
+/// The run folder and the run's own copies of the disk images.
+#[derive(Debug)]
+struct Disks {
+    dir: PathBuf,
+    disk0: PathBuf,
+    disk1: Option<PathBuf>,
+}
+
+/// Empties the run folder and copies the cached images into it: Bochs locks
+/// a disk image (`<image>.lock`, left behind when it is SIGKILLed) and the
+/// guest may write to it, so runs never share the cached file.
+fn fresh_dir(job: &Job) -> Result<Disks, String> {
     let dir = job.dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    Ok(dir)
+    let copy = |from: &std::path::Path, name: &str| {
+        let to = dir.join(name);
+        std::fs::copy(from, &to)
+            .map(|_| to)
+            .map_err(|e| format!("copy {} to the run folder: {e}", from.display()))
+    };
+    let disk0 = copy(&job.disk0, "disk0.img")?;
+    let disk1 = match &job.disk1 {
+        Some(d) => Some(copy(d, "disk1.img")?),
+        None => None,
+    };
+    Ok(Disks { dir, disk0, disk1 })
 }
 
 fn boot_line(job: &Job) -> String {
@@ -91,14 +114,15 @@ fn boot_line(job: &Job) -> String {
 
 /// Runs and judges the job.
 pub fn execute(job: &Job) -> Outcome {
-    let dir = match fresh_dir(job) {
+    let disks = match fresh_dir(job) {
         Ok(d) => d,
         Err(e) => return Outcome::Fail(e),
     };
+    let dir = disks.dir.clone();
     if job.stream != Stream::Quiet || job.verbose {
         crate::paths::progress("boot", &boot_line(job));
     }
-    let launch = job.launch(&dir, false);
+    let launch = job.launch(&disks, false);
     let mut emu = match emulator::spawn(job.scenario.emulator, &launch) {
         Ok(e) => e,
         Err(e) => return Outcome::Fail(e),
@@ -113,7 +137,11 @@ pub fn execute(job: &Job) -> Outcome {
     while verdict.is_none() {
         let exit = emu.try_exit();
         // After an exit, read everything the emulator left, partial last line included.
-        let lines = if exit.is_some() { serial.finish() } else { serial.poll() };
+        let lines = if exit.is_some() {
+            serial.finish()
+        } else {
+            serial.poll()
+        };
         for line in lines {
             job.echo(&line);
             if verdict.is_none() {
@@ -168,10 +196,10 @@ fn stderr_tail(dir: &std::path::Path) -> Option<String> {
 /// `--keep`: boot and leave it running, no judging. Bochs gets the terminal
 /// (its term display); QEMU's serial output is streamed. Returns how it ended.
 pub fn keep(job: &Job) -> Result<String, String> {
-    let dir = fresh_dir(job)?;
+    let disks = fresh_dir(job)?;
     crate::paths::progress("boot", &boot_line(job));
     let bochs = job.scenario.emulator == Emulator::Bochs;
-    let launch = job.launch(&dir, bochs);
+    let launch = job.launch(&disks, bochs);
     if bochs {
         crate::paths::progress(
             "keep",
@@ -190,7 +218,11 @@ pub fn keep(job: &Job) -> Result<String, String> {
     let mut serial = Follower::new(launch.serial.clone());
     loop {
         let exit = emu.try_exit();
-        let lines = if exit.is_some() { serial.finish() } else { serial.poll() };
+        let lines = if exit.is_some() {
+            serial.finish()
+        } else {
+            serial.poll()
+        };
         for line in lines {
             job.echo(&line);
         }

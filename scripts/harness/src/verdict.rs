@@ -123,7 +123,10 @@ impl Judge {
         let what = if self.pending.is_empty() {
             "all markers seen but the emulator did not exit".to_string()
         } else if self.lines == 0 {
-            format!("no serial output at all (stuck in BIOS/GRUB?); {}", self.missing_text())
+            format!(
+                "no serial output at all (stuck in BIOS/GRUB?); {}",
+                self.missing_text()
+            )
         } else if self.kernel_lines == 0 {
             format!("no serial output after GRUB; {}", self.missing_text())
         } else {
@@ -162,7 +165,10 @@ mod tests {
     #[test]
     fn one_cpu_missing_is_a_timeout_naming_it() {
         let mut j = Judge::new(&BOCHS_L0);
-        assert_eq!(feed(&mut j, "CPU(0): VMXON done\nSMP: 2 CPUs online\n"), None);
+        assert_eq!(
+            feed(&mut j, "CPU(0): VMXON done\nSMP: 2 CPUs online\n"),
+            None
+        );
         assert_eq!(
             j.timed_out(120),
             Outcome::Fail(
@@ -174,19 +180,31 @@ mod tests {
 
     #[test]
     fn lhv_needs_its_options_line() {
-        let s = crate::scenario::Scenario { lhv_opt: 0x5, ..BOCHS_LHV };
+        let s = crate::scenario::Scenario {
+            lhv_opt: 0x5,
+            ..BOCHS_LHV
+        };
         let mut j = Judge::new(&s);
-        assert_eq!(feed(&mut j, "CPU(0): VMXON done\nCPU(1): VMXON done\n"), None);
+        assert_eq!(
+            feed(&mut j, "CPU(0): VMXON done\nCPU(1): VMXON done\n"),
+            None
+        );
         assert_eq!(feed(&mut j, "LHV_OPT = 0x5\n"), Some(Outcome::Pass));
     }
 
     #[test]
     fn fatal_markers_fail_at_once() {
         for (log, want) in [
-            ("CPU(0): VMXON done\nPANIC at lhv/src/main.rs:3\n", "`PANIC`"),
+            (
+                "CPU(0): VMXON done\nPANIC at lhv/src/main.rs:3\n",
+                "`PANIC`",
+            ),
             ("TEST_ASSERT failed: x == y\n", "`TEST_ASSERT failed`"),
             ("CPU(1): triple fault in guest\n", "`triple fault`"),
-            ("VMX is not available: CPUID.1:ECX.VMX=0\n", "`VMX is not available`"),
+            (
+                "VMX is not available: CPUID.1:ECX.VMX=0\n",
+                "`VMX is not available`",
+            ),
         ] {
             let mut j = Judge::new(&BOCHS_L0);
             match feed(&mut j, log) {
@@ -199,11 +217,16 @@ mod tests {
     #[test]
     fn no_vmx_passes_only_after_exit() {
         let mut j = Judge::new(&QEMU_NO_VMX_LHV);
-        assert_eq!(feed(&mut j, "VMX is not available: CPUID.1:ECX.VMX = 0\n"), None);
+        assert_eq!(
+            feed(&mut j, "VMX is not available: CPUID.1:ECX.VMX = 0\n"),
+            None
+        );
         assert!(j.markers_done());
         assert_eq!(j.exited("exit status 3"), Outcome::Pass);
         let j = Judge::new(&QEMU_NO_VMX_LHV);
-        assert!(matches!(j.exited("exit status 0"), Outcome::Fail(r) if r.contains("before `VMX is not available:`")));
+        assert!(
+            matches!(j.exited("exit status 0"), Outcome::Fail(r) if r.contains("before `VMX is not available:`"))
+        );
     }
 
     #[test]
@@ -211,13 +234,19 @@ mod tests {
         let mut j = Judge::new(&BOCHS_L0);
         assert_eq!(
             feed(&mut j, "\x1b[H\nerror: no multiboot header found.\n"),
-            Some(Outcome::Fail("GRUB: error: no multiboot header found.".into()))
+            Some(Outcome::Fail(
+                "GRUB: error: no multiboot header found.".into()
+            ))
         );
         let j = Judge::new(&BOCHS_L0);
-        assert!(matches!(j.timed_out(5), Outcome::Fail(r) if r.contains("no serial output at all")));
+        assert!(
+            matches!(j.timed_out(5), Outcome::Fail(r) if r.contains("no serial output at all"))
+        );
         let mut j = Judge::new(&BOCHS_L0);
         assert_eq!(feed(&mut j, "\n  Booting `L0 hypervisor'\n\n"), None);
-        assert!(matches!(j.timed_out(5), Outcome::Fail(r) if r.contains("no serial output after GRUB")));
+        assert!(
+            matches!(j.timed_out(5), Outcome::Fail(r) if r.contains("no serial output after GRUB"))
+        );
     }
 
     #[test]
@@ -225,7 +254,10 @@ mod tests {
         let mut j = Judge::new(&BOCHS_L0);
         let power_on = "00000000000i[SYS   ] bx_pc_system_c::Reset(HARDWARE) called";
         assert_eq!(j.bochs_log_line(power_on), None);
-        assert_eq!(j.bochs_log_line("00001e[CPU0  ] interrupt(): gate descriptor is not valid sys seg"), None);
+        assert_eq!(
+            j.bochs_log_line("00001e[CPU0  ] interrupt(): gate descriptor is not valid sys seg"),
+            None
+        );
         assert!(j.bochs_log_line(power_on).is_some());
         let mut j = Judge::new(&BOCHS_L0);
         assert!(
@@ -233,6 +265,9 @@ mod tests {
                 .is_some()
         );
         assert!(j.bochs_log_line("p[CPU0  ] >>PANIC<< something").is_some());
-        assert_eq!(j.bochs_log_line("p[UNMAP ] >>PANIC<< Shutdown port: shutdown requested"), None);
+        assert_eq!(
+            j.bochs_log_line("p[UNMAP ] >>PANIC<< Shutdown port: shutdown requested"),
+            None
+        );
     }
 }

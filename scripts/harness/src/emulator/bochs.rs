@@ -76,7 +76,8 @@ mod tests {
 
     #[test]
     fn renders_the_real_template() {
-        let t = std::fs::read_to_string(crate::paths::templates().join("bochsrc.template")).unwrap();
+        let t =
+            std::fs::read_to_string(crate::paths::templates().join("bochsrc.template")).unwrap();
         let two = render(&t, &launch(Some(Path::new("/i/lhv.img"))));
         assert!(two.contains("cpu: model=tigerlake, count=4,"));
         assert!(two.contains("memory: guest=256, host=256"));

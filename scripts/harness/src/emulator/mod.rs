@@ -114,8 +114,10 @@ fn drain(mut from: impl Read + Send + 'static, to: PathBuf) -> JoinHandle<()> {
 /// A shell in its own process group that SIGKILLs `pid` once the harness
 /// is gone (killed by Ctrl-C or anything else) and ends with the emulator.
 fn watchdog(pid: u32) -> Option<Child> {
-    let script = r#"while kill -0 "$2" 2>/dev/null; do
-  if ! kill -0 "$1" 2>/dev/null; then kill -9 "$2" 2>/dev/null; exit 0; fi
+    // A zombie harness (dead, not yet reaped by its parent) counts as gone.
+    let script = r#"alive() { kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
+while alive "$2"; do
+  if ! alive "$1"; then kill -9 "$2" 2>/dev/null; exit 0; fi
   sleep 1
 done"#;
     Command::new("sh")

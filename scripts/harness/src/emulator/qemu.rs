@@ -32,7 +32,10 @@ pub fn args(l: &Launch, kvm: bool) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |s: &str| a.push(s.to_string());
     push("-drive");
-    push(&format!("file={},format=raw,if=ide,index=0", l.disk0.display()));
+    push(&format!(
+        "file={},format=raw,if=ide,index=0",
+        l.disk0.display()
+    ));
     if let Some(d) = l.disk1 {
         push("-drive");
         push(&format!("file={},format=raw,if=ide,index=1", d.display()));
@@ -91,10 +94,18 @@ mod tests {
             verbose: false,
         };
         let a = args(&l, false).join(" ");
-        assert!(a.starts_with("-drive file=/i/a.img,format=raw,if=ide,index=0 -drive file=/i/b.img"));
+        assert!(
+            a.starts_with("-drive file=/i/a.img,format=raw,if=ide,index=0 -drive file=/i/b.img")
+        );
         assert!(a.contains("-serial file:/r/serial.log -display none"));
-        assert!(a.contains("-no-reboot -smp 2 -m 512 -device isa-debug-exit,iobase=0xf4,iosize=0x04"));
+        assert!(
+            a.contains("-no-reboot -smp 2 -m 512 -device isa-debug-exit,iobase=0xf4,iosize=0x04")
+        );
         assert!(a.ends_with("-cpu max"));
-        assert!(args(&l, true).join(" ").ends_with("-enable-kvm -cpu host,+vmx"));
+        assert!(
+            args(&l, true)
+                .join(" ")
+                .ends_with("-enable-kvm -cpu host,+vmx")
+        );
     }
 }
