@@ -57,6 +57,28 @@ impl fmt::Display for BuildError {
     }
 }
 
+/// The attributes of the leaves [`EptBuilder::map_range`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mapping {
+    /// Access rights.
+    pub perms: EptPerms,
+    /// Leaf memory type.
+    pub memory_type: MemoryType,
+}
+
+impl Mapping {
+    /// Read, write, execute; write back: ordinary RAM.
+    pub const RAM: Self = Self {
+        perms: EptPerms::RWX,
+        memory_type: MemoryType::WriteBack,
+    };
+
+    /// A mapping with `perms` and `memory_type`.
+    pub const fn new(perms: EptPerms, memory_type: MemoryType) -> Self {
+        Self { perms, memory_type }
+    }
+}
+
 /// Levels of the tables this builder makes (a 4-level walk).
 const LEVELS: u8 = 4;
 /// Addresses a 4-level walk translates.
@@ -108,8 +130,8 @@ impl EptBuilder {
         Eptp::new(self.root, memory_type, LEVELS, accessed_dirty)
     }
 
-    /// Maps `[gpa, gpa + len)` to `[hpa, hpa + len)` with rights `perms`
-    /// and leaf memory type `memory_type`, using the largest pages that fit
+    /// Maps `[gpa, gpa + len)` to `[hpa, hpa + len)` with the rights and
+    /// memory type of `mapping`, using the largest pages that fit
     /// (a page size is used where both addresses are aligned to it and the
     /// rest of the range covers it, and no table is already in its place).
     /// Existing mappings in the range are replaced.
@@ -120,9 +142,9 @@ impl EptBuilder {
         gpa: u64,
         hpa: u64,
         len: u64,
-        perms: EptPerms,
-        memory_type: MemoryType,
+        mapping: Mapping,
     ) -> Result<(), BuildError> {
+        let Mapping { perms, memory_type } = mapping;
         let end = check_range(gpa, len, perms)?;
         check_aligned(hpa)?;
         hpa.checked_add(len)
@@ -134,7 +156,11 @@ impl EptBuilder {
             let mut mapped = 0;
             for size in [PageSize::Size1G, PageSize::Size2M, PageSize::Size4K] {
                 let bytes = size.bytes();
-                if !self.allows(size) || g % bytes != 0 || h % bytes != 0 || left < bytes {
+                if !self.allows(size)
+                    || !g.is_multiple_of(bytes)
+                    || !h.is_multiple_of(bytes)
+                    || left < bytes
+                {
                     continue;
                 }
                 let leaf = EptEntry::leaf(h, size.level(), perms, memory_type);
@@ -159,10 +185,9 @@ impl EptBuilder {
         alloc: &mut impl FrameAlloc,
         start: u64,
         len: u64,
-        perms: EptPerms,
-        memory_type: MemoryType,
+        mapping: Mapping,
     ) -> Result<(), BuildError> {
-        self.map_range(mem, alloc, start, start, len, perms, memory_type)
+        self.map_range(mem, alloc, start, start, len, mapping)
     }
 
     /// Unmaps `[gpa, gpa + len)`, splitting large pages that straddle its
@@ -316,14 +341,14 @@ fn split(
 
 fn alloc_table(alloc: &mut impl FrameAlloc) -> Result<u64, BuildError> {
     let frame = alloc.alloc_zeroed().ok_or(BuildError::OutOfFrames)?;
-    if frame % PAGE_SIZE != 0 || frame & !EptEntry::ADDR_MASK != 0 {
+    if !frame.is_multiple_of(PAGE_SIZE) || frame & !EptEntry::ADDR_MASK != 0 {
         return Err(BuildError::BadFrame(frame));
     }
     Ok(frame)
 }
 
 const fn check_aligned(addr: u64) -> Result<(), BuildError> {
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         Err(BuildError::Misaligned(addr))
     } else {
         Ok(())

@@ -492,7 +492,7 @@ mod tests {
         assert!(e.is_present() && e.is_large() && e.is_leaf(3) && !e.is_leaf(4));
         assert_eq!(e.memory_type(), Some(MemoryType::WriteBack));
         assert_eq!(e.perms(), EptPerms::RX);
-        assert_eq!(e.with_perms(EptPerms::empty()).is_present(), false);
+        assert!(!e.with_perms(EptPerms::empty()).is_present());
         assert_eq!(EptEntry(0x10).memory_type(), None);
         assert_eq!(EptEntry::table(0x5000).0, 0x5007);
         assert!(EptPerms::WRITE.is_write_without_read());

@@ -12,6 +12,6 @@ pub mod build;
 pub mod entry;
 pub mod walk;
 
-pub use build::{BuildError, EptBuilder, FrameAlloc};
+pub use build::{BuildError, EptBuilder, FrameAlloc, Mapping};
 pub use entry::{EptConfig, EptEntry, EptPerms, Eptp, EptpError, MemoryType, PageSize};
 pub use walk::{EptFault, EptMisconfig, EptViolation, MisconfigReason, Translation, walk};

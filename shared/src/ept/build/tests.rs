@@ -52,15 +52,8 @@ fn largest_pages_are_used() {
     let (mut mem, mut alloc, mut b, cfg) = setup(64);
     // 4 KiB below 2 MiB, then a 2 MiB page, then 1 GiB at 1 GiB.
     let start = MIB2 - PAGE_SIZE;
-    b.identity_map(
-        &mut mem,
-        &mut alloc,
-        start,
-        2 * GIB - start,
-        EptPerms::RWX,
-        MemoryType::WriteBack,
-    )
-    .unwrap();
+    b.identity_map(&mut mem, &mut alloc, start, 2 * GIB - start, Mapping::RAM)
+        .unwrap();
     let size = |a| {
         translate(&mem, &b, &cfg, a, EptPerms::READ)
             .unwrap()
@@ -92,15 +85,8 @@ fn no_large_pages_without_support() {
         ..EptConfig::full(46)
     };
     let mut b = EptBuilder::new(&mut alloc, &cfg).unwrap();
-    b.identity_map(
-        &mut mem,
-        &mut alloc,
-        0,
-        MIB2,
-        EptPerms::RWX,
-        MemoryType::WriteBack,
-    )
-    .unwrap();
+    b.identity_map(&mut mem, &mut alloc, 0, MIB2, Mapping::RAM)
+        .unwrap();
     let t = walk(
         &mem,
         b.eptp(MemoryType::WriteBack, false),
@@ -115,30 +101,13 @@ fn no_large_pages_without_support() {
 #[test]
 fn swapped_large_pages_and_unmapped_page() {
     let (mut mem, mut alloc, mut b, cfg) = setup(64);
-    let wb = MemoryType::WriteBack;
-    b.identity_map(&mut mem, &mut alloc, 0, 8 * MIB2, EptPerms::RWX, wb)
+    b.identity_map(&mut mem, &mut alloc, 0, 8 * MIB2, Mapping::RAM)
         .unwrap();
     // Swap the 2-MiB pages at 4 MiB and 6 MiB.
-    b.map_range(
-        &mut mem,
-        &mut alloc,
-        2 * MIB2,
-        3 * MIB2,
-        MIB2,
-        EptPerms::RWX,
-        wb,
-    )
-    .unwrap();
-    b.map_range(
-        &mut mem,
-        &mut alloc,
-        3 * MIB2,
-        2 * MIB2,
-        MIB2,
-        EptPerms::RWX,
-        wb,
-    )
-    .unwrap();
+    b.map_range(&mut mem, &mut alloc, 2 * MIB2, 3 * MIB2, MIB2, Mapping::RAM)
+        .unwrap();
+    b.map_range(&mut mem, &mut alloc, 3 * MIB2, 2 * MIB2, MIB2, Mapping::RAM)
+        .unwrap();
     assert_eq!(
         translate(&mem, &b, &cfg, 2 * MIB2 + 5, EptPerms::READ)
             .unwrap()
@@ -180,33 +149,32 @@ fn errors() {
     let (mut mem, mut alloc, mut b, _) = setup(4);
     let wb = MemoryType::WriteBack;
     assert_eq!(
-        b.identity_map(&mut mem, &mut alloc, 0x1001, PAGE_SIZE, EptPerms::RWX, wb),
+        b.identity_map(&mut mem, &mut alloc, 0x1001, PAGE_SIZE, Mapping::RAM),
         Err(BuildError::Misaligned(0x1001))
-    );
-    assert_eq!(
-        b.identity_map(&mut mem, &mut alloc, 0, PAGE_SIZE, EptPerms::WRITE, wb),
-        Err(BuildError::WriteWithoutRead)
-    );
-    assert_eq!(
-        b.identity_map(&mut mem, &mut alloc, 1 << 48, PAGE_SIZE, EptPerms::RWX, wb),
-        Err(BuildError::OutOfRange)
     );
     assert_eq!(
         b.identity_map(
             &mut mem,
             &mut alloc,
-            u64::MAX & !0xfff,
+            0,
             PAGE_SIZE,
-            EptPerms::RWX,
-            wb
+            Mapping::new(EptPerms::WRITE, wb)
         ),
+        Err(BuildError::WriteWithoutRead)
+    );
+    assert_eq!(
+        b.identity_map(&mut mem, &mut alloc, 1 << 48, PAGE_SIZE, Mapping::RAM),
+        Err(BuildError::OutOfRange)
+    );
+    assert_eq!(
+        b.identity_map(&mut mem, &mut alloc, !0xfff, PAGE_SIZE, Mapping::RAM,),
         Err(BuildError::OutOfRange)
     );
     // 3 frames left: PDPT, PD, PT; a second PT needs a fourth.
-    b.identity_map(&mut mem, &mut alloc, 0, PAGE_SIZE, EptPerms::RWX, wb)
+    b.identity_map(&mut mem, &mut alloc, 0, PAGE_SIZE, Mapping::RAM)
         .unwrap();
     assert_eq!(
-        b.identity_map(&mut mem, &mut alloc, GIB, PAGE_SIZE, EptPerms::RWX, wb),
+        b.identity_map(&mut mem, &mut alloc, GIB, PAGE_SIZE, Mapping::RAM),
         Err(BuildError::OutOfFrames)
     );
 }
@@ -255,7 +223,7 @@ proptest! {
         let (mut mem, mut alloc, mut b, cfg) = setup(512);
         for &((start, len), p, uc) in &ranges {
             let mt = if uc { MemoryType::Uncacheable } else { MemoryType::WriteBack };
-            b.identity_map(&mut mem, &mut alloc, start, len, p, mt).unwrap();
+            b.identity_map(&mut mem, &mut alloc, start, len, Mapping::new(p, mt)).unwrap();
         }
         for (i, &((start, len), _, _)) in ranges.iter().enumerate() {
             for a in samples(start, len, &fracs) {
@@ -290,7 +258,7 @@ proptest! {
         frac in any::<u16>(),
     ) {
         let (mut mem, mut alloc, mut b, cfg) = setup(512);
-        b.identity_map(&mut mem, &mut alloc, start, len, p, MemoryType::WriteBack).unwrap();
+        b.identity_map(&mut mem, &mut alloc, start, len, Mapping::new(p, MemoryType::WriteBack)).unwrap();
         let page = (start + (len - 1) * u64::from(frac) / u64::from(u16::MAX)) & !(PAGE_SIZE - 1);
         b.unmap_4k(&mut mem, &mut alloc, page).unwrap();
         let unmapped = matches!(
@@ -315,7 +283,7 @@ proptest! {
     ) {
         let (mut mem, mut alloc, mut b, cfg) = setup(512);
         let start = base * big;
-        b.identity_map(&mut mem, &mut alloc, start, big, EptPerms::RWX, MemoryType::WriteBack)
+        b.identity_map(&mut mem, &mut alloc, start, big, Mapping::RAM)
             .unwrap();
         let before = translate(&mem, &b, &cfg, start, EptPerms::READ).unwrap().page_size;
         prop_assert_eq!(before.bytes(), big);
