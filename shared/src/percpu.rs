@@ -96,11 +96,6 @@ impl PerCpu {
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Acquire)
     }
-
-    /// Top of this CPU's kernel stack (for the AP trampoline).
-    pub fn stack_top(&self) -> u64 {
-        STACKS[self.index()].kernel.get() as u64 + STACK_SIZE as u64
-    }
 }
 
 static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
@@ -114,6 +109,13 @@ static STACKS: [CpuStacks; MAX_CPUS] = [const {
 /// The state of CPU `index`.
 pub fn get(index: usize) -> Option<&'static PerCpu> {
     CPUS.get(index)
+}
+
+/// Top of CPU `index`'s kernel stack (for the AP trampoline and the TSS).
+pub fn stack_top(index: usize) -> Option<u64> {
+    STACKS
+        .get(index)
+        .map(|s| s.kernel.get() as u64 + STACK_SIZE as u64)
 }
 
 /// Number of CPUs that have finished their initialisation.
@@ -174,7 +176,8 @@ pub unsafe fn init_this_cpu() {
         tss.interrupt_stack_table[slot] =
             VirtAddr::from_ptr(stack.0.as_ptr()) + IST_STACK_SIZE as u64;
     }
-    tss.privilege_stack_table[0] = VirtAddr::new(cpu.stack_top());
+    tss.privilege_stack_table[0] =
+        VirtAddr::new(STACKS[cpu.index()].kernel.get() as u64 + STACK_SIZE as u64);
     let tss: &'static TaskStateSegment = tss;
     *gdt = GlobalDescriptorTable::empty();
     let code = gdt.append(Descriptor::kernel_code_segment());

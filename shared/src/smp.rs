@@ -84,13 +84,13 @@ pub fn start_aps(boot: &BootInfo, ap_main: fn() -> !) -> SmpReport {
             );
             continue;
         }
-        let Some(slot) = percpu::get(next_index) else {
+        let Some(stack_top) = percpu::stack_top(next_index) else {
             break;
         };
         write_params(&TrampolineParams {
             cr3,
-            stack_top: slot.stack_top(),
-            entry: ap_entry as u64,
+            stack_top,
+            entry: ap_entry as *const () as u64,
             arg: next_index as u64,
         });
         let started = lapic
