@@ -192,7 +192,7 @@ pub enum CpuSource {
 /// Holds up to [`MAX_CPUS`] usable (enabled or online-capable) processors,
 /// each APIC ID once, in firmware order; the ones beyond are counted by
 /// `cpus().ignored()`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuList {
     pub(crate) cpus: FixedList<Cpu, MAX_CPUS>,
     pub(crate) io_apics: FixedList<IoApic, MAX_IO_APICS>,

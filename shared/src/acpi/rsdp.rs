@@ -108,11 +108,11 @@ impl Rsdp {
             }
             verify_checksum(mem, addr, length)?;
         }
-        let field = |at| u32_at(&raw, at).unwrap_or_default();
+        // The fields lie inside `raw`: the defaults are never used.
         Ok(Self {
             revision,
             oem_id: array_at(&raw, OEM_ID).unwrap_or_default(),
-            rsdt_address: field(RSDT_ADDRESS),
+            rsdt_address: u32_at(&raw, RSDT_ADDRESS).unwrap_or_default(),
             xsdt_address: match revision {
                 0 | 1 => 0,
                 _ => u64_at(&raw, XSDT_ADDRESS).unwrap_or_default(),

@@ -14,7 +14,6 @@ pub(super) const MAX_TABLE_LEN: u32 = 1 << 20;
 
 // Header field offsets.
 const LENGTH: usize = 4;
-const REVISION: usize = 8;
 
 /// A table whose signature, length and checksum have been checked; reads
 /// inside it are bounds-checked against its `Length`.
@@ -24,8 +23,6 @@ pub(super) struct Sdt {
     pub addr: u64,
     /// `Length`: size of the whole table, header included.
     pub length: u32,
-    /// `Revision` of the table's own format.
-    pub revision: u8,
     /// The table, for errors.
     pub structure: Structure,
 }
@@ -65,7 +62,6 @@ impl Sdt {
         Ok(Self {
             addr,
             length,
-            revision: header[REVISION],
             structure,
         })
     }

@@ -105,6 +105,11 @@ fn acpi2_uses_the_xsdt_over_the_rsdt() {
         (2, XSDT_AT, b"TESTOE")
     );
     assert_eq!(apic_ids(&cpus_from_madt(&mem, None).unwrap()), [9]);
+
+    // Revision 2 without an XSDT address: the RSDT.
+    let mut mem = mem;
+    put(&mut mem, ROM_RSDP_AT, &rsdp_v2(RSDT_AT as u32, 0));
+    assert_eq!(apic_ids(&cpus_from_madt(&mem, None).unwrap()), [7]);
 }
 
 #[test]
