@@ -19,11 +19,14 @@ pub mod cmdline;
 #[cfg(target_os = "none")]
 pub mod console;
 pub mod delay;
+pub mod e820;
 pub mod ept;
+pub mod ept01;
 pub mod hypercall;
 pub mod mem;
 pub mod mptable;
 pub mod msr_area;
+pub mod mtrr;
 #[cfg(target_os = "none")]
 pub mod panic;
 #[cfg(target_os = "none")]
