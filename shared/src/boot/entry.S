@@ -33,6 +33,23 @@
 .set SEL_DATA, 0x10
 .set SEL_CODE32, 0x18
 
+/* From 32-bit protected mode with EAX = PML4 physical address: CR3, PAE,
+ * EFER.LME, then paging: the CPU is in long mode (compatibility submode)
+ * until a far jump loads a 64-bit code segment. */
+.macro ENTER_LONG_MODE
+    movl %eax, %cr3
+    movl %cr4, %eax
+    orl $CR4_PAE, %eax
+    movl %eax, %cr4
+    movl $MSR_EFER, %ecx
+    rdmsr
+    orl $EFER_LME, %eax
+    wrmsr
+    movl %cr0, %eax
+    orl $(CR0_PG + CR0_WP + CR0_PE), %eax
+    movl %eax, %cr0
+.endm
+
 /* ---------------------------------------------------------------- header */
 .section .multiboot2, "a"
 .balign 8
@@ -114,19 +131,8 @@ _start32:
     cmpl $2048, %ecx
     jb 1b
 
-    /* PAE, EFER.LME, then paging: long mode (compatibility submode). */
     movl $boot_pml4, %eax
-    movl %eax, %cr3
-    movl %cr4, %eax
-    orl $CR4_PAE, %eax
-    movl %eax, %cr4
-    movl $MSR_EFER, %ecx
-    rdmsr
-    orl $EFER_LME, %eax
-    wrmsr
-    movl %cr0, %eax
-    orl $(CR0_PG + CR0_WP + CR0_PE), %eax
-    movl %eax, %cr0
+    ENTER_LONG_MODE
 
     lgdt boot_gdt_ptr
     ljmp $SEL_CODE64, $start64_low
@@ -232,17 +238,7 @@ tramp32:
     movw %ax, %es
     movw %ax, %ss
     movl (AP_TRAMPOLINE_PHYS + tramp_cr3 - ap_trampoline_start), %eax
-    movl %eax, %cr3
-    movl %cr4, %eax
-    orl $CR4_PAE, %eax
-    movl %eax, %cr4
-    movl $MSR_EFER, %ecx
-    rdmsr
-    orl $EFER_LME, %eax
-    wrmsr
-    movl %cr0, %eax
-    orl $(CR0_PG + CR0_WP), %eax
-    movl %eax, %cr0
+    ENTER_LONG_MODE
     ljmpl $SEL_CODE64, $(AP_TRAMPOLINE_PHYS + tramp64 - ap_trampoline_start)
 
 .code64
