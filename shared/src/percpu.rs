@@ -136,6 +136,7 @@ pub unsafe fn set_current(index: usize, apic_id: u32) {
     // SAFETY: IA32_GS_BASE exists on every x86-64 CPU; the kernels never use
     // GS for anything else.
     unsafe { x86::wrmsr(x86::msr::IA32_GS_BASE, cpu as *const PerCpu as u64) };
+    GS_READY.store(true, Ordering::Release);
 }
 
 /// This CPU's state. Only valid after `set_current` on this CPU.
