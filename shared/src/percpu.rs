@@ -151,13 +151,17 @@ pub fn current() -> &'static PerCpu {
     unsafe { &*p }
 }
 
+/// Set once the BSP's GS points to its `PerCpu`. Every AP sets its GS before
+/// running any other code, so after this only the BSP's early boot lacks it.
+static GS_READY: AtomicBool = AtomicBool::new(false);
+
 /// This CPU's index, or 0 while GS is not set up yet (early boot on the BSP).
+/// No MSR access: printing must not cost a VM exit when running as a guest.
 pub fn index_or_boot() -> usize {
-    // SAFETY: reading IA32_GS_BASE has no side effect.
-    if unsafe { x86::rdmsr(x86::msr::IA32_GS_BASE) } == 0 {
-        0
-    } else {
+    if GS_READY.load(Ordering::Acquire) {
         current().index()
+    } else {
+        0
     }
 }
 
