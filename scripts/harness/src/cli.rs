@@ -1,6 +1,6 @@
 //! Command-line parsing (no dependencies): `run`, `test`, `list`, `deps`.
 
-use crate::scenario::Emulator;
+use crate::scenario::{Emulator, Guest};
 
 pub const USAGE: &str = "\
 usage: harness run  [options]          build, boot one scenario, judge it (scripts/run)
@@ -15,7 +15,9 @@ run options:
   --lhv-opt HEX           LHV test options, lhv_opt=HEX (default 0)
   --lhv-args 'WORDS'      more LHV command-line words (lhv_repro=NAME mode=probe iters=N)
   --l0-args 'WORDS'       more L0 command-line words (mem=MB)
-  --no-l0                 boot LHV directly, without L0 in front
+  --guest lhv|linux       what L0 boots from the second disk (default lhv); linux
+                          is Debian's cloud kernel + busybox (model broadwell_ult)
+  --no-l0                 boot LHV (or with --guest linux, Linux) directly, without L0
   --timeout S             seconds before giving up (default 120)
   --keep                  leave the machine running interactively; no judging
   --model NAME            Bochs CPU model (default corei7_skylake_x)
@@ -37,6 +39,7 @@ pub struct RunOpts {
     pub lhv_args: Option<String>,
     pub l0_args: Option<String>,
     pub no_l0: bool,
+    pub guest: Option<Guest>,
     pub timeout: Option<u64>,
     pub keep: bool,
     pub model: Option<String>,
@@ -154,6 +157,13 @@ fn parse_run(rest: &[String]) -> Result<RunOpts, String> {
             "--lhv-args" => o.lhv_args = Some(a.value(flag, inline)?.to_string()),
             "--l0-args" => o.l0_args = Some(a.value(flag, inline)?.to_string()),
             "--no-l0" => o.no_l0 = true,
+            "--guest" => {
+                o.guest = Some(match a.value(flag, inline)? {
+                    "lhv" => Guest::Lhv,
+                    "linux" => Guest::Linux,
+                    g => return Err(format!("--guest: `{g}` is not lhv or linux")),
+                })
+            }
             "--timeout" => o.timeout = Some(num(flag, a.value(flag, inline)?)?),
             "--keep" => o.keep = true,
             "--model" => o.model = Some(a.value(flag, inline)?.to_string()),
@@ -222,6 +232,10 @@ mod tests {
         assert!(o.no_l0 && o.keep && o.verbose);
         assert_eq!(o.timeout, Some(30));
         assert_eq!(o.model.as_deref(), Some("tigerlake"));
+        let Ok(Command::Run(o)) = p("run --guest=linux") else {
+            panic!("parse failed")
+        };
+        assert_eq!(o.guest, Some(Guest::Linux));
     }
 
     #[test]
@@ -232,6 +246,7 @@ mod tests {
         assert!(p("run --lhv-opt xyz").is_err());
         assert!(p("run --bogus").is_err());
         assert!(p("run --keep=1").is_err());
+        assert!(p("run --guest windows").is_err());
         assert!(p("frobnicate").is_err());
     }
 

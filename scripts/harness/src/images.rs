@@ -50,16 +50,30 @@ fn join_words(parts: &[&str]) -> String {
 
 /// Makes (or finds in the cache) the image; returns its path.
 pub fn make(spec: &ImageSpec, verbose: bool) -> Result<PathBuf, String> {
+    make_with_files(spec, &[], verbose)
+}
+
+/// [`make`] with more files under `/boot/` (name, contents), e.g. a Linux
+/// guest's `initrd.img`.
+pub fn make_with_files(
+    spec: &ImageSpec,
+    extra: &[(&str, &[u8])],
+    verbose: bool,
+) -> Result<PathBuf, String> {
     let tpath = crate::paths::templates().join(spec.template);
     let template = std::fs::read_to_string(&tpath)
         .map_err(|e| format!("cannot read {}: {e}", tpath.display()))?;
     let cfg = render_grub_cfg(&template, spec.cmdline);
-    let key = crate::paths::fnv1a(&[
+    let mut parts: Vec<&[u8]> = vec![
         RECIPE.as_bytes(),
         spec.kernel_name.as_bytes(),
         cfg.as_bytes(),
         spec.kernel,
-    ]);
+    ];
+    for (name, data) in extra {
+        parts.extend([name.as_bytes(), *data]);
+    }
+    let key = crate::paths::fnv1a(&parts);
     let dir = crate::paths::harness().join("images");
     let img = dir.join(format!("{}-{key:016x}.img", spec.kind));
     if img.is_file() {
@@ -78,12 +92,18 @@ pub fn make(spec: &ImageSpec, verbose: bool) -> Result<PathBuf, String> {
     crate::deps::require("grub-mkrescue", "grub-common")?;
     crate::deps::require("xorriso", "xorriso")?;
     let tmp = dir.join(format!("tmp-{key:016x}-{}", std::process::id()));
-    let result = build_in(&tmp, &cfg, spec, &img);
+    let result = build_in(&tmp, &cfg, spec, extra, &img);
     let _ = std::fs::remove_dir_all(&tmp);
     result.map(|()| img)
 }
 
-fn build_in(tmp: &Path, cfg: &str, spec: &ImageSpec, img: &Path) -> Result<(), String> {
+fn build_in(
+    tmp: &Path,
+    cfg: &str,
+    spec: &ImageSpec,
+    extra: &[(&str, &[u8])],
+    img: &Path,
+) -> Result<(), String> {
     let tree = tmp.join("tree");
     let grub = tree.join("boot/grub");
     std::fs::create_dir_all(&grub).map_err(|e| format!("mkdir {}: {e}", grub.display()))?;
@@ -92,6 +112,9 @@ fn build_in(tmp: &Path, cfg: &str, spec: &ImageSpec, img: &Path) -> Result<(), S
     };
     w(grub.join("grub.cfg"), cfg.as_bytes())?;
     w(tree.join("boot").join(spec.kernel_name), spec.kernel)?;
+    for (name, data) in extra {
+        w(tree.join("boot").join(name), data)?;
+    }
     let out_tmp = tmp.join("out.img");
     let out = Command::new("grub-mkrescue")
         .arg("-o")

@@ -2,10 +2,13 @@
 //! under Bochs or QEMU and judges the serial output. See `harness help`.
 
 mod build;
+mod check;
 mod cli;
+mod cpio;
 mod deps;
 mod emulator;
 mod images;
+mod linux;
 mod paths;
 mod plan;
 mod runner;
@@ -19,7 +22,7 @@ use std::process::ExitCode;
 
 use cli::{Command, RunOpts, TestOpts};
 use runner::{Status, Task};
-use scenario::{Boot, Scenario};
+use scenario::{Boot, Guest, Scenario};
 use session::Stream;
 
 fn main() -> ExitCode {
@@ -62,11 +65,21 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
             let names: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
             format!("no scenario `{n}`; known: {}", names.join(", "))
         })?,
-        None if o.no_l0 => scenario::BOCHS_LHV,
-        None => scenario::BOCHS_L0,
+        None => match (o.guest, o.no_l0) {
+            (Some(Guest::Linux), true) => scenario::BOCHS_LINUX,
+            (Some(Guest::Linux), false) => scenario::BOCHS_L0_LINUX,
+            (_, true) => scenario::BOCHS_LHV,
+            (_, false) => scenario::BOCHS_L0,
+        },
     };
+    if let Some(g) = o.guest {
+        s.guest = g;
+    }
     if o.no_l0 {
-        s.boot = Boot::Lhv;
+        s.boot = match s.guest {
+            Guest::Lhv => Boot::Lhv,
+            Guest::Linux => Boot::Linux,
+        };
     }
     if let Some(e) = o.emulator {
         s.emulator = e;
@@ -93,7 +106,9 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
         s.model = leak(m);
     }
     if !named {
-        s.name = leak(&scenario::derived_name(s.boot, s.lhv_opt, s.emulator));
+        s.name = leak(&scenario::derived_name(
+            s.boot, s.guest, s.lhv_opt, s.emulator,
+        ));
     }
     Ok(s)
 }

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 
 use crate::images::{self, ImageSpec};
 use crate::runner::{Status, Task};
-use crate::scenario::{Boot, Emulator, Needs, Scenario};
+use crate::scenario::{Boot, Emulator, Guest, Needs, Scenario};
 use crate::session::{Job, Stream};
 
 /// Kernel builds, each done at most once per harness run.
 #[derive(Default, Debug)]
 pub struct Kernels {
     built: HashMap<&'static str, Result<Vec<u8>, String>>,
+    /// The Linux guest image, made at most once.
+    linux: Option<Result<std::path::PathBuf, String>>,
     pub verbose: bool,
 }
 
@@ -24,6 +26,13 @@ impl Kernels {
                 let elf = crate::build::kernel(package, verbose)?;
                 std::fs::read(&elf).map_err(|e| format!("read {}: {e}", elf.display()))
             })
+            .clone()
+    }
+
+    fn linux(&mut self) -> Result<std::path::PathBuf, String> {
+        let verbose = self.verbose;
+        self.linux
+            .get_or_insert_with(|| crate::linux::image(verbose))
             .clone()
     }
 }
@@ -75,9 +84,14 @@ pub fn disks(
                 },
                 k.verbose,
             )?;
-            Ok((l0, Some(lhv_image(k, s)?)))
+            let guest = match s.guest {
+                Guest::Lhv => lhv_image(k, s)?,
+                Guest::Linux => k.linux()?,
+            };
+            Ok((l0, Some(guest)))
         }
         Boot::Lhv => Ok((lhv_image(k, s)?, None)),
+        Boot::Linux => Ok((k.linux()?, None)),
         Boot::SelfTest => {
             let kernel = crate::selftest::kernel();
             let img = images::make(

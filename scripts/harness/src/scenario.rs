@@ -5,8 +5,12 @@
 //! the bases ([`BOCHS_L0`], [`BOCHS_LHV`], [`QEMU_NO_VMX_L0`], ...) and
 //! overriding what differs. Markers are plain substrings of a serial line;
 //! `{cpu}` in a marker stands for every CPU number 0..cpus (the marker must
-//! then appear once per CPU) and `{lhv_opt}` for the LHV options in lower-case
-//! hex without `0x`.
+//! then appear once per CPU), `{cpus}` for the number of CPUs and `{lhv_opt}`
+//! for the LHV options in lower-case hex without `0x`. Checks beyond markers
+//! (e.g. Linux's E820 map against L0's region) are named by `check`
+//! (see `check.rs`).
+
+pub use crate::check::Check;
 
 /// Which emulator runs the scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +36,20 @@ pub enum Boot {
     L0,
     /// LHV alone (`/boot/lhv`), no second disk.
     Lhv,
+    /// The Linux guest image alone (`linux.rs`), no L0, no second disk.
+    Linux,
     /// The harness's own tiny multiboot2 kernel: checks the emulator, GRUB
     /// and serial plumbing independently of L0 and LHV.
     SelfTest,
+}
+
+/// What L0 boots from the second disk (with [`Boot::L0`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guest {
+    /// The LHV image.
+    Lhv,
+    /// The Linux guest image (Debian cloud kernel, busybox initramfs).
+    Linux,
 }
 
 /// When a scenario can run at all; otherwise it is reported as SKIP.
@@ -56,6 +71,8 @@ pub struct Scenario {
     /// Bochs CPU model (ignored by QEMU).
     pub model: &'static str,
     pub boot: Boot,
+    /// The second disk's OS when L0 boots (ignored otherwise).
+    pub guest: Guest,
     /// LHV's `lhv_opt=<hex>`.
     pub lhv_opt: u64,
     /// More LHV command-line words, e.g. `lhv_repro=foo mode=probe iters=3`.
@@ -70,6 +87,8 @@ pub struct Scenario {
     pub expect_exit: bool,
     pub timeout_s: u64,
     pub needs: Needs,
+    /// An extra verdict check on the serial lines.
+    pub check: Check,
 }
 
 /// Fatal in every scenario, unless the same line also matches one of the
@@ -91,6 +110,7 @@ pub const BOCHS_L0: Scenario = Scenario {
     memory_mb: 512,
     model: DEFAULT_MODEL,
     boot: Boot::L0,
+    guest: Guest::Lhv,
     lhv_opt: 0,
     lhv_args: "",
     l0_args: "",
@@ -99,6 +119,7 @@ pub const BOCHS_L0: Scenario = Scenario {
     expect_exit: false,
     timeout_s: 120,
     needs: Needs::Nothing,
+    check: Check::None,
 };
 
 /// LHV alone on Bochs, 2 CPUs.
@@ -125,6 +146,33 @@ pub const QEMU_NO_VMX_LHV: Scenario = Scenario {
     name: "no-vmx-lhv",
     boot: Boot::Lhv,
     ..QEMU_NO_VMX_L0
+};
+
+/// Bochs model for Linux guests: a TSC consistent with its CPUID leaves.
+pub const LINUX_MODEL: &str = "broadwell_ult";
+
+/// L0 in front, the Linux guest on the second disk: Linux must see every
+/// CPU, reach /init and power off, and its E820 map must not offer L0's
+/// region as usable RAM.
+pub const BOCHS_L0_LINUX: Scenario = Scenario {
+    name: "l0-linux",
+    model: LINUX_MODEL,
+    guest: Guest::Linux,
+    pass: &["LINUX: cpus={cpus}", "LINUX: init reached"],
+    fail: &["Kernel panic", "LINUX: FAIL"],
+    expect_exit: true,
+    timeout_s: 180,
+    check: Check::E820AvoidsL0Region,
+    ..BOCHS_L0
+};
+
+/// The Linux guest image alone (checks the image itself).
+pub const BOCHS_LINUX: Scenario = Scenario {
+    name: "linux-bare",
+    boot: Boot::Linux,
+    timeout_s: 120,
+    check: Check::None,
+    ..BOCHS_L0_LINUX
 };
 
 /// The harness self-test kernel prints this line and then stops the machine.
@@ -159,6 +207,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     QEMU_NO_VMX_L0,
     QEMU_NO_VMX_LHV,
+    BOCHS_LINUX,
+    BOCHS_L0_LINUX,
 ];
 
 impl Scenario {
@@ -166,7 +216,9 @@ impl Scenario {
     pub fn expanded_pass(&self) -> Vec<String> {
         let mut out = Vec::new();
         for m in self.pass {
-            let m = m.replace("{lhv_opt}", &format!("{:x}", self.lhv_opt));
+            let m = m
+                .replace("{lhv_opt}", &format!("{:x}", self.lhv_opt))
+                .replace("{cpus}", &self.cpus.to_string());
             if m.contains("{cpu}") {
                 out.extend((0..self.cpus).map(|n| m.replace("{cpu}", &n.to_string())));
             } else {
@@ -192,9 +244,11 @@ pub fn filter(filters: &[String]) -> Vec<Scenario> {
 }
 
 /// A name for an ad-hoc `run` from its options: `l0`, `lhv/0x0`, `l0/0x3`,
-/// with `@qemu` appended on QEMU.
-pub fn derived_name(boot: Boot, lhv_opt: u64, emulator: Emulator) -> String {
+/// `l0+linux`, `linux`, with `@qemu` appended on QEMU.
+pub fn derived_name(boot: Boot, guest: Guest, lhv_opt: u64, emulator: Emulator) -> String {
     let mut n = match boot {
+        Boot::L0 if guest == Guest::Linux => "l0+linux".to_string(),
+        Boot::Linux => "linux".to_string(),
         Boot::L0 if lhv_opt == 0 => "l0".to_string(),
         Boot::L0 => format!("l0/{lhv_opt:#x}"),
         Boot::Lhv => format!("lhv/{lhv_opt:#x}"),
@@ -253,9 +307,45 @@ mod tests {
     }
 
     #[test]
+    fn linux_scenarios() {
+        let bare = find("linux-bare").unwrap();
+        assert_eq!(
+            (bare.boot, bare.model, bare.cpus),
+            (Boot::Linux, "broadwell_ult", 2)
+        );
+        assert_eq!(bare.check, Check::None);
+        assert_eq!(
+            bare.expanded_pass(),
+            vec!["LINUX: cpus=2", "LINUX: init reached"]
+        );
+        let l0 = find("l0-linux").unwrap();
+        assert_eq!(
+            (l0.boot, l0.guest, l0.model),
+            (Boot::L0, Guest::Linux, "broadwell_ult")
+        );
+        assert_eq!(l0.check, Check::E820AvoidsL0Region);
+        assert!(l0.expect_exit && l0.timeout_s <= 180);
+        let one = Scenario { cpus: 1, ..l0 };
+        assert_eq!(one.expanded_pass()[0], "LINUX: cpus=1");
+    }
+
+    #[test]
     fn derived_names() {
-        assert_eq!(derived_name(Boot::L0, 0, Emulator::Bochs), "l0");
-        assert_eq!(derived_name(Boot::Lhv, 0, Emulator::Bochs), "lhv/0x0");
-        assert_eq!(derived_name(Boot::L0, 3, Emulator::Qemu), "l0/0x3@qemu");
+        let lhv = Guest::Lhv;
+        assert_eq!(derived_name(Boot::L0, lhv, 0, Emulator::Bochs), "l0");
+        assert_eq!(derived_name(Boot::Lhv, lhv, 0, Emulator::Bochs), "lhv/0x0");
+        assert_eq!(
+            derived_name(Boot::L0, lhv, 3, Emulator::Qemu),
+            "l0/0x3@qemu"
+        );
+        let linux = Guest::Linux;
+        assert_eq!(
+            derived_name(Boot::L0, linux, 0, Emulator::Bochs),
+            "l0+linux"
+        );
+        assert_eq!(
+            derived_name(Boot::Linux, linux, 0, Emulator::Bochs),
+            "linux"
+        );
     }
 }

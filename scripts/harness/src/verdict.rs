@@ -1,6 +1,7 @@
 //! Judging a run from its serial lines, the Bochs log, the emulator's exit and
 //! the clock. Pure logic: the session feeds it events.
 
+use crate::check::Checker;
 use crate::scenario::{DEFAULT_FAIL, Scenario};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,7 @@ pub struct Judge {
     kernel_lines: usize,
     last_line: Option<String>,
     resets: u32,
+    check: Checker,
 }
 
 /// Lines GRUB itself prints on the serial terminal before the kernel runs.
@@ -49,6 +51,7 @@ impl Judge {
             kernel_lines: 0,
             last_line: None,
             resets: 0,
+            check: Checker::new(s.check),
         }
     }
 
@@ -77,8 +80,11 @@ impl Judge {
         } else if let Some(m) = self.fail.iter().find(|m| line.contains(**m)) {
             return Some(Outcome::Fail(format!("`{m}` on serial: {}", line.trim())));
         }
+        if let Some(why) = self.check.line(line) {
+            return Some(Outcome::Fail(why));
+        }
         if self.pending.is_empty() && !self.expect_exit {
-            return Some(Outcome::Pass);
+            return Some(self.check_done());
         }
         None
     }
@@ -86,8 +92,9 @@ impl Judge {
     /// One line of Bochs's log (bochsout.txt).
     pub fn bochs_log_line(&mut self, line: &str) -> Option<Outcome> {
         let fatal = |what: &str| Some(Outcome::Fail(format!("Bochs {what}: {}", line.trim())));
-        // Bochs logs the shutdown port (a normal way to stop) as a panic.
-        if line.contains("Shutdown port") {
+        // Bochs logs the shutdown port and an ACPI power-off (normal ways
+        // to stop) as panics.
+        if line.contains("Shutdown port") || line.contains("ACPI control: soft power off") {
             return None;
         }
         if line.contains(">>PANIC<<") {
@@ -112,7 +119,7 @@ impl Judge {
     /// The emulator exited by itself with the given description.
     pub fn exited(&self, how: &str) -> Outcome {
         if self.pending.is_empty() {
-            Outcome::Pass
+            self.check_done()
         } else {
             Outcome::Fail(format!("emulator exited ({how}) {}", self.missing_text()))
         }
@@ -136,6 +143,14 @@ impl Judge {
         Outcome::Fail(format!("timeout after {secs} s: {what}"))
     }
 
+    /// Pass, unless the scenario's check still misses something.
+    fn check_done(&self) -> Outcome {
+        match self.check.missing() {
+            None => Outcome::Pass,
+            Some(why) => Outcome::Fail(format!("all markers seen, but {why}")),
+        }
+    }
+
     fn missing_text(&self) -> String {
         match self.pending.as_slice() {
             [] => "after all markers".to_string(),
@@ -148,7 +163,7 @@ impl Judge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{BOCHS_L0, BOCHS_LHV, QEMU_NO_VMX_LHV};
+    use crate::scenario::{BOCHS_L0, BOCHS_L0_LINUX, BOCHS_LHV, QEMU_NO_VMX_LHV};
 
     fn feed(j: &mut Judge, log: &str) -> Option<Outcome> {
         log.lines()
@@ -249,6 +264,60 @@ mod tests {
         );
     }
 
+    const L0_LINUX_LOG: &str = "L0: region [0x1f000000, 0x20000000)
+LINUX: kernel 6.1.0-56-cloud-amd64
+LINUX: cpus=2
+LINUX: e820 [0x0, 0x9fbff] System RAM
+LINUX: e820 [0x100000, 0x1effffff] System RAM
+LINUX: e820 [0x1f000000, 0x1fffffff] Reserved
+LINUX: init reached
+";
+
+    #[test]
+    fn l0_linux_passes_on_exit_with_a_clean_map() {
+        let mut j = Judge::new(&BOCHS_L0_LINUX);
+        assert_eq!(feed(&mut j, L0_LINUX_LOG), None);
+        assert!(j.markers_done());
+        assert_eq!(j.exited("exit status 0"), Outcome::Pass);
+    }
+
+    #[test]
+    fn l0_linux_fails_at_once_on_an_overlap() {
+        let mut j = Judge::new(&BOCHS_L0_LINUX);
+        let log = L0_LINUX_LOG.replace("0x1effffff] System RAM", "0x1f000fff] System RAM");
+        match feed(&mut j, &log) {
+            Some(Outcome::Fail(r)) => assert!(r.contains("overlaps L0's region"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn l0_linux_without_the_region_line_cannot_pass() {
+        let mut j = Judge::new(&BOCHS_L0_LINUX);
+        let log = L0_LINUX_LOG.replace("L0: region", "L0: something");
+        assert_eq!(feed(&mut j, &log), None);
+        assert!(
+            matches!(j.exited("exit status 0"), Outcome::Fail(r) if r.contains("L0 never printed"))
+        );
+        let mut j = Judge::new(&BOCHS_L0_LINUX);
+        assert_eq!(
+            feed(
+                &mut j,
+                "L0: region [0x1000, 0x2000)
+"
+            ),
+            None
+        );
+        assert!(
+            matches!(j.timed_out(180), Outcome::Fail(r) if r.contains("last serial line: `L0: region"))
+        );
+        let mut j = Judge::new(&BOCHS_L0_LINUX);
+        assert!(
+            matches!(feed(&mut j, "[    1.0] Kernel panic - not syncing: x
+"), Some(Outcome::Fail(r)) if r.contains("Kernel panic"))
+        );
+    }
+
     #[test]
     fn bochs_log_fatal_lines() {
         let mut j = Judge::new(&BOCHS_L0);
@@ -267,6 +336,10 @@ mod tests {
         assert!(j.bochs_log_line("p[CPU0  ] >>PANIC<< something").is_some());
         assert_eq!(
             j.bochs_log_line("p[UNMAP ] >>PANIC<< Shutdown port: shutdown requested"),
+            None
+        );
+        assert_eq!(
+            j.bochs_log_line("00988339205p[ACPI  ] >>PANIC<< ACPI control: soft power off"),
             None
         );
     }
