@@ -1,7 +1,25 @@
 //! LHV: a minimal test hypervisor (L1) that checks VMX behaviour against the
 //! Intel SDM, on bare hardware, on emulators, or under L0.
+//!
+//! Two modes, chosen by `mode=` on the command line:
+//! - `test` (default): on every CPU, VMXON, one VMCS, an L2 of LHV's own and
+//!   an endless (or `iters=N`) test loop over the options of `lhv_opt=`
+//!   (see [`test_loop`] and [`options`]);
+//! - `probe`: no VMX at all; checks memory and asks L0 for its statistics
+//!   (see [`probe`]).
 #![no_std]
 #![no_main]
+
+mod assert;
+mod exit;
+mod hw;
+mod irq;
+mod l2;
+mod options;
+mod percpu_cell;
+mod probe;
+mod test_loop;
+mod vmcs_setup;
 
 use shared::boot::BootInfo;
 use shared::vmx::VmxCaps;
@@ -16,8 +34,18 @@ static CAPS: spin::Once<VmxCaps> = spin::Once::new();
 fn main(boot: &'static BootInfo) -> ! {
     println!("LHV {} starting", env!("CARGO_PKG_VERSION"));
     boot.print();
-    let opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);
-    println!("LHV_OPT = {opt:#x}");
+    if cmdline::get(boot.cmdline(), "mode") == Some("probe") {
+        probe::run(boot);
+    }
+    let raw_opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);
+    println!("LHV_OPT = {raw_opt:#x}");
+    let opt = match lhv::opt::validate(raw_opt) {
+        Ok(o) => o,
+        Err(e) => {
+            println!("TEST_ASSERT failed: valid LHV_OPT, expected known options, got {e}");
+            shared::platform::shutdown(1);
+        }
+    };
     let caps = match vmx_root::probe(Needs::default()) {
         Ok(c) => CAPS.call_once(|| c),
         Err(e) => {
@@ -26,11 +54,13 @@ fn main(boot: &'static BootInfo) -> ! {
         }
     };
     println!("{}", caps.summary());
+    test_loop::configure(boot, opt);
     let smp = shared::smp::start_aps(boot, ap_main);
     println!(
         "SMP: {} CPUs online ({} listed by firmware)",
         smp.online, smp.listed
     );
+    test_loop::set_cpu_count(smp.online);
     cpu_main()
 }
 
@@ -43,13 +73,18 @@ fn cpu_main() -> ! {
         .get()
         .expect("the BSP reads the capabilities before starting APs");
     match vmx_root::enter(caps) {
-        Ok(_vmxon) => cpu_println!("VMXON done"),
-        Err(e) => cpu_println!("VMX is not available: {e}"),
+        Ok(vmxon) => {
+            cpu_println!("VMXON done");
+            test_loop::run_cpu(vmxon, caps)
+        }
+        Err(e) => {
+            cpu_println!("VMX is not available: {e}");
+            shared::x86::halt_forever()
+        }
     }
-    shared::x86::halt_forever()
 }
 
 #[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
+fn panic(info: &::core::panic::PanicInfo) -> ! {
     shared::panic::report(info)
 }
