@@ -1,0 +1,176 @@
+//! EPT01: the one EPT hierarchy every CPU runs the guest with (identity map
+//! of the guest's physical memory, L0's region hidden; see `shared::ept01`).
+//!
+//! Unbacked accesses (L0's region): the region's pages map read/execute-
+//! only to a dummy page of all ones, so reads behave like unbacked memory
+//! without any exit. A write faults (EPT violation); L0 then maps that page
+//! to a "sink" page with write access, single-steps the one instruction
+//! (RFLAGS.TF with #DB exiting: the EPT-violation instruction length is not
+//! defined, and Bochs has no monitor trap flag), and on the #DB exit maps the
+//! page back to the dummy page and refills the sink with ones. The write is
+//! thus dropped, and L0's memory is never reachable. See `exits::ept_violation`.
+//!
+//! Memory types follow the MTRRs (with EPT the processor ignores them, SDM
+//! 30.3.7.2). Guest writes to MTRRs are trapped; L0 performs them and
+//! re-types EPT01, then INVEPT on the writing CPU (the MTRR update protocol,
+//! SDM 13.11.8, has every CPU write the same values, so each CPU flushes its
+//! own TLBs when it writes them).
+
+use shared::ept::{EptBuilder, EptConfig, EptPerms, Eptp, Mapping, MemoryType, PageSize};
+use shared::ept01::{self, Layout};
+use shared::mtrr::MtrrState;
+use shared::vmx::VmxCaps;
+use shared::vmx::insn::{self, InveptDescriptor, InveptType};
+
+use crate::memory::{self, HostMemory};
+
+struct Ept01 {
+    builder: EptBuilder,
+    layout: Layout,
+    mtrrs: Option<MtrrState>,
+}
+
+static EPT01: spin::Once<spin::Mutex<Ept01>> = spin::Once::new();
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// The page every hidden guest page reads as (all ones).
+static mut DUMMY_PAGE: Page = Page([0xff; 4096]);
+/// Where a dropped write lands for one instruction.
+static mut SINK_PAGE: Page = Page([0xff; 4096]);
+
+fn dummy_phys() -> u64 {
+    shared::boot::layout::phys_of(&raw const DUMMY_PAGE)
+}
+
+fn sink_phys() -> u64 {
+    shared::boot::layout::phys_of(&raw const SINK_PAGE)
+}
+
+/// The processor's physical-address width (CPUID 80000008H:EAX[7:0]).
+pub fn max_phys_addr() -> u8 {
+    if shared::x86::cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+        shared::x86::cpuid(0x8000_0008, 0).eax as u8
+    } else {
+        36
+    }
+}
+
+/// The MTRRs of this CPU, if it has them.
+pub fn read_mtrrs() -> Option<MtrrState> {
+    let has_mtrr = shared::x86::cpuid(1, 0).edx & (1 << 12) != 0;
+    // SAFETY: only MSRs that CPUID and IA32_MTRRCAP say exist are read.
+    MtrrState::read(has_mtrr, |m| unsafe { shared::x86::rdmsr(m) })
+}
+
+fn types_of(mtrrs: &Option<MtrrState>) -> impl Fn(u64, u64) -> Option<MemoryType> + '_ {
+    move |start, len| match mtrrs {
+        Some(m) => m.uniform_type(start, len),
+        None => Some(MemoryType::WriteBack),
+    }
+}
+
+/// Builds EPT01 for guest-physical `[0, limit)`. Called once on the BSP.
+pub fn build(caps: &VmxCaps, limit: u64) -> Result<(), shared::ept::BuildError> {
+    let (rb, re) = memory::region();
+    let cfg = EptConfig::from_caps(caps, max_phys_addr());
+    let layout = Layout {
+        limit: limit.next_multiple_of(PageSize::Size4K.bytes()),
+        hidden: (rb, re),
+        dummy_page: dummy_phys(),
+    };
+    let mtrrs = read_mtrrs();
+    let builder = memory::with_pool(|pool| {
+        let mut b = EptBuilder::new(pool, &cfg)?;
+        ept01::map_all(&mut b, &mut HostMemory, pool, &layout, &types_of(&mtrrs))?;
+        Ok::<_, shared::ept::BuildError>(b)
+    })?;
+    EPT01.call_once(|| {
+        spin::Mutex::new(Ept01 {
+            builder,
+            layout,
+            mtrrs,
+        })
+    });
+    Ok(())
+}
+
+/// The EPTP every VMCS01 uses (WB paging-structure accesses, no A/D).
+pub fn eptp() -> Option<Eptp> {
+    let e = EPT01.get()?.lock();
+    Some(e.builder.eptp(MemoryType::WriteBack, false))
+}
+
+/// Whether `gpa` is in L0's hidden region.
+pub fn is_hidden(gpa: u64) -> bool {
+    EPT01.get().is_some_and(|e| e.lock().layout.is_hidden(gpa))
+}
+
+/// Re-reads this CPU's MTRRs (after L0 performed a guest's write), re-types
+/// EPT01 and flushes this CPU's EPT-derived translations.
+pub fn mtrrs_changed() {
+    let Some(e) = EPT01.get() else { return };
+    let mut e = e.lock();
+    e.mtrrs = read_mtrrs();
+    let Ept01 {
+        builder,
+        layout,
+        mtrrs,
+        ..
+    } = &mut *e;
+    let r = memory::with_pool(|pool| {
+        ept01::map_all(builder, &mut HostMemory, pool, layout, &types_of(mtrrs))
+    });
+    drop(e);
+    if let Err(err) = r {
+        shared::cpu_println!("EPT01: re-typing after an MTRR write failed: {err}");
+    }
+    invept_all();
+}
+
+/// Maps the hidden page holding `gpa` to the sink page (writable), for one
+/// instruction.
+pub fn open_sink(gpa: u64) {
+    remap_hidden(gpa, sink_phys(), EptPerms::RW);
+}
+
+/// Maps the hidden page holding `gpa` back to the dummy page and refills
+/// the sink with ones.
+pub fn close_sink(gpa: u64) {
+    remap_hidden(gpa, dummy_phys(), ept01::HIDDEN_PERMS);
+    // SAFETY: the sink is L0's page; a racing guest write through a stale
+    // translation on another CPU can only change bytes that are dropped.
+    unsafe { core::ptr::write_volatile(&raw mut SINK_PAGE, Page([0xff; 4096])) };
+}
+
+fn remap_hidden(gpa: u64, hpa: u64, perms: EptPerms) {
+    let Some(e) = EPT01.get() else { return };
+    let mut e = e.lock();
+    let page = gpa & !0xfff;
+    if !e.layout.is_hidden(page) {
+        return;
+    }
+    let m = Mapping::new(perms, MemoryType::WriteBack);
+    let r = memory::with_pool(|pool| {
+        e.builder
+            .map_range(&mut HostMemory, pool, page, hpa, 0x1000, m)
+    });
+    drop(e);
+    if let Err(err) = r {
+        shared::cpu_println!("EPT01: remapping {page:#x} failed: {err}");
+    }
+    invept_all();
+}
+
+/// INVEPT of EPT01 on this CPU.
+pub fn invept_all() {
+    let Some(eptp) = eptp() else { return };
+    let d = InveptDescriptor {
+        eptp: eptp.0,
+        reserved: 0,
+    };
+    // SAFETY: called in VMX root operation (exit handlers); the descriptor
+    // names EPT01, which is valid.
+    let _ = unsafe { insn::invept(InveptType::SingleContext, &d) };
+}

@@ -1,0 +1,85 @@
+//! CPUID (exit reason 10): the processor's answer, with VMX hidden, the
+//! hypervisor-present bit set, L0's leaves at 0x40000000, and the bits that
+//! reflect the guest's CR4 recomputed (CPUID runs here in VMX root, with
+//! L0's CR4).
+
+use shared::vmx::{VmcsAccess, VmcsField as F};
+
+use super::{Exit, skip_instruction};
+use crate::vcpu::{Resume, Vcpu, reg};
+use crate::vmcs01::cr4;
+
+/// L0's vendor signature in leaf 0x40000000 (EBX, ECX, EDX).
+pub const SIGNATURE: &[u8; 12] = b"L0LateLaunch";
+/// First and last hypervisor leaves.
+const HV_BASE: u32 = 0x4000_0000;
+const HV_MAX: u32 = 0x4000_0001;
+const HV_RANGE_END: u32 = 0x4000_00ff;
+
+const LEAF1_ECX_VMX: u32 = 1 << 5;
+const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+const LEAF7_EBX_INVPCID: u32 = 1 << 10;
+const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const LEAFD1_EAX_XSAVES: u32 = 1 << 3;
+const EXT1_EDX_RDTSCP: u32 = 1 << 27;
+
+/// The guest's view of CPUID leaf `leaf`, subleaf `sub`.
+pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidResult {
+    use shared::vmx::controls::SecondaryProcBased as S;
+    if (HV_BASE..=HV_RANGE_END).contains(&leaf) {
+        let word = |i: usize| {
+            u32::from_le_bytes([
+                SIGNATURE[i],
+                SIGNATURE[i + 1],
+                SIGNATURE[i + 2],
+                SIGNATURE[i + 3],
+            ])
+        };
+        return match leaf {
+            HV_BASE => shared::x86::CpuidResult {
+                eax: HV_MAX,
+                ebx: word(0),
+                ecx: word(4),
+                edx: word(8),
+            },
+            _ => shared::x86::CpuidResult::default(),
+        };
+    }
+    let mut r = shared::x86::cpuid(leaf, sub);
+    let ctl = crate::controls();
+    match leaf {
+        1 => {
+            r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_OSXSAVE);
+            r.ecx |= LEAF1_ECX_HYPERVISOR;
+            if guest_cr4 & cr4::OSXSAVE != 0 {
+                r.ecx |= LEAF1_ECX_OSXSAVE;
+            }
+        }
+        7 if sub == 0 => {
+            r.ecx &= !LEAF7_ECX_OSPKE;
+            if guest_cr4 & cr4::PKE != 0 {
+                r.ecx |= LEAF7_ECX_OSPKE;
+            }
+            if !ctl.has2(S::ENABLE_INVPCID) {
+                r.ebx &= !LEAF7_EBX_INVPCID;
+            }
+        }
+        0xd if sub == 1 && !ctl.has2(S::ENABLE_XSAVES_XRSTORS) => r.eax &= !LEAFD1_EAX_XSAVES,
+        0x8000_0001 if !ctl.has2(S::ENABLE_RDTSCP) => r.edx &= !EXT1_EDX_RDTSCP,
+        _ => {}
+    }
+    r
+}
+
+pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    let leaf = vcpu.regs.gpr[reg::RAX] as u32;
+    let sub = vcpu.regs.gpr[reg::RCX] as u32;
+    let r = guest_cpuid(leaf, sub, v.read(F::Cr4ReadShadow));
+    vcpu.regs.gpr[reg::RAX] = u64::from(r.eax);
+    vcpu.regs.gpr[reg::RBX] = u64::from(r.ebx);
+    vcpu.regs.gpr[reg::RCX] = u64::from(r.ecx);
+    vcpu.regs.gpr[reg::RDX] = u64::from(r.edx);
+    skip_instruction(v, exit);
+    Some(Resume::Guest)
+}

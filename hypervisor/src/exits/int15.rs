@@ -1,0 +1,95 @@
+//! The INT 15h hook's VMCALL (see `launch`): E820h, E801h and 88h are
+//! answered from L0's edited map; every other function continues at the
+//! BIOS's original vector.
+
+use shared::mem::PhysMemory;
+use shared::vmx::{VmcsAccess, VmcsField as F};
+
+use super::Exit;
+use crate::launch::{self, STUB_IRET};
+use crate::memory::GuestMemory;
+use crate::vcpu::{Resume, Vcpu, reg};
+use crate::vmcs01::{self, Seg, cr0};
+
+const SMAP: u64 = 0x534d_4150;
+const FLAGS_CF: u16 = 1 << 0;
+const E820_RECORD: u64 = 20;
+/// AH = 86h: function not supported.
+const NOT_SUPPORTED: u64 = 0x86;
+
+/// Handles the VMCALL if it is the stub's; `None` otherwise.
+pub fn try_handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    let gm = launch::guest_map()?;
+    let real_mode = v.read(F::GuestCr0) & cr0::PE == 0;
+    if !real_mode || v.read(F::GuestCsBase).wrapping_add(exit.rip) != gm.hook.stub {
+        return None;
+    }
+    let r = &mut vcpu.regs.gpr;
+    let ax = r[reg::RAX] & 0xffff;
+    let carry = if r[reg::RAX] & 0xffff_ffff == 0xe820 && r[reg::RDX] & 0xffff_ffff == SMAP {
+        e820(r, v, &gm.map)
+    } else if ax == 0xe801 {
+        let (a, b) = gm.map.e801();
+        set16(&mut r[reg::RAX], a);
+        set16(&mut r[reg::RCX], a);
+        set16(&mut r[reg::RBX], b);
+        set16(&mut r[reg::RDX], b);
+        false
+    } else if ax >> 8 == 0x88 {
+        set16(&mut r[reg::RAX], gm.map.int15_88());
+        false
+    } else {
+        // Chain: continue at the BIOS's handler with the interrupt frame
+        // as the INT instruction left it.
+        let (seg, off) = gm.hook.original;
+        vmcs01::set_real_mode_segment(v, Seg::Cs, seg, u64::from(seg) << 4);
+        v.write(F::GuestRip, u64::from(off));
+        return Some(Resume::Guest);
+    };
+    set_carry_in_frame(v, carry);
+    v.write(F::GuestRip, STUB_IRET);
+    Some(Resume::Guest)
+}
+
+fn set16(r: &mut u64, value: u16) {
+    *r = (*r & !0xffff) | u64::from(value);
+}
+
+/// INT 15h EAX = E820h: EBX is the continuation (the entry index), ES:DI
+/// the buffer, ECX its size. Returns the carry flag (error).
+fn e820(r: &mut [u64; 16], v: &impl VmcsAccess, map: &shared::e820::E820Map) -> bool {
+    let index = (r[reg::RBX] & 0xffff_ffff) as usize;
+    let entries = map.entries();
+    if r[reg::RCX] & 0xffff_ffff < E820_RECORD || index >= entries.len() {
+        r[reg::RAX] = (r[reg::RAX] & !0xff00) | (NOT_SUPPORTED << 8);
+        return true;
+    }
+    let buf = v.read(F::GuestEsBase) + (r[reg::RDI] & 0xffff);
+    if GuestMemory.write(buf, &entries[index].to_bytes()).is_err() {
+        return true;
+    }
+    r[reg::RAX] = SMAP;
+    r[reg::RCX] = E820_RECORD;
+    r[reg::RBX] = if index + 1 < entries.len() {
+        index as u64 + 1
+    } else {
+        0
+    };
+    false
+}
+
+/// Sets or clears CF in the FLAGS image of the interrupt frame (IP, CS,
+/// FLAGS at SS:SP), which the stub's IRET restores.
+fn set_carry_in_frame(v: &impl VmcsAccess, carry: bool) {
+    let sp = v.read(F::GuestRsp) & 0xffff;
+    let addr = v.read(F::GuestSsBase) + ((sp + 4) & 0xffff);
+    let mut mem = GuestMemory;
+    if let Ok(flags) = mem.read_u16(addr) {
+        let flags = if carry {
+            flags | FLAGS_CF
+        } else {
+            flags & !FLAGS_CF
+        };
+        let _ = mem.write(addr, &flags.to_le_bytes());
+    }
+}

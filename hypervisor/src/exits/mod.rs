@@ -1,0 +1,154 @@
+//! VM-exit handling: decode first (reason, qualification, instruction
+//! length, guest RIP), then dispatch to one module per exit reason. Nothing
+//! here prints before the exit is decoded, and nothing panics on values the
+//! guest controls; what L0 cannot handle is reported with a VMCS dump and
+//! stops this CPU only.
+
+mod cache;
+mod cpuid;
+mod cr;
+mod ept_violation;
+mod exception;
+mod init_sipi;
+mod int15;
+mod msr;
+mod triple_fault;
+mod vmcall;
+mod vmx_insn;
+mod xsetbv;
+
+use shared::vmx::exit::{ExitReasonField, InterruptionInfo, InterruptionType};
+use shared::vmx::insn::{CurrentVmcs, Vmxon};
+use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
+
+use crate::vcpu::{Resume, Vcpu};
+
+/// A decoded VM exit.
+#[derive(Clone, Copy, Debug)]
+pub struct Exit {
+    pub reason: ExitReasonField,
+    pub qualification: u64,
+    pub instruction_len: u64,
+    pub rip: u64,
+}
+
+impl Exit {
+    fn read(v: &impl VmcsAccess) -> Self {
+        Self {
+            reason: ExitReasonField(v.read32(F::VmExitReason)),
+            qualification: v.read(F::ExitQualification),
+            instruction_len: v.read(F::VmExitInstructionLength),
+            rip: v.read(F::GuestRip),
+        }
+    }
+}
+
+/// The one entry point of the exit path (called by the exit stub).
+pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
+    // SAFETY: the exit stub runs in VMX root operation, with this CPU's
+    // VMCS01 current.
+    let vmx = unsafe { Vmxon::assume_enabled() };
+    let mut v = vmx.current_vmcs();
+    let exit = Exit::read(&v);
+    if exit.reason.is_entry_failure() {
+        return unhandled(vcpu, &v, &exit, "VM-entry failure");
+    }
+    let handled = match exit.reason.basic() {
+        ExitReason::Cpuid => cpuid::handle(vcpu, &mut v, &exit),
+        ExitReason::Rdmsr => msr::rdmsr(vcpu, &mut v, &exit),
+        ExitReason::Wrmsr => msr::wrmsr(vcpu, &mut v, &exit),
+        ExitReason::ControlRegisterAccess => cr::handle(vcpu, &mut v, &exit),
+        ExitReason::Xsetbv => xsetbv::handle(vcpu, &mut v, &exit),
+        ExitReason::Invd | ExitReason::Wbinvd => cache::handle(&mut v, &exit),
+        ExitReason::Vmcall => vmcall::handle(vcpu, &mut v, &exit),
+        ExitReason::InitSignal => init_sipi::init(vcpu, &mut v),
+        ExitReason::StartupIpi => init_sipi::sipi(vcpu, &mut v, &exit),
+        ExitReason::TripleFault => triple_fault::handle(vcpu, &v, &exit),
+        ExitReason::EptViolation => ept_violation::handle(vcpu, &mut v, &exit),
+        ExitReason::ExceptionOrNmi => exception::handle(vcpu, &mut v, &exit),
+        ExitReason::Vmclear
+        | ExitReason::Vmlaunch
+        | ExitReason::Vmptrld
+        | ExitReason::Vmptrst
+        | ExitReason::Vmread
+        | ExitReason::Vmresume
+        | ExitReason::Vmwrite
+        | ExitReason::Vmxoff
+        | ExitReason::Vmxon
+        | ExitReason::Invept
+        | ExitReason::Invvpid
+        | ExitReason::Vmfunc => vmx_insn::handle(&mut v),
+        _ => None,
+    };
+    match handled {
+        Some(r) => r,
+        None => unhandled(vcpu, &v, &exit, "unhandled VM exit"),
+    }
+}
+
+/// Reports an exit L0 does not handle and stops this CPU.
+fn unhandled(vcpu: &Vcpu, v: &CurrentVmcs<'_>, exit: &Exit, what: &str) -> Resume {
+    shared::cpu_println!(
+        "{what}: reason {}, qualification {:#x}, guest RIP {:#x} (CS base {:#x})",
+        exit.reason,
+        exit.qualification,
+        exit.rip,
+        v.read(F::GuestCsBase)
+    );
+    crate::dump::vmcs(v, vcpu);
+    Resume::Stop
+}
+
+/// Moves the guest past the instruction that exited, ending any blocking
+/// by STI or MOV SS (SDM 25.4.2) as the instruction's completion would.
+pub fn skip_instruction(v: &mut impl VmcsAccess, exit: &Exit) {
+    v.write(F::GuestRip, exit.rip.wrapping_add(exit.instruction_len));
+    let state = v.read(F::GuestInterruptibilityState);
+    if state & 0b11 != 0 {
+        v.write(F::GuestInterruptibilityState, state & !0b11);
+    }
+}
+
+/// RFLAGS.VM (virtual-8086 mode).
+const RFLAGS_VM: u64 = 1 << 17;
+
+/// Exception vectors L0 injects.
+pub mod vector {
+    pub const DB: u8 = 1;
+    pub const UD: u8 = 6;
+    pub const GP: u8 = 13;
+}
+
+/// Injects hardware exception `vec` at the next VM entry. The error code
+/// is only delivered in protected mode (with unrestricted guest, VM entry
+/// requires none when CR0.PE = 0, SDM 27.2.1.3).
+pub fn inject_exception(v: &mut impl VmcsAccess, vec: u8, error_code: Option<u32>) {
+    let pe = v.read(F::GuestCr0) & crate::vmcs01::cr0::PE != 0;
+    let code = error_code.filter(|_| pe);
+    let info = InterruptionInfo::new(vec, InterruptionType::HardwareException, code.is_some());
+    v.write(F::VmEntryInterruptionInfo, u64::from(info.0));
+    v.write(F::VmEntryExceptionErrorCode, u64::from(code.unwrap_or(0)));
+}
+
+/// Injects #GP(0).
+pub fn inject_gp(v: &mut impl VmcsAccess) -> Option<Resume> {
+    inject_exception(v, vector::GP, Some(0));
+    Some(Resume::Guest)
+}
+
+/// Injects #UD.
+pub fn inject_ud(v: &mut impl VmcsAccess) -> Option<Resume> {
+    inject_exception(v, vector::UD, None);
+    Some(Resume::Guest)
+}
+
+/// The guest's current privilege level (SS.DPL, SDM 5.5), 0 in real mode.
+pub fn guest_cpl(v: &impl VmcsAccess) -> u8 {
+    if v.read(F::GuestCr0) & crate::vmcs01::cr0::PE == 0 {
+        return 0;
+    }
+    if v.read(F::GuestRflags) & RFLAGS_VM != 0 {
+        return 3;
+    }
+    ((v.read(F::GuestSsAccessRights) >> 5) & 3) as u8
+}

@@ -1,0 +1,98 @@
+//! RDMSR (31) and WRMSR (32) of the MSRs the bitmap traps, and of MSRs
+//! outside the bitmap's ranges (which always exit).
+//!
+//! - VMX capability MSRs: #GP, as on a processor without VMX.
+//! - IA32_FEATURE_CONTROL: reads as locked with VMX disabled; writes #GP
+//!   (a locked register).
+//! - IA32_EFER: kept in the VMCS ("load/save IA32_EFER"); LMA is preserved
+//!   and follows CR0.PG (see `cr`), as KVM does.
+//! - MTRRs: checked, performed on the hardware, then EPT01 is re-typed.
+//! - Anything else that exits: #GP (no such MSR on Intel processors).
+
+use shared::vmx::{VmcsAccess, VmcsField as F};
+use shared::x86::msr;
+
+use super::{Exit, guest_cpl, inject_gp, skip_instruction};
+use crate::msr_bitmap::VMX_CAPS;
+use crate::vcpu::{Resume, Vcpu, reg};
+use crate::vmcs01::{cr0, efer};
+
+const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
+
+fn msr_index(vcpu: &Vcpu) -> u32 {
+    vcpu.regs.gpr[reg::RCX] as u32
+}
+
+pub fn rdmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    if guest_cpl(v) != 0 {
+        return inject_gp(v);
+    }
+    let value = match msr_index(vcpu) {
+        msr::IA32_FEATURE_CONTROL => FEATURE_CONTROL_LOCKED,
+        msr::IA32_EFER => v.read(F::GuestIa32Efer),
+        // Trapped for writes only; reads of MTRRs pass through.
+        _ => return inject_gp(v),
+    };
+    vcpu.regs.gpr[reg::RAX] = value & 0xffff_ffff;
+    vcpu.regs.gpr[reg::RDX] = value >> 32;
+    skip_instruction(v, exit);
+    Some(Resume::Guest)
+}
+
+pub fn wrmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    if guest_cpl(v) != 0 {
+        return inject_gp(v);
+    }
+    let index = msr_index(vcpu);
+    let value = (vcpu.regs.gpr[reg::RDX] << 32) | (vcpu.regs.gpr[reg::RAX] & 0xffff_ffff);
+    let ok = match index {
+        msr::IA32_EFER => write_efer(v, value),
+        m if VMX_CAPS.contains(&m) => false,
+        m => write_mtrr(m, value),
+    };
+    if !ok {
+        return inject_gp(v);
+    }
+    skip_instruction(v, exit);
+    Some(Resume::Guest)
+}
+
+/// WRMSR to IA32_EFER (SDM 2.2.1, and KVM's `set_efer`): reserved bits,
+/// NXE without CPUID support, and changing LME while paging is on are #GP;
+/// LMA is read-only.
+fn write_efer(v: &mut impl VmcsAccess, value: u64) -> bool {
+    let ext = shared::x86::cpuid(0x8000_0001, 0);
+    let mut allowed = efer::SCE | efer::LME | efer::LMA;
+    if ext.edx & (1 << 20) != 0 {
+        allowed |= efer::NXE;
+    }
+    let old = v.read(F::GuestIa32Efer);
+    if value & !allowed != 0 {
+        return false;
+    }
+    let paging = v.read(F::Cr0ReadShadow) & cr0::PG != 0;
+    if paging && (old ^ value) & efer::LME != 0 {
+        return false;
+    }
+    v.write(F::GuestIa32Efer, (value & !efer::LMA) | (old & efer::LMA));
+    true
+}
+
+/// WRMSR to an MTRR: checked like the hardware would, performed, and
+/// EPT01's memory types follow.
+fn write_mtrr(index: u32, value: u64) -> bool {
+    let Some(state) = crate::ept01::read_mtrrs() else {
+        return false;
+    };
+    let Some(which) = state.classify(index) else {
+        return false;
+    };
+    if !state.write_is_valid(which, value, crate::ept01::max_phys_addr()) {
+        return false;
+    }
+    // SAFETY: the MSR exists (IA32_MTRRCAP) and the value passed the
+    // hardware's checks, so WRMSR cannot fault.
+    unsafe { shared::x86::wrmsr(index, value) };
+    crate::ept01::mtrrs_changed();
+    true
+}

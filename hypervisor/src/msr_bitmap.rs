@@ -1,0 +1,57 @@
+//! The MSR bitmap shared by every VMCS01 (SDM 25.6.9): which RDMSR/WRMSR
+//! exit. Everything passes through except the MSRs L0 owns or emulates.
+
+use shared::x86::msr;
+
+/// IA32_VMX_BASIC .. IA32_VMX_VMFUNC: hidden while VMX is hidden.
+pub const VMX_CAPS: core::ops::RangeInclusive<u32> = 0x480..=0x491;
+
+#[repr(C, align(4096))]
+struct Bitmap([u8; 4096]);
+
+static mut BITMAP: Bitmap = Bitmap([0; 4096]);
+
+/// Offsets of the four 1-KiB bitmaps.
+const READ_LOW: usize = 0;
+const READ_HIGH: usize = 1024;
+const WRITE_LOW: usize = 2048;
+const WRITE_HIGH: usize = 3072;
+
+fn set(bitmap: &mut [u8; 4096], msr: u32, read: bool, write: bool) {
+    let (r, w, n) = match msr {
+        0..=0x1fff => (READ_LOW, WRITE_LOW, msr),
+        0xc000_0000..=0xc000_1fff => (READ_HIGH, WRITE_HIGH, msr - 0xc000_0000),
+        // Outside both ranges every access exits anyway.
+        _ => return,
+    };
+    let (byte, bit) = ((n / 8) as usize, 1u8 << (n % 8));
+    if read {
+        bitmap[r + byte] |= bit;
+    }
+    if write {
+        bitmap[w + byte] |= bit;
+    }
+}
+
+/// Fills the bitmap (once, on the BSP, before any VMCS uses it) and returns
+/// its physical address.
+pub fn init() -> u64 {
+    // SAFETY: called once on the BSP before any CPU runs a guest; after
+    // this the bitmap is only read (by the processors).
+    let b = unsafe { &mut (*(&raw mut BITMAP)).0 };
+    set(b, msr::IA32_FEATURE_CONTROL, true, true);
+    for m in VMX_CAPS {
+        set(b, m, true, true);
+    }
+    set(b, msr::IA32_EFER, true, true);
+    set(b, shared::mtrr::IA32_MTRR_DEF_TYPE, false, true);
+    for m in shared::mtrr::FIXED_MSRS {
+        set(b, m, false, true);
+    }
+    for m in shared::mtrr::IA32_MTRR_PHYSBASE0
+        ..shared::mtrr::IA32_MTRR_PHYSBASE0 + 2 * shared::mtrr::MAX_VARIABLE as u32
+    {
+        set(b, m, false, true);
+    }
+    shared::boot::layout::phys_of(&raw const BITMAP)
+}

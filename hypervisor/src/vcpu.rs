@@ -1,0 +1,284 @@
+//! The virtual CPU: per-CPU guest state and the VM-entry/VM-exit path.
+//!
+//! An assembly stub is the host RIP of every VMCS01. It saves the guest's
+//! general registers into the CPU's [`Vcpu`] (found in the slot at the top of
+//! the exit stack, i.e. at host RSP), calls [`crate::exits::handle_exit`]
+//! through [`exit_entry`], restores the registers and executes VMRESUME.
+//! VMLAUNCH and VMRESUME failures end in Rust functions that report the
+//! VM-instruction error and stop the CPU.
+
+use core::cell::UnsafeCell;
+use core::mem::{MaybeUninit, offset_of};
+
+use shared::percpu::MAX_CPUS;
+use shared::vmx::insn::{CurrentVmcs, VmcsRegion, Vmxon};
+use shared::vmx::{VmcsAccess, VmcsField};
+
+/// The guest's general registers, indexed by the SDM's register numbers
+/// (0 RAX, 1 RCX, 2 RDX, 3 RBX, 4 RSP, 5 RBP, 6 RSI, 7 RDI, 8-15 R8-R15).
+/// Slot 4 is unused: the guest's RSP lives in the VMCS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestRegs {
+    pub gpr: [u64; 16],
+}
+
+/// Register numbers (SDM Table 28-3 and the instruction encodings).
+pub mod reg {
+    pub const RAX: usize = 0;
+    pub const RCX: usize = 1;
+    pub const RDX: usize = 2;
+    pub const RBX: usize = 3;
+    pub const RSP: usize = 4;
+    pub const RDI: usize = 7;
+}
+
+/// What the exit handler wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// VMRESUME the guest.
+    Guest,
+    /// Stop this CPU (the reason has been reported).
+    Stop,
+}
+
+/// A write to a hidden page in progress (see `ept01`).
+#[derive(Clone, Copy, Debug)]
+pub struct SinkStep {
+    pub gpa: u64,
+    /// The guest's own RFLAGS.TF before L0 set it.
+    pub guest_tf: bool,
+}
+
+/// One CPU's virtual CPU. `regs` must stay the first field (the exit stub
+/// addresses it at offset 0).
+#[repr(C)]
+pub struct Vcpu {
+    pub regs: GuestRegs,
+    /// Dense CPU index.
+    pub index: usize,
+    /// VM exits handled on this CPU.
+    pub exits: u64,
+    /// A write to a hidden page being single-stepped.
+    pub sink: Option<SinkStep>,
+    /// Physical address of this CPU's VMCS01.
+    pub vmcs_phys: u64,
+}
+
+impl Vcpu {
+    /// Reads a guest register by number (RSP from the VMCS).
+    pub fn gpr(&self, vmcs: &impl VmcsAccess, n: usize) -> u64 {
+        match n {
+            reg::RSP => vmcs.read(VmcsField::GuestRsp),
+            n => self.regs.gpr[n & 15],
+        }
+    }
+}
+
+/// Bytes of each CPU's exit stack.
+const EXIT_STACK_SIZE: usize = 32 * 1024;
+
+#[repr(C, align(16))]
+struct ExitStack([u8; EXIT_STACK_SIZE]);
+
+struct PerCpuVmx {
+    vcpu: UnsafeCell<MaybeUninit<Vcpu>>,
+    vmcs: UnsafeCell<VmcsRegion>,
+    stack: UnsafeCell<ExitStack>,
+}
+
+// SAFETY: CPU i only ever touches slot i (by its own index), and the
+// hardware uses the VMCS and stack of the CPU that runs them.
+unsafe impl Sync for PerCpuVmx {}
+
+static SLOTS: [PerCpuVmx; MAX_CPUS] = [const {
+    PerCpuVmx {
+        vcpu: UnsafeCell::new(MaybeUninit::uninit()),
+        vmcs: UnsafeCell::new(VmcsRegion::new()),
+        stack: UnsafeCell::new(ExitStack([0; EXIT_STACK_SIZE])),
+    }
+}; MAX_CPUS];
+
+/// Everything `vmcs01` needs to set up this CPU's VMCS.
+pub struct CpuVmx {
+    pub vcpu: &'static mut Vcpu,
+    /// The VMCS region (to stamp and VMPTRLD).
+    pub vmcs: &'static mut VmcsRegion,
+    /// Host RSP: the top of the exit stack, with the `Vcpu` pointer above.
+    pub host_rsp: u64,
+}
+
+/// Takes this CPU's VMX slot (once per CPU).
+pub fn take(index: usize) -> Option<CpuVmx> {
+    let slot = SLOTS.get(index)?;
+    // SAFETY: only CPU `index` calls this, once (cpu_main); nothing else
+    // holds references into its slot.
+    let (vcpu, vmcs, stack) = unsafe {
+        (
+            &mut *slot.vcpu.get(),
+            &mut *slot.vmcs.get(),
+            &mut *slot.stack.get(),
+        )
+    };
+    let vcpu = vcpu.write(Vcpu {
+        regs: GuestRegs::default(),
+        index,
+        exits: 0,
+        sink: None,
+        vmcs_phys: shared::boot::layout::phys_of(vmcs as *const VmcsRegion),
+    });
+    // The top 16 bytes hold the Vcpu pointer; host RSP is 16-byte aligned.
+    let top = stack.0.as_mut_ptr() as u64 + EXIT_STACK_SIZE as u64 - 16;
+    // SAFETY: `top` is inside this CPU's exit stack and 8-byte aligned.
+    unsafe { (top as *mut u64).write(vcpu as *mut Vcpu as u64) };
+    Some(CpuVmx {
+        vcpu,
+        vmcs,
+        host_rsp: top,
+    })
+}
+
+/// Address of the exit stub (host RIP).
+pub fn exit_stub() -> u64 {
+    l0_vm_exit as *const () as u64
+}
+
+unsafe extern "C" {
+    fn l0_vm_exit();
+    fn l0_vm_launch(vcpu: *mut core::ffi::c_void) -> !;
+}
+
+/// Enters the guest with VMLAUNCH on the current VMCS. Never returns: the
+/// guest's exits go to the exit stub; a failure is reported and stops the
+/// CPU.
+///
+/// # Safety
+/// The current VMCS must be this CPU's fully set-up VMCS01 whose host state
+/// points at the exit stub and `vcpu`'s exit stack.
+pub unsafe fn launch(vcpu: &'static mut Vcpu) -> ! {
+    // SAFETY: forwarded to the caller.
+    unsafe { l0_vm_launch((vcpu as *mut Vcpu).cast()) }
+}
+
+/// Called by the exit stub with the guest registers saved.
+extern "C" fn exit_entry(vcpu: &mut Vcpu) {
+    vcpu.exits += 1;
+    if crate::exits::handle_exit(vcpu) == Resume::Stop {
+        stop_cpu();
+    }
+}
+
+/// VMLAUNCH failed (the stub returns here with the guest registers loaded).
+extern "C" fn launch_failed(vcpu: &mut Vcpu) -> ! {
+    report_entry_failure("VMLAUNCH", vcpu);
+    stop_cpu()
+}
+
+/// VMRESUME failed.
+extern "C" fn resume_failed(vcpu: &mut Vcpu) -> ! {
+    report_entry_failure("VMRESUME", vcpu);
+    stop_cpu()
+}
+
+fn report_entry_failure(what: &str, vcpu: &Vcpu) {
+    // SAFETY: the stub only calls these in VMX root operation.
+    let vmx = unsafe { Vmxon::assume_enabled() };
+    let vmcs: CurrentVmcs<'_> = vmx.current_vmcs();
+    match vmcs.try_read(VmcsField::VmInstructionError) {
+        Ok(e) => {
+            let e = shared::vmx::VmInstructionError::from_u32(e as u32);
+            shared::cpu_println!("{what} failed: VMfailValid, VM-instruction error {e}");
+        }
+        Err(_) => shared::cpu_println!("{what} failed: VMfailInvalid (no current VMCS)"),
+    }
+    crate::dump::vmcs(&vmcs, vcpu);
+}
+
+/// Stops this CPU for good (interrupts off, HLT loop).
+pub fn stop_cpu() -> ! {
+    shared::cpu_println!("stopping this CPU");
+    shared::console::flush();
+    shared::x86::halt_forever()
+}
+
+core::arch::global_asm!(
+    ".global l0_vm_exit",
+    "l0_vm_exit:",
+    "push rax",
+    "mov rax, [rsp + 8]",
+    "mov [rax + {rcx}], rcx",
+    "mov [rax + {rdx}], rdx",
+    "mov [rax + {rbx}], rbx",
+    "mov [rax + {rbp}], rbp",
+    "mov [rax + {rsi}], rsi",
+    "mov [rax + {rdi}], rdi",
+    "mov [rax + {r8}], r8",
+    "mov [rax + {r9}], r9",
+    "mov [rax + {r10}], r10",
+    "mov [rax + {r11}], r11",
+    "mov [rax + {r12}], r12",
+    "mov [rax + {r13}], r13",
+    "mov [rax + {r14}], r14",
+    "mov [rax + {r15}], r15",
+    "pop rcx",
+    "mov [rax + {rax}], rcx",
+    "mov rdi, rax",
+    "cld",
+    "call {exit_entry}",
+    "mov rax, [rsp]",
+    "call 3f",
+    "vmresume",
+    "mov rdi, [rsp]",
+    "call {resume_failed}",
+    "ud2",
+    // l0_vm_launch(vcpu: rdi)
+    ".global l0_vm_launch",
+    "l0_vm_launch:",
+    "push rdi",
+    "mov rax, rdi",
+    "call 3f",
+    "vmlaunch",
+    "pop rdi",
+    "sub rsp, 8",
+    "call {launch_failed}",
+    "ud2",
+    // Loads the guest registers from the Vcpu at rax (rax last). Called,
+    // so it leaves the stack as it found it.
+    "3:",
+    "mov rcx, [rax + {rcx}]",
+    "mov rdx, [rax + {rdx}]",
+    "mov rbx, [rax + {rbx}]",
+    "mov rbp, [rax + {rbp}]",
+    "mov rsi, [rax + {rsi}]",
+    "mov rdi, [rax + {rdi}]",
+    "mov r8, [rax + {r8}]",
+    "mov r9, [rax + {r9}]",
+    "mov r10, [rax + {r10}]",
+    "mov r11, [rax + {r11}]",
+    "mov r12, [rax + {r12}]",
+    "mov r13, [rax + {r13}]",
+    "mov r14, [rax + {r14}]",
+    "mov r15, [rax + {r15}]",
+    "mov rax, [rax + {rax}]",
+    "ret",
+    rax = const REGS + 0 * 8,
+    rcx = const REGS + 1 * 8,
+    rdx = const REGS + 2 * 8,
+    rbx = const REGS + 3 * 8,
+    rbp = const REGS + 5 * 8,
+    rsi = const REGS + 6 * 8,
+    rdi = const REGS + 7 * 8,
+    r8 = const REGS + 8 * 8,
+    r9 = const REGS + 9 * 8,
+    r10 = const REGS + 10 * 8,
+    r11 = const REGS + 11 * 8,
+    r12 = const REGS + 12 * 8,
+    r13 = const REGS + 13 * 8,
+    r14 = const REGS + 14 * 8,
+    r15 = const REGS + 15 * 8,
+    exit_entry = sym exit_entry,
+    launch_failed = sym launch_failed,
+    resume_failed = sym resume_failed,
+);
+
+const REGS: usize = offset_of!(Vcpu, regs) + offset_of!(GuestRegs, gpr);

@@ -1,0 +1,362 @@
+//! VMCS01: the VMCS each CPU runs the guest with. Controls are requested by
+//! need and adjusted against the capability MSRs (SDM Appendix A); host
+//! state is this CPU's; guest state starts as after INIT (SDM 10.1.1,
+//! Table 10-1) and is then made the BIOS's boot state (BSP) or left waiting
+//! for a SIPI (APs).
+
+use shared::vmx::controls::{
+    EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased,
+};
+use shared::vmx::insn::{self, CurrentVmcs, VmFail};
+use shared::vmx::{VmcsAccess, VmcsField as F, VmxCaps};
+use shared::x86;
+
+use crate::vcpu::CpuVmx;
+
+/// CR0 bits (SDM 2.5).
+pub mod cr0 {
+    pub const PE: u64 = 1 << 0;
+    pub const ET: u64 = 1 << 4;
+    pub const NE: u64 = 1 << 5;
+    pub const NW: u64 = 1 << 29;
+    pub const CD: u64 = 1 << 30;
+    pub const PG: u64 = 1 << 31;
+}
+
+/// CR4 bits (SDM 2.5).
+pub mod cr4 {
+    pub const PAE: u64 = 1 << 5;
+    pub const VMXE: u64 = 1 << 13;
+    pub const OSXSAVE: u64 = 1 << 18;
+    pub const PCIDE: u64 = 1 << 17;
+    pub const PKE: u64 = 1 << 22;
+}
+
+/// IA32_EFER bits.
+pub mod efer {
+    pub const SCE: u64 = 1 << 0;
+    pub const LME: u64 = 1 << 8;
+    pub const LMA: u64 = 1 << 10;
+    pub const NXE: u64 = 1 << 11;
+}
+
+/// Guest activity states (SDM 25.4.2).
+pub mod activity {
+    pub const ACTIVE: u64 = 0;
+    pub const WAIT_FOR_SIPI: u64 = 3;
+}
+
+/// The controls every VMCS01 uses, computed once from the capabilities.
+#[derive(Clone, Copy, Debug)]
+pub struct Controls {
+    pub pin: u32,
+    pub proc: u32,
+    pub proc2: u32,
+    pub exit: u32,
+    pub entry: u32,
+}
+
+impl Controls {
+    /// Requests what L0 needs; fails if the processor cannot do it.
+    pub fn from_caps(caps: &VmxCaps) -> Result<Self, shared::vmx::controls::UnsupportedControls> {
+        let pin = caps.pin.effective().require(PinBased::empty().bits())?;
+        let proc = caps.proc.effective().require(
+            (PrimaryProcBased::USE_MSR_BITMAPS | PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS)
+                .bits(),
+        )?;
+        let required = SecondaryProcBased::ENABLE_EPT
+            | SecondaryProcBased::ENABLE_VPID
+            | SecondaryProcBased::UNRESTRICTED_GUEST;
+        // Instructions the guest's CPUID advertises; without these controls
+        // they would raise #UD (CPUID hides what cannot be enabled).
+        let optional = SecondaryProcBased::ENABLE_RDTSCP
+            | SecondaryProcBased::ENABLE_INVPCID
+            | SecondaryProcBased::ENABLE_XSAVES_XRSTORS;
+        let proc2 = caps.proc2.require(required.bits())? | caps.proc2.adjust(optional.bits()).value;
+        let exit = caps.exit.effective().require(
+            (ExitControls::HOST_ADDRESS_SPACE_SIZE
+                | ExitControls::SAVE_IA32_PAT
+                | ExitControls::LOAD_IA32_PAT
+                | ExitControls::SAVE_IA32_EFER
+                | ExitControls::LOAD_IA32_EFER)
+                .bits(),
+        )?;
+        let entry = caps
+            .entry
+            .effective()
+            .require((EntryControls::LOAD_IA32_PAT | EntryControls::LOAD_IA32_EFER).bits())?;
+        Ok(Self {
+            pin,
+            proc,
+            proc2,
+            exit,
+            entry,
+        })
+    }
+
+    pub fn has2(&self, c: SecondaryProcBased) -> bool {
+        self.proc2 & c.bits() == c.bits()
+    }
+}
+
+/// CR0 bits L0 owns: PG (IA-32e mode follows it, SDM 26.3.1.1) and the
+/// bits VMX fixes (NE); with unrestricted guest PE and PG may be 0.
+pub fn cr0_mask(caps: &VmxCaps) -> u64 {
+    let fixed = (caps.cr0_fixed0 | !caps.cr0_fixed1) & !(cr0::PE | cr0::PG) & 0xffff_ffff;
+    fixed | cr0::PG | cr0::NE
+}
+
+/// CR4 bits L0 owns: the fixed ones (VMXE) and those that may not be 1.
+pub fn cr4_mask(caps: &VmxCaps) -> u64 {
+    (caps.cr4_fixed0 | !caps.cr4_fixed1 | cr4::VMXE) & 0xffff_ffff
+}
+
+/// The CR0 value the processor runs the guest with for guest value `v`.
+pub fn cr0_real(caps: &VmxCaps, v: u64) -> u64 {
+    let fixed0 = caps.cr0_fixed0 & !(cr0::PE | cr0::PG);
+    (v | fixed0) & caps.cr0_fixed1
+}
+
+/// The CR4 value the processor runs the guest with for guest value `v`.
+pub fn cr4_real(caps: &VmxCaps, v: u64) -> u64 {
+    (v | caps.cr4_fixed0) & caps.cr4_fixed1
+}
+
+/// Makes this CPU's VMCS current and writes every field L0 sets. Guest
+/// state is the INIT state with activity `activity`.
+pub fn setup(
+    cpu: &mut CpuVmx,
+    vmx: &insn::Vmxon,
+    caps: &VmxCaps,
+    ctl: &Controls,
+    msr_bitmap: u64,
+    eptp: u64,
+) -> Result<(), VmFail> {
+    cpu.vmcs.stamp(caps.basic.revision_id, false);
+    let pa = cpu.vcpu.vmcs_phys;
+    // SAFETY: `pa` is this CPU's 4-KiB VMCS region, stamped with the
+    // revision identifier; only this CPU uses it.
+    unsafe {
+        insn::vmclear(pa)?;
+        insn::vmptrld(pa)?;
+    }
+    let mut v = vmx.current_vmcs();
+    write_controls(&mut v, caps, ctl, msr_bitmap, eptp, cpu.vcpu.index);
+    write_host_state(&mut v, cpu.host_rsp);
+    write_init_state(&mut v, caps);
+    Ok(())
+}
+
+fn write_controls(
+    v: &mut CurrentVmcs<'_>,
+    caps: &VmxCaps,
+    ctl: &Controls,
+    msr_bitmap: u64,
+    eptp: u64,
+    index: usize,
+) {
+    v.write(F::PinBasedVmExecControls, u64::from(ctl.pin));
+    v.write(F::PrimaryProcBasedVmExecControls, u64::from(ctl.proc));
+    v.write(F::SecondaryProcBasedVmExecControls, u64::from(ctl.proc2));
+    v.write(F::VmExitControls, u64::from(ctl.exit));
+    v.write(F::VmEntryControls, u64::from(ctl.entry));
+    v.write(F::ExceptionBitmap, 0);
+    v.write(F::PageFaultErrorCodeMask, 0);
+    v.write(F::PageFaultErrorCodeMatch, 0);
+    v.write(F::Cr3TargetCount, 0);
+    v.write(F::VmExitMsrStoreCount, 0);
+    v.write(F::VmExitMsrLoadCount, 0);
+    v.write(F::VmEntryMsrLoadCount, 0);
+    v.write(F::VmEntryInterruptionInfo, 0);
+    v.write(F::MsrBitmapAddress, msr_bitmap);
+    v.write(F::EptPointer, eptp);
+    v.write(F::VirtualProcessorId, index as u64 + 1);
+    v.write(F::Cr0GuestHostMask, cr0_mask(caps));
+    v.write(F::Cr4GuestHostMask, cr4_mask(caps));
+    v.write(F::VmcsLinkPointer, u64::MAX);
+}
+
+fn write_host_state(v: &mut CurrentVmcs<'_>, host_rsp: u64) {
+    use shared::percpu::selector;
+    let (gdt_base, idt_base) = descriptor_tables();
+    let tr = read_tr();
+    v.write(F::HostCr0, x86::read_cr0());
+    v.write(F::HostCr3, x86::read_cr3());
+    v.write(F::HostCr4, x86::read_cr4());
+    v.write(F::HostCsSelector, u64::from(selector::KERNEL_CODE));
+    for f in [F::HostSsSelector, F::HostDsSelector, F::HostEsSelector] {
+        v.write(f, u64::from(selector::KERNEL_DATA));
+    }
+    v.write(F::HostFsSelector, 0);
+    v.write(F::HostGsSelector, 0);
+    v.write(F::HostTrSelector, u64::from(tr));
+    v.write(F::HostFsBase, 0);
+    // SAFETY: IA32_GS_BASE, IA32_EFER and IA32_PAT exist on every CPU with VMX.
+    let (gs, efer, pat) = unsafe {
+        (
+            x86::rdmsr(x86::msr::IA32_GS_BASE),
+            x86::rdmsr(x86::msr::IA32_EFER),
+            x86::rdmsr(x86::msr::IA32_PAT),
+        )
+    };
+    v.write(F::HostGsBase, gs);
+    v.write(F::HostTrBase, tss_base(gdt_base, tr));
+    v.write(F::HostGdtrBase, gdt_base);
+    v.write(F::HostIdtrBase, idt_base);
+    v.write(F::HostIa32SysenterCs, 0);
+    v.write(F::HostIa32SysenterEsp, 0);
+    v.write(F::HostIa32SysenterEip, 0);
+    v.write(F::HostIa32Efer, efer);
+    v.write(F::HostIa32Pat, pat);
+    v.write(F::HostRsp, host_rsp);
+    v.write(F::HostRip, crate::vcpu::exit_stub());
+}
+
+/// Writes the guest state a processor has after INIT (SDM Table 10-1),
+/// active or waiting for a SIPI, with the VMCS controls that depend on it.
+pub fn write_init_state(v: &mut impl VmcsAccess, caps: &VmxCaps) {
+    let cr0 = cr0::CD | cr0::NW | cr0::ET;
+    v.write(F::Cr0ReadShadow, cr0);
+    v.write(F::GuestCr0, cr0_real(caps, cr0));
+    v.write(F::Cr4ReadShadow, 0);
+    v.write(F::GuestCr4, cr4_real(caps, 0));
+    v.write(F::GuestCr3, 0);
+    v.write(F::GuestIa32Efer, 0);
+    v.clear_bits(
+        F::VmEntryControls,
+        u64::from(EntryControls::IA32E_MODE_GUEST.bits()),
+    );
+    set_real_mode_segment(v, Seg::Cs, 0xf000, 0xffff_0000);
+    for s in [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs, Seg::Ss] {
+        set_real_mode_segment(v, s, 0, 0);
+    }
+    v.write(F::GuestLdtrSelector, 0);
+    v.write(F::GuestLdtrBase, 0);
+    v.write(F::GuestLdtrLimit, 0xffff);
+    v.write(F::GuestLdtrAccessRights, 0x82);
+    v.write(F::GuestTrSelector, 0);
+    v.write(F::GuestTrBase, 0);
+    v.write(F::GuestTrLimit, 0xffff);
+    // A busy TSS (type 11), as VM entry requires (SDM 27.3.1.2).
+    v.write(F::GuestTrAccessRights, 0x8b);
+    v.write(F::GuestGdtrBase, 0);
+    v.write(F::GuestGdtrLimit, 0xffff);
+    v.write(F::GuestIdtrBase, 0);
+    v.write(F::GuestIdtrLimit, 0xffff);
+    v.write(F::GuestRip, 0xfff0);
+    v.write(F::GuestRsp, 0);
+    v.write(F::GuestRflags, 0x2);
+    v.write(F::GuestDr7, 0x400);
+    v.write(F::GuestIa32Debugctl, 0);
+    v.write(F::GuestIa32SysenterCs, 0);
+    v.write(F::GuestIa32SysenterEsp, 0);
+    v.write(F::GuestIa32SysenterEip, 0);
+    v.write(F::GuestIa32Pat, 0x0007_0406_0007_0406);
+    v.write(F::GuestInterruptibilityState, 0);
+    v.write(F::GuestPendingDebugExceptions, 0);
+    v.write(F::GuestActivityState, activity::ACTIVE);
+    for f in [
+        F::GuestPdpte0,
+        F::GuestPdpte1,
+        F::GuestPdpte2,
+        F::GuestPdpte3,
+    ] {
+        v.write(f, 0);
+    }
+}
+
+/// Segment registers.
+#[derive(Clone, Copy, Debug)]
+pub enum Seg {
+    Es,
+    Cs,
+    Ss,
+    Ds,
+    Fs,
+    Gs,
+}
+
+impl Seg {
+    fn fields(self) -> [F; 4] {
+        match self {
+            Seg::Es => [
+                F::GuestEsSelector,
+                F::GuestEsBase,
+                F::GuestEsLimit,
+                F::GuestEsAccessRights,
+            ],
+            Seg::Cs => [
+                F::GuestCsSelector,
+                F::GuestCsBase,
+                F::GuestCsLimit,
+                F::GuestCsAccessRights,
+            ],
+            Seg::Ss => [
+                F::GuestSsSelector,
+                F::GuestSsBase,
+                F::GuestSsLimit,
+                F::GuestSsAccessRights,
+            ],
+            Seg::Ds => [
+                F::GuestDsSelector,
+                F::GuestDsBase,
+                F::GuestDsLimit,
+                F::GuestDsAccessRights,
+            ],
+            Seg::Fs => [
+                F::GuestFsSelector,
+                F::GuestFsBase,
+                F::GuestFsLimit,
+                F::GuestFsAccessRights,
+            ],
+            Seg::Gs => [
+                F::GuestGsSelector,
+                F::GuestGsBase,
+                F::GuestGsLimit,
+                F::GuestGsAccessRights,
+            ],
+        }
+    }
+}
+
+/// Loads a real-mode segment: 64-KiB limit, present, accessed read/write
+/// data (CS: accessed execute/read code), DPL 0.
+pub fn set_real_mode_segment(v: &mut impl VmcsAccess, s: Seg, selector: u16, base: u64) {
+    let [sel, b, lim, ar] = s.fields();
+    v.write(sel, u64::from(selector));
+    v.write(b, base);
+    v.write(lim, 0xffff);
+    v.write(ar, if matches!(s, Seg::Cs) { 0x9b } else { 0x93 });
+}
+
+fn descriptor_tables() -> (u64, u64) {
+    #[repr(C, packed)]
+    struct Dtr {
+        limit: u16,
+        base: u64,
+    }
+    let mut gdt = Dtr { limit: 0, base: 0 };
+    let mut idt = Dtr { limit: 0, base: 0 };
+    // SAFETY: SGDT/SIDT store 10 bytes into the given locals.
+    unsafe {
+        core::arch::asm!("sgdt [{}]", in(reg) &raw mut gdt, options(nostack, preserves_flags));
+        core::arch::asm!("sidt [{}]", in(reg) &raw mut idt, options(nostack, preserves_flags));
+    }
+    (gdt.base, idt.base)
+}
+
+fn read_tr() -> u16 {
+    let tr: u16;
+    // SAFETY: STR only reads the task register.
+    unsafe { core::arch::asm!("str {0:x}", out(reg) tr, options(nomem, nostack, preserves_flags)) };
+    tr
+}
+
+/// Base of the 64-bit TSS descriptor `tr` in the GDT at `gdt` (SDM 8.2.3).
+fn tss_base(gdt: u64, tr: u16) -> u64 {
+    let d = gdt + u64::from(tr & !7);
+    // SAFETY: the GDT is this CPU's (in L0's image) and holds the 16-byte
+    // TSS descriptor the task register selects.
+    let (lo, hi) = unsafe { ((d as *const u64).read(), ((d + 8) as *const u64).read()) };
+    ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | ((hi & 0xffff_ffff) << 32)
+}
