@@ -111,6 +111,19 @@ pub fn cr4_mask(caps: &VmxCaps) -> u64 {
     (caps.cr4_fixed0 | !caps.cr4_fixed1 | cr4::VMXE) & 0xffff_ffff
 }
 
+/// The guest's CR0 as it sees it: the bits it owns from the processor,
+/// the bits L0 owns from the read shadow (SDM 25.6.6).
+pub fn guest_cr0(v: &impl VmcsAccess) -> u64 {
+    let mask = v.read(F::Cr0GuestHostMask);
+    (v.read(F::GuestCr0) & !mask) | (v.read(F::Cr0ReadShadow) & mask)
+}
+
+/// The guest's CR4 as it sees it (see [`guest_cr0`]).
+pub fn guest_cr4(v: &impl VmcsAccess) -> u64 {
+    let mask = v.read(F::Cr4GuestHostMask);
+    (v.read(F::GuestCr4) & !mask) | (v.read(F::Cr4ReadShadow) & mask)
+}
+
 /// The CR0 value the processor runs the guest with for guest value `v`.
 pub fn cr0_real(caps: &VmxCaps, v: u64) -> u64 {
     let fixed0 = caps.cr0_fixed0 & !(cr0::PE | cr0::PG);

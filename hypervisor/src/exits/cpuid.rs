@@ -3,7 +3,7 @@
 //! reflect the guest's CR4 recomputed (CPUID runs here in VMX root, with
 //! L0's CR4).
 
-use shared::vmx::{VmcsAccess, VmcsField as F};
+use shared::vmx::VmcsAccess;
 
 use super::{Exit, skip_instruction};
 use crate::vcpu::{Resume, Vcpu, reg};
@@ -75,7 +75,7 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     let leaf = vcpu.regs.gpr[reg::RAX] as u32;
     let sub = vcpu.regs.gpr[reg::RCX] as u32;
-    let r = guest_cpuid(leaf, sub, v.read(F::Cr4ReadShadow));
+    let r = guest_cpuid(leaf, sub, crate::vmcs01::guest_cr4(v));
     vcpu.regs.gpr[reg::RAX] = u64::from(r.eax);
     vcpu.regs.gpr[reg::RBX] = u64::from(r.ebx);
     vcpu.regs.gpr[reg::RCX] = u64::from(r.ecx);

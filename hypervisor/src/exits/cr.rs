@@ -26,12 +26,12 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
         (CrAccessType::MovToCr, 0) => set_cr0(v, vcpu.gpr(v, usize::from(q.gpr()))),
         (CrAccessType::MovToCr, 4) => set_cr4(v, vcpu.gpr(v, usize::from(q.gpr()))),
         (CrAccessType::Clts, _) => {
-            let shadow = v.read(F::Cr0ReadShadow);
+            let shadow = vmcs01::guest_cr0(v);
             set_cr0(v, shadow & !(1 << 3))
         }
         (CrAccessType::Lmsw, _) => {
             // LMSW loads CR0[3:0] but cannot clear PE (SDM Vol. 2A, LMSW).
-            let shadow = v.read(F::Cr0ReadShadow);
+            let shadow = vmcs01::guest_cr0(v);
             let src = u64::from(q.lmsw_source()) & 0xf;
             set_cr0(v, (shadow & !0xe) | src | (shadow & cr0::PE))
         }
@@ -48,8 +48,8 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
 /// conditions); returns false for #GP.
 fn set_cr0(v: &mut impl VmcsAccess, val: u64) -> bool {
     let caps = crate::caps();
-    let old = v.read(F::Cr0ReadShadow);
-    let cr4 = v.read(F::Cr4ReadShadow);
+    let old = vmcs01::guest_cr0(v);
+    let cr4 = vmcs01::guest_cr4(v);
     let mut efer = v.read(F::GuestIa32Efer);
     if val >> 32 != 0
         || (val & cr0::PG != 0 && val & cr0::PE == 0)
@@ -103,8 +103,8 @@ fn set_cr4(v: &mut impl VmcsAccess, val: u64) -> bool {
 /// With PAE paging active (CR0.PG, CR4.PAE, not IA-32e), copies the four
 /// PDPTEs at guest CR3 into the VMCS.
 fn load_pdptes_if_pae(v: &mut impl VmcsAccess) {
-    let pae = v.read(F::Cr0ReadShadow) & cr0::PG != 0
-        && v.read(F::Cr4ReadShadow) & cr4::PAE != 0
+    let pae = vmcs01::guest_cr0(v) & cr0::PG != 0
+        && vmcs01::guest_cr4(v) & cr4::PAE != 0
         && v.read(F::GuestIa32Efer) & efer::LMA == 0;
     if !pae {
         return;

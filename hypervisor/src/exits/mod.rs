@@ -86,8 +86,10 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
     }
 }
 
-/// Reports an exit L0 does not handle and stops this CPU.
+/// Reports an exit L0 does not handle and stops this CPU. The VMCS dump
+/// comes first, so that a log reader that stops at the summary line has it.
 fn unhandled(vcpu: &Vcpu, v: &CurrentVmcs<'_>, exit: &Exit, what: &str) -> Resume {
+    crate::dump::vmcs(v, vcpu);
     shared::cpu_println!(
         "{what}: reason {}, qualification {:#x}, guest RIP {:#x} (CS base {:#x})",
         exit.reason,
@@ -95,7 +97,6 @@ fn unhandled(vcpu: &Vcpu, v: &CurrentVmcs<'_>, exit: &Exit, what: &str) -> Resum
         exit.rip,
         v.read(F::GuestCsBase)
     );
-    crate::dump::vmcs(v, vcpu);
     Resume::Stop
 }
 

@@ -70,7 +70,7 @@ fn write_efer(v: &mut impl VmcsAccess, value: u64) -> bool {
     if value & !allowed != 0 {
         return false;
     }
-    let paging = v.read(F::Cr0ReadShadow) & cr0::PG != 0;
+    let paging = crate::vmcs01::guest_cr0(v) & cr0::PG != 0;
     if paging && (old ^ value) & efer::LME != 0 {
         return false;
     }

@@ -1,5 +1,6 @@
 //! Triple fault (exit reason 2): the guest would have shut the processor
-//! down. Reported with the guest state, then this CPU stops.
+//! down. Reported with the guest state, then the machine stops (as a
+//! real machine would reset, which is of no use to anyone debugging it).
 
 use shared::vmx::insn::CurrentVmcs;
 
@@ -7,5 +8,6 @@ use super::{Exit, unhandled};
 use crate::vcpu::{Resume, Vcpu};
 
 pub fn handle(vcpu: &Vcpu, v: &CurrentVmcs<'_>, exit: &Exit) -> Option<Resume> {
-    Some(unhandled(vcpu, v, exit, "guest triple fault (shutdown)"))
+    unhandled(vcpu, v, exit, "guest triple fault (shutdown)");
+    shared::platform::shutdown(1)
 }

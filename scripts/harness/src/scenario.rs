@@ -209,6 +209,21 @@ pub const SCENARIOS: &[Scenario] = &[
     QEMU_NO_VMX_LHV,
     BOCHS_LINUX,
     BOCHS_L0_LINUX,
+    // L0 boots plain LHV from the second disk: LHV must find VMX hidden.
+    Scenario {
+        name: "l0-guest-lhv",
+        pass: &["L0: region [", "LHV_OPT = 0x0", "VMX is not available:"],
+        ..BOCHS_L0
+    },
+    // L0 boots LHV in probe mode: LHV's APs, RAM pattern on every CPU, L0 stats.
+    Scenario {
+        name: "l0-probe",
+        lhv_args: "mode=probe",
+        pass: &["L0: region [", "PROBE: L0 stats", "PROBE: done"],
+        fail: &["unhandled VM exit", "VM-entry failure", "failed: VMfail"],
+        timeout_s: 300,
+        ..BOCHS_L0
+    },
 ];
 
 impl Scenario {
