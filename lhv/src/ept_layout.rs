@@ -115,7 +115,10 @@ impl IdentityEpt {
     /// Builds the identity map with `hole` (4-KiB aligned, below 4 GiB) not
     /// present.
     pub fn build(&mut self, phys: &TablePhys, hole: u64) {
-        assert!(hole % PAGE_4K == 0 && hole < COVERED, "hole {hole:#x}");
+        assert!(
+            hole.is_multiple_of(PAGE_4K) && hole < COVERED,
+            "hole {hole:#x}"
+        );
         *self = Self::new();
         self.pml4.0[0] = phys.pdpt | bits::RWX;
         for (g, pd) in self.pd.iter_mut().enumerate() {

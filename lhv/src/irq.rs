@@ -52,7 +52,9 @@ pub fn serve(vector: u8) -> bool {
             c.pit.fetch_add(1, Ordering::Relaxed);
             pit::eoi();
         }
-        SPURIOUS_VECTOR => {}
+        // LAPIC spurious; the master PIC's spurious IRQ 7 (no EOI, 8259A
+        // data sheet).
+        SPURIOUS_VECTOR | pit::SPURIOUS_VECTOR => {}
         _ => return false,
     }
     true
@@ -70,7 +72,12 @@ fn idt_handler(frame: &mut TrapFrame) {
 
 /// Installs the IDT handlers (once, on the BSP; the IDT is shared).
 pub fn install_handlers() {
-    for v in [TIMER_VECTOR, pit::VECTOR, SPURIOUS_VECTOR] {
+    for v in [
+        TIMER_VECTOR,
+        pit::VECTOR,
+        pit::SPURIOUS_VECTOR,
+        SPURIOUS_VECTOR,
+    ] {
         trap::set_handler(v, idt_handler);
     }
 }

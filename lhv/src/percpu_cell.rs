@@ -25,6 +25,8 @@ impl<T> PerCpuCell<T> {
     }
 
     /// The slot of CPU `cpu`, exclusively; panics if it was claimed before.
+    // The `claimed` flag makes the returned reference unique.
+    #[allow(clippy::mut_from_ref)]
     pub fn claim(&'static self, cpu: usize) -> &'static mut T {
         assert!(
             !self.claimed[cpu].swap(true, Ordering::AcqRel),

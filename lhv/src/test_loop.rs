@@ -90,7 +90,9 @@ pub struct Ctx {
     pub caps: &'static VmxCaps,
     /// The options active on this CPU (requested minus skipped).
     pub opt: LhvOpt,
-    /// Whether the platform is Bochs (for `SKIP <check>: Bochs ...`).
+    /// Whether the platform is Bochs (for `SKIP <check>: Bochs ...`; the
+    /// options that meet Bochs's departures from the SDM use it).
+    #[allow(dead_code)]
     pub on_bochs: bool,
     /// L2's general registers (RSP and RIP are in the VMCS).
     pub regs: GuestRegs,
@@ -146,6 +148,7 @@ impl Ctx {
     }
 
     /// Prints `SKIP <check>: Bochs <reason>` (callers check `on_bochs`).
+    #[allow(dead_code)]
     pub fn skip_bochs(&self, check: &str, reason: &str) {
         cpu_println!("SKIP {check}: Bochs {reason}");
     }

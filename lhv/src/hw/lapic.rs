@@ -35,25 +35,13 @@ fn x2apic() -> bool {
     unsafe { x86::rdmsr(msr::IA32_APIC_BASE) & X2APIC_ENABLE != 0 }
 }
 
-fn read(offset: u32) -> u32 {
-    if x2apic() {
-        // SAFETY: x2APIC mode is on, so the APIC MSRs exist.
-        unsafe { x86::rdmsr(0x800 + offset / 16) as u32 }
-    } else {
-        // SAFETY: IA32_APIC_BASE reads safely; its page is below 4 GiB on
-        // every platform LHV runs on, inside the boot identity map.
-        let base = unsafe { x86::rdmsr(msr::IA32_APIC_BASE) } & BASE_MASK;
-        // SAFETY: an aligned 32-bit APIC register in the identity map.
-        unsafe { ::core::ptr::read_volatile((base + u64::from(offset)) as *const u32) }
-    }
-}
-
 fn write(offset: u32, value: u32) {
     if x2apic() {
         // SAFETY: x2APIC mode is on; the registers used here are writable.
         unsafe { x86::wrmsr(0x800 + offset / 16, u64::from(value)) }
     } else {
-        // SAFETY: as in `read`.
+        // SAFETY: IA32_APIC_BASE reads safely; its page is below 4 GiB on
+        // every platform LHV runs on, inside the boot identity map.
         let base = unsafe { x86::rdmsr(msr::IA32_APIC_BASE) } & BASE_MASK;
         // SAFETY: an aligned 32-bit APIC register in the identity map.
         unsafe { ::core::ptr::write_volatile((base + u64::from(offset)) as *mut u32, value) }

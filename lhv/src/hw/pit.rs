@@ -3,10 +3,10 @@
 
 use shared::x86;
 
-/// PIT input clock, Hz.
-pub const PIT_HZ: u32 = 1_193_182;
 /// The vector IRQ 0 is remapped to.
 pub const VECTOR: u8 = 0x20;
+/// The vector of the master PIC's spurious IRQ 7.
+pub const SPURIOUS_VECTOR: u8 = VECTOR + 7;
 
 const PIT_CH0: u16 = 0x40;
 const PIT_CMD: u16 = 0x43;
