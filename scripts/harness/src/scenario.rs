@@ -224,6 +224,179 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_s: 300,
         ..BOCHS_L0
     },
+    // LHV's test loop alone on Bochs (lhv/src/test_loop.rs): every CPU
+    // reaches iters=20 with no failed check, then LHV shuts the machine down.
+    Scenario {
+        name: "lhv/0x0/1cpu",
+        lhv_opt: 0x0,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x0/2cpu",
+        lhv_opt: 0x0,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x2/1cpu",
+        lhv_opt: 0x2,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x2/2cpu",
+        lhv_opt: 0x2,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x4/1cpu",
+        lhv_opt: 0x4,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x4/2cpu",
+        lhv_opt: 0x4,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x10/1cpu",
+        lhv_opt: 0x10,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x10/2cpu",
+        lhv_opt: 0x10,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x80/1cpu",
+        lhv_opt: 0x80,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x80/2cpu",
+        lhv_opt: 0x80,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x200/1cpu",
+        lhv_opt: 0x200,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x200/2cpu",
+        lhv_opt: 0x200,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x4000/1cpu",
+        lhv_opt: 0x4000,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x4000/2cpu",
+        lhv_opt: 0x4000,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x4096/1cpu",
+        lhv_opt: 0x4096,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x4096/2cpu",
+        lhv_opt: 0x4096,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x4296/1cpu",
+        lhv_opt: 0x4296,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x4296/2cpu",
+        lhv_opt: 0x4296,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    // LHV probe mode alone on Bochs: E820 lines, RAM pattern, no L0 (#UD).
+    Scenario {
+        name: "lhv-probe",
+        lhv_args: "mode=probe",
+        memory_mb: 128,
+        pass: &["E820: [", "PROBE: memory pattern OK", "PROBE: no L0 (VMCALL #UD)", "PROBE: done"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
 ];
 
 impl Scenario {
