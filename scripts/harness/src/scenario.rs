@@ -231,7 +231,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x0,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -240,7 +244,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x0,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -249,7 +257,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x2,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -258,7 +270,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x2,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -267,7 +283,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x4,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -276,7 +296,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x4,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -285,7 +309,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x10,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -294,7 +322,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x10,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -303,7 +335,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x80,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -312,7 +348,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x80,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -321,7 +361,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x200,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -330,7 +374,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x200,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -339,7 +387,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x4000,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -348,7 +400,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x4000,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -357,7 +413,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x4096,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -366,7 +426,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x4096,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -375,7 +439,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x4296,
         cpus: 1,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -384,7 +452,11 @@ pub const SCENARIOS: &[Scenario] = &[
         lhv_opt: 0x4296,
         cpus: 2,
         lhv_args: "iters=20",
-        pass: &["LHV_OPT = 0x{lhv_opt}", "CPU({cpu}): LHV done", "LHV: all CPUs done"],
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
@@ -393,7 +465,12 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "lhv-probe",
         lhv_args: "mode=probe",
         memory_mb: 128,
-        pass: &["E820: [", "PROBE: memory pattern OK", "PROBE: no L0 (VMCALL #UD)", "PROBE: done"],
+        pass: &[
+            "E820: [",
+            "PROBE: memory pattern OK",
+            "PROBE: no L0 (VMCALL #UD)",
+            "PROBE: done",
+        ],
         expect_exit: true,
         ..BOCHS_LHV
     },
