@@ -230,7 +230,10 @@ fn list() {
             s.emulator.name(),
             s.cpus,
             s.memory_mb,
-            format!("{:?}", s.boot),
+            match (s.boot, s.guest) {
+                (Boot::L0, Guest::Linux) => "L0+Linux".to_string(),
+                (b, _) => format!("{b:?}"),
+            },
             s.expanded_pass().join(" | ")
         );
     }
