@@ -193,8 +193,6 @@ fn cpu_main(bsp: bool) -> ! {
         );
         APS_READY.fetch_add(1, Ordering::Release);
     }
-    // The token stays valid: this CPU never leaves VMX operation.
-    core::mem::forget(vmxon);
     // SAFETY: the current VMCS is this CPU's VMCS01, fully set up by
     // `vmcs01::setup` (host state: the exit stub and this Vcpu's stack).
     unsafe { vcpu::launch(cpu.vcpu) }

@@ -244,7 +244,7 @@ impl PhysMemory for HostMemory {
     }
 
     fn write_u64(&mut self, addr: u64, value: u64) -> Result<(), MemError> {
-        if addr % 8 != 0 {
+        if !addr.is_multiple_of(8) {
             return self.write(addr, &value.to_le_bytes());
         }
         if range_end(addr, 8)? > IDENTITY_MAP_END {

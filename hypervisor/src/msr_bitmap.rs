@@ -36,9 +36,11 @@ fn set(bitmap: &mut [u8; 4096], msr: u32, read: bool, write: bool) {
 /// Fills the bitmap (once, on the BSP, before any VMCS uses it) and returns
 /// its physical address.
 pub fn init() -> u64 {
-    // SAFETY: called once on the BSP before any CPU runs a guest; after
-    // this the bitmap is only read (by the processors).
-    let b = unsafe { &mut (*(&raw mut BITMAP)).0 };
+    // Called once on the BSP before any CPU runs a guest; afterwards the
+    // bitmap is only read (by the processors).
+    let bitmap: *mut Bitmap = &raw mut BITMAP;
+    // SAFETY: as above: the only reference to the bitmap while it is built.
+    let b = unsafe { &mut (*bitmap).0 };
     set(b, msr::IA32_FEATURE_CONTROL, true, true);
     for m in VMX_CAPS {
         set(b, m, true, true);

@@ -261,24 +261,27 @@ core::arch::global_asm!(
     "mov r15, [rax + {r15}]",
     "mov rax, [rax + {rax}]",
     "ret",
-    rax = const REGS + 0 * 8,
-    rcx = const REGS + 1 * 8,
-    rdx = const REGS + 2 * 8,
-    rbx = const REGS + 3 * 8,
-    rbp = const REGS + 5 * 8,
-    rsi = const REGS + 6 * 8,
-    rdi = const REGS + 7 * 8,
-    r8 = const REGS + 8 * 8,
-    r9 = const REGS + 9 * 8,
-    r10 = const REGS + 10 * 8,
-    r11 = const REGS + 11 * 8,
-    r12 = const REGS + 12 * 8,
-    r13 = const REGS + 13 * 8,
-    r14 = const REGS + 14 * 8,
-    r15 = const REGS + 15 * 8,
+    rax = const slot(0),
+    rcx = const slot(1),
+    rdx = const slot(2),
+    rbx = const slot(3),
+    rbp = const slot(5),
+    rsi = const slot(6),
+    rdi = const slot(7),
+    r8 = const slot(8),
+    r9 = const slot(9),
+    r10 = const slot(10),
+    r11 = const slot(11),
+    r12 = const slot(12),
+    r13 = const slot(13),
+    r14 = const slot(14),
+    r15 = const slot(15),
     exit_entry = sym exit_entry,
     launch_failed = sym launch_failed,
     resume_failed = sym resume_failed,
 );
 
-const REGS: usize = offset_of!(Vcpu, regs) + offset_of!(GuestRegs, gpr);
+/// Offset in `Vcpu` of guest register number `n`.
+const fn slot(n: usize) -> usize {
+    offset_of!(Vcpu, regs) + offset_of!(GuestRegs, gpr) + 8 * n
+}

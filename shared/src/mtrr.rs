@@ -93,7 +93,7 @@ impl MtrrState {
         }
         let off = msr.checked_sub(IA32_MTRR_PHYSBASE0)? as usize;
         if off < 2 * self.variable_count {
-            return Some(if off % 2 == 0 {
+            return Some(if off.is_multiple_of(2) {
                 MtrrMsr::PhysBase(off / 2)
             } else {
                 MtrrMsr::PhysMask(off / 2)
