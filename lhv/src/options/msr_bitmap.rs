@@ -268,7 +268,7 @@ impl MsrBitmap {
                     TESTS[k].0
                 )
             );
-            if !(k == 4 && !self.tsc_aux) {
+            if k != 4 || self.tsc_aux {
                 let expected = if w {
                     BASE[ctx.cpu][k].load(Ordering::Relaxed)
                 } else {

@@ -22,6 +22,9 @@
 //! entry (x2APIC MSR, reserved bits, IA32_FS_BASE) must make VMRESUME fail
 //! with exit reason 34 and the entry's 1-based index (SDM 26.4, 26.8).
 
+// The loops walk several parallel per-MSR arrays by index.
+#![allow(clippy::needless_range_loop)]
+
 use ::core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use lhv::opt::LhvOpt;
 use shared::boot::layout::phys_of;
@@ -232,7 +235,7 @@ impl MsrLoad {
         let t = |k: u64| TYPES[((iter + k) % TYPES.len() as u64) as usize];
         let addr = |x: u64| ((x & 0xffff) << 12) & self.phys_mask;
         match (kind, l2) {
-            (Kind::Efer, true) => self.efer ^ if iter % 2 == 0 { SCE } else { 0 },
+            (Kind::Efer, true) => self.efer ^ if iter.is_multiple_of(2) { SCE } else { 0 },
             (Kind::Pat, true) => (self.pat & !(0xffff << 48)) | t(0) << 56 | t(2) << 48,
             (Kind::Efer, false) => self.efer,
             (Kind::Pat, false) => self.pat,
