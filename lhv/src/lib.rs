@@ -10,4 +10,5 @@
 pub mod desc;
 pub mod ept_layout;
 pub mod invvpid_cases;
+pub mod msr_bitmap;
 pub mod opt;

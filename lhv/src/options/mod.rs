@@ -27,9 +27,12 @@ use crate::vmcs_setup::Controls;
 
 pub mod baseline;
 pub mod ept;
+pub mod msr_bitmap;
+pub mod msr_load;
 pub mod no_eflags_if;
 pub mod no_interrupt;
 pub mod preemption_timer;
+mod safe_msr;
 pub mod vmxoff;
 pub mod vpid;
 
@@ -114,4 +117,6 @@ registry! {
     vpid: vpid::Vpid,
     preemption_timer: preemption_timer::PreemptionTimer,
     vmxoff: vmxoff::VmxOff,
+    msr_load: msr_load::MsrLoad,
+    msr_bitmap: msr_bitmap::MsrBitmap,
 }

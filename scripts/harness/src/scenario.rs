@@ -409,6 +409,71 @@ pub const SCENARIOS: &[Scenario] = &[
         ..BOCHS_LHV
     },
     Scenario {
+        name: "lhv/0x1/1cpu",
+        lhv_opt: 0x1,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x1/2cpu",
+        lhv_opt: 0x1,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x400/1cpu",
+        lhv_opt: 0x400,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x400/2cpu",
+        lhv_opt: 0x400,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x415/2cpu",
+        lhv_opt: 0x415,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
         name: "lhv/0x4096/1cpu",
         lhv_opt: 0x4096,
         cpus: 1,
