@@ -9,5 +9,6 @@
 
 pub mod desc;
 pub mod ept_layout;
+pub mod ept_variants;
 pub mod invvpid_cases;
 pub mod opt;
