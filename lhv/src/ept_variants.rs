@@ -323,14 +323,20 @@ mod tests {
         fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
             for (k, b) in buf.iter_mut().enumerate() {
                 let a = addr.checked_add(k as u64).ok_or(MemError::Overflow)?;
-                *b = self.0.get(&(a & !0xfff)).map_or(0, |p| p[(a & 0xfff) as usize]);
+                *b = self
+                    .0
+                    .get(&(a & !0xfff))
+                    .map_or(0, |p| p[(a & 0xfff) as usize]);
             }
             Ok(())
         }
         fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
             for (k, b) in buf.iter().enumerate() {
                 let a = addr.checked_add(k as u64).ok_or(MemError::Overflow)?;
-                let page = self.0.entry(a & !0xfff).or_insert_with(|| Box::new([0; 4096]));
+                let page = self
+                    .0
+                    .entry(a & !0xfff)
+                    .or_insert_with(|| Box::new([0; 4096]));
                 page[(a & 0xfff) as usize] = *b;
             }
             Ok(())
@@ -450,8 +456,14 @@ mod tests {
         let frames_before = alloc.next;
         for _ in 0..3 {
             set_swapped_2m(&mut mem, &mut alloc, &CFG, root, (a, b), true).unwrap();
-            assert_eq!(tr(&mem, root, a + 0x1_2348), Some((b + 0x1_2348, PageSize::Size2M)));
-            assert_eq!(tr(&mem, root, b + PAGE_2M - 8), Some((a + PAGE_2M - 8, PageSize::Size2M)));
+            assert_eq!(
+                tr(&mem, root, a + 0x1_2348),
+                Some((b + 0x1_2348, PageSize::Size2M))
+            );
+            assert_eq!(
+                tr(&mem, root, b + PAGE_2M - 8),
+                Some((a + PAGE_2M - 8, PageSize::Size2M))
+            );
             assert_eq!(tr(&mem, root, b + PAGE_2M).map(|t| t.0), Some(b + PAGE_2M));
             assert_eq!(tr(&mem, root, a - 8).map(|t| t.0), Some(a - 8));
             set_swapped_2m(&mut mem, &mut alloc, &CFG, root, (a, b), false).unwrap();
@@ -484,7 +496,10 @@ mod tests {
             .count() as u64;
         assert_eq!(n, (0x2000_0000 - 0x160_0000) / size);
         assert_eq!(scratch_chunk(&[], &[], 0, size, PAGE_2M, 1 << 32), None);
-        assert_eq!(scratch_chunk(&[(u64::MAX - 10, u64::MAX)], &[], 0, 8, 16, u64::MAX), None);
+        assert_eq!(
+            scratch_chunk(&[(u64::MAX - 10, u64::MAX)], &[], 0, 8, 16, u64::MAX),
+            None
+        );
         const { assert!(scratch::MARKERS + scratch::MARKER_COUNT * PAGE_4K <= scratch::SIZE) };
     }
 
@@ -503,9 +518,17 @@ mod tests {
         let good = eptp(0x1234_5000).0;
         assert_eq!(invept_expect(&cap, &cfg, 1, good), Expect::Success);
         assert_eq!(invept_expect(&cap, &cfg, 2, good), Expect::Success);
-        assert_eq!(invept_expect(&cap, &cfg, 2, 0), Expect::Success, "all-context ignores the EPTP");
+        assert_eq!(
+            invept_expect(&cap, &cfg, 2, 0),
+            Expect::Success,
+            "all-context ignores the EPTP"
+        );
         for (kind, e, what) in invalid_invept_cases(good, cfg.max_phys_addr) {
-            assert_eq!(invept_expect(&cap, &cfg, kind, e), Expect::InvalidOperand, "{what}");
+            assert_eq!(
+                invept_expect(&cap, &cfg, kind, e),
+                Expect::InvalidOperand,
+                "{what}"
+            );
         }
         assert_eq!(
             invept_expect(&cap, &cfg, 1, good | Eptp::ACCESSED_DIRTY),

@@ -74,7 +74,11 @@ pub fn chunk(cpu: usize) -> Option<u64> {
     let boot = boot_info();
     let mut usable = [(0u64, 0u64); 32];
     let mut n = 0;
-    for r in boot.memory_map.iter().filter(|r| r.kind == MemoryKind::Usable) {
+    for r in boot
+        .memory_map
+        .iter()
+        .filter(|r| r.kind == MemoryKind::Usable)
+    {
         if n < usable.len() {
             usable[n] = (r.base.max(SCRATCH_LOW), r.end());
             n += 1;

@@ -64,17 +64,32 @@ fn l2_action(env: &L2Env) {
     let mut checked = 0u64;
     for p in 0..(PAGE_2M / PAGE_4K) {
         let o = offset(p, env.iter);
-        l2_assert_eq!(read(a + o), large_pattern(ha + o, env.iter), "LARGE_PAGE: read through A");
-        l2_assert_eq!(read(b + o), large_pattern(hb + o, env.iter), "LARGE_PAGE: read through B");
+        l2_assert_eq!(
+            read(a + o),
+            large_pattern(ha + o, env.iter),
+            "LARGE_PAGE: read through A"
+        );
+        l2_assert_eq!(
+            read(b + o),
+            large_pattern(hb + o, env.iter),
+            "LARGE_PAGE: read through B"
+        );
         checked += 2;
         if flags & ALIAS != 0 {
             let v = read(ALIAS_GIB * PAGE_1G + a + o);
-            l2_assert_eq!(v, large_pattern(a + o, env.iter), "LARGE_PAGE: read through 1 GiB");
+            l2_assert_eq!(
+                v,
+                large_pattern(a + o, env.iter),
+                "LARGE_PAGE: read through 1 GiB"
+            );
             checked += 1;
         }
     }
     let o = write_offset(env.iter);
-    let (wa, wb) = (0x4c32_0000_0000_0a0a ^ env.iter, 0x4c32_0000_0000_0b0b ^ env.iter);
+    let (wa, wb) = (
+        0x4c32_0000_0000_0a0a ^ env.iter,
+        0x4c32_0000_0000_0b0b ^ env.iter,
+    );
     // SAFETY: as above; L1 reads these back.
     unsafe {
         ::core::ptr::write_volatile((a + o) as *mut u64, wa);
@@ -133,7 +148,11 @@ impl LargePage {
         let cfg = self.cfg.expect("set in setup");
         let eptp = Eptp::new(self.base_root, shared::ept::MemoryType::WriteBack, 4, false);
         let t = walk(&IdentityMem, eptp, gpa, EptPerms::READ, &cfg).map(|t| (t.hpa, t.page_size));
-        test_assert_eq!(t, Ok((want, size)), "LARGE_PAGE: walk of the EPT option's tables");
+        test_assert_eq!(
+            t,
+            Ok((want, size)),
+            "LARGE_PAGE: walk of the EPT option's tables"
+        );
     }
 }
 
@@ -160,7 +179,10 @@ impl TestOption for LargePage {
             return;
         }
         let Some(chunk) = ept_common::chunk(ctx.cpu) else {
-            cpu_println!("SKIP LARGE_PAGE: no free RAM for CPU {}'s 2-MiB pages", ctx.cpu);
+            cpu_println!(
+                "SKIP LARGE_PAGE: no free RAM for CPU {}'s 2-MiB pages",
+                ctx.cpu
+            );
             return;
         };
         let cfg = ept_common::ept_config(ctx);
@@ -184,7 +206,12 @@ impl TestOption for LargePage {
             cpu_println!("SKIP LARGE_PAGE 1-GiB alias: scratch RAM above 1 GiB");
         } else {
             let alias = Alias1G::new(&IdentityMem, self.base_root, ALIAS_GIB * PAGE_1G, 0);
-            test_assert!(alias.is_ok(), "LARGE_PAGE: 1-GiB alias entry", "readable", alias);
+            test_assert!(
+                alias.is_ok(),
+                "LARGE_PAGE: 1-GiB alias entry",
+                "readable",
+                alias
+            );
             self.alias = alias.ok();
         }
         self.ready = true;

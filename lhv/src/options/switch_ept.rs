@@ -62,8 +62,16 @@ fn l2_action(_env: &L2Env) {
             unsafe { ::core::ptr::read_volatile((gpa as *const u64).add(i)) }
         };
         let (v0, v1) = (read(SWITCH_TEST_GPA[0]), read(SWITCH_TEST_GPA[1]));
-        l2_assert_eq!(v0, r.rdx, "SWITCH_EPT: test page 0 through the current EPTP");
-        l2_assert_eq!(v1, r.rsi, "SWITCH_EPT: test page 1 through the current EPTP");
+        l2_assert_eq!(
+            v0,
+            r.rdx,
+            "SWITCH_EPT: test page 0 through the current EPTP"
+        );
+        l2_assert_eq!(
+            v1,
+            r.rsi,
+            "SWITCH_EPT: test page 1 through the current EPTP"
+        );
         l2::vmcall(
             REPORT,
             l2::Args {
@@ -200,7 +208,10 @@ impl TestOption for SwitchEpt {
             return;
         }
         let Some(chunk) = ept_common::chunk(ctx.cpu) else {
-            cpu_println!("SKIP SWITCH_EPT: no free RAM for CPU {}'s EPT tables", ctx.cpu);
+            cpu_println!(
+                "SKIP SWITCH_EPT: no free RAM for CPU {}'s EPT tables",
+                ctx.cpu
+            );
             return;
         };
         let cfg = ept_common::ept_config(ctx);
@@ -237,9 +248,19 @@ impl TestOption for SwitchEpt {
         // The tables as the processor will walk them.
         for (k, d) in self.hier.iter().enumerate() {
             for (page, m) in [(0, k as u64), (1, ((k + 1) % N) as u64)] {
-                let t = walk(mem, d.eptp(), SWITCH_TEST_GPA[page] + 8, EptPerms::READ, &cfg)
-                    .map(|t| t.hpa);
-                test_assert_eq!(t, Ok(self.marker_pa(m) + 8), "SWITCH_EPT: walk of a test page");
+                let t = walk(
+                    mem,
+                    d.eptp(),
+                    SWITCH_TEST_GPA[page] + 8,
+                    EptPerms::READ,
+                    &cfg,
+                )
+                .map(|t| t.hpa);
+                test_assert_eq!(
+                    t,
+                    Ok(self.marker_pa(m) + 8),
+                    "SWITCH_EPT: walk of a test page"
+                );
             }
             let code = shared::boot::layout::phys_of(l2::l2_main as *const u8);
             let t = walk(mem, d.eptp(), code, EptPerms::EXECUTE, &cfg).map(|t| t.hpa);
@@ -273,7 +294,12 @@ impl TestOption for SwitchEpt {
         }
         let rax = ctx.regs.gpr[gpr::RAX];
         if rax == NEXT {
-            test_assert!(self.reported, "SWITCH_EPT: L2 reported the last step", true, false);
+            test_assert!(
+                self.reported,
+                "SWITCH_EPT: L2 reported the last step",
+                true,
+                false
+            );
             let cpu = ctx.cpu;
             let go = self.ready && self.step < STEPS;
             if go {
