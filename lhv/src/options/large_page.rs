@@ -163,7 +163,7 @@ impl TestOption for LargePage {
 
     fn unsupported(&self, caps: &VmxCaps) -> Option<&'static str> {
         let e = &caps.ept_vpid;
-        if !caps.has_ept() || !(e.walk_length_4 && e.memory_type_wb) {
+        if !(caps.has_ept() && e.walk_length_4 && e.memory_type_wb) {
             Some("the CPU lacks EPT with a 4-level walk and WB")
         } else if !e.pages_2m {
             Some("EPT lacks 2-MiB pages")

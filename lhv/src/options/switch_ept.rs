@@ -194,7 +194,7 @@ impl TestOption for SwitchEpt {
 
     fn unsupported(&self, caps: &VmxCaps) -> Option<&'static str> {
         let e = &caps.ept_vpid;
-        if !caps.has_ept() || !(e.walk_length_4 && e.memory_type_wb && e.pages_2m) {
+        if !(caps.has_ept() && e.walk_length_4 && e.memory_type_wb && e.pages_2m) {
             Some("the CPU lacks EPT with a 4-level walk, WB and 2-MiB pages")
         } else if !(e.invept && e.invept_single_context) {
             Some("the CPU lacks single-context INVEPT")
