@@ -9,6 +9,7 @@
 
 pub mod desc;
 pub mod ept_layout;
+pub mod ept_variants;
 pub mod invvpid_cases;
 pub mod msr_bitmap;
 pub mod opt;

@@ -30,6 +30,7 @@ struct Config {
 }
 
 static CONFIG: spin::Once<Config> = spin::Once::new();
+static BOOT: spin::Once<&'static BootInfo> = spin::Once::new();
 static CPU_COUNT: AtomicUsize = AtomicUsize::new(1);
 static CPUS_DONE: AtomicUsize = AtomicUsize::new(0);
 static COUNT_SET: AtomicBool = AtomicBool::new(false);
@@ -57,8 +58,14 @@ fn firmware_is_bochs(boot: &BootInfo) -> bool {
     boot.rsdp.get(9..15) == Some(b"BOCHS ".as_slice())
 }
 
+/// The boot information (memory map) for options that need free RAM.
+pub fn boot_info() -> &'static BootInfo {
+    BOOT.get().expect("configured by the BSP")
+}
+
 /// Reads the run-wide settings (BSP, before the APs start).
-pub fn configure(boot: &BootInfo, opt: LhvOpt) {
+pub fn configure(boot: &'static BootInfo, opt: LhvOpt) {
+    BOOT.call_once(|| boot);
     let iters = cmdline::get_num(boot.cmdline(), "iters");
     let on_bochs = firmware_is_bochs(boot);
     CONFIG.call_once(|| Config {

@@ -27,12 +27,15 @@ use crate::vmcs_setup::Controls;
 
 pub mod baseline;
 pub mod ept;
+pub mod ept_common;
+pub mod large_page;
 pub mod msr_bitmap;
 pub mod msr_load;
 pub mod no_eflags_if;
 pub mod no_interrupt;
 pub mod preemption_timer;
 mod safe_msr;
+pub mod switch_ept;
 pub mod vmxoff;
 pub mod vpid;
 
@@ -114,6 +117,8 @@ registry! {
     no_eflags_if: no_eflags_if::NoEflagsIf,
     no_interrupt: no_interrupt::NoInterrupt,
     ept: ept::Ept,
+    large_page: large_page::LargePage,
+    switch_ept: switch_ept::SwitchEpt,
     vpid: vpid::Vpid,
     preemption_timer: preemption_timer::PreemptionTimer,
     vmxoff: vmxoff::VmxOff,

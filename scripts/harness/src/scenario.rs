@@ -383,6 +383,71 @@ pub const SCENARIOS: &[Scenario] = &[
         ..BOCHS_LHV
     },
     Scenario {
+        name: "lhv/0xc/1cpu",
+        lhv_opt: 0xc,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0xc/2cpu",
+        lhv_opt: 0xc,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x104/1cpu",
+        lhv_opt: 0x104,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x104/2cpu",
+        lhv_opt: 0x104,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x10c/2cpu",
+        lhv_opt: 0x10c,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
         name: "lhv/0x4000/1cpu",
         lhv_opt: 0x4000,
         cpus: 1,
