@@ -10,4 +10,6 @@
 pub mod desc;
 pub mod ept_layout;
 pub mod invvpid_cases;
+pub mod low_mem;
 pub mod opt;
+pub mod real_mode_calc;

@@ -15,6 +15,7 @@ mod exit;
 mod hw;
 mod irq;
 mod l2;
+mod lowmem;
 mod options;
 mod percpu_cell;
 mod probe;
@@ -54,6 +55,7 @@ fn main(boot: &'static BootInfo) -> ! {
         }
     };
     println!("{}", caps.summary());
+    lowmem::check(boot);
     test_loop::configure(boot, opt);
     let smp = shared::smp::start_aps(boot, ap_main);
     println!(

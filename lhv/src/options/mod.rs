@@ -30,6 +30,7 @@ pub mod ept;
 pub mod no_eflags_if;
 pub mod no_interrupt;
 pub mod preemption_timer;
+pub mod unrestricted_guest;
 pub mod vmxoff;
 pub mod vpid;
 
@@ -112,6 +113,7 @@ registry! {
     no_interrupt: no_interrupt::NoInterrupt,
     ept: ept::Ept,
     vpid: vpid::Vpid,
+    unrestricted_guest: unrestricted_guest::UnrestrictedGuest,
     preemption_timer: preemption_timer::PreemptionTimer,
     vmxoff: vmxoff::VmxOff,
 }
