@@ -32,7 +32,11 @@ pub const fn area(cpu: usize) -> Option<u64> {
 /// Whether `[start, end)` lies inside the union of the `usable` regions
 /// `(base, len)` and overlaps no region that is not usable (a map may list
 /// overlapping entries; any non-usable overlap wins, as in E820).
-pub fn range_usable(regions: impl Iterator<Item = (u64, u64, bool)> + Clone, start: u64, end: u64) -> bool {
+pub fn range_usable(
+    regions: impl Iterator<Item = (u64, u64, bool)> + Clone,
+    start: u64,
+    end: u64,
+) -> bool {
     if start >= end {
         return false;
     }

@@ -6,7 +6,9 @@
 
 /// The table the real-mode routine reads (also emitted into the low code
 /// page by the option's assembly, which must keep the same words).
-pub const TABLE: [u16; 8] = [0x9e37, 0x79b9, 0x7f4a, 0x7c15, 0xf39c, 0xc060, 0x5ced, 0xc834];
+pub const TABLE: [u16; 8] = [
+    0x9e37, 0x79b9, 0x7f4a, 0x7c15, 0xf39c, 0xc060, 0x5ced, 0xc834,
+];
 
 /// The routine's result for `x`.
 pub const fn expected(x: u32) -> u32 {

@@ -5,13 +5,11 @@
 //! the routine's result; L1 checks the guest state saved at a VMCALL from
 //! each mode: CR0.PE/PG, IA32_EFER.LME/LMA (saved by "save IA32_EFER", SDM
 //! 28.3.1), CS, RIP, and the "IA-32e mode guest" VM-entry control, into
-//! which every VM exit stores IA32_EFER.LMA (SDM 28.2 "... Updating VM-Entry
-//! Control Fields"... see `check_mode`). SDM 26.3 "Changes to Instruction
-//! Behavior in VMX Non-Root Operation" (MOV to CR0) and 27.3.1.1: with
-//! "unrestricted guest", CR0.PE and CR0.PG may be 0 in VMX non-root
-//! operation.
+//! which every VM exit stores IA32_EFER.LMA (SDM 28.3; seen on Bochs too),
+//! so that L1 can resume an L2 that changed mode without rewriting it.
+//! With "unrestricted guest", CR0.PE and CR0.PG may be 0 in VMX non-root
+//! operation (SDM 24.8, 27.3.1.1).
 
-use ::core::sync::atomic::{AtomicU64, Ordering};
 use lhv::low_mem::{self, CODE};
 use lhv::opt::LhvOpt;
 use lhv::real_mode_calc::{self, TABLE};
@@ -66,10 +64,6 @@ const SEL_CODE32: u64 = 0x18;
 const SEL_CODE64: u64 = 0x08;
 /// Real-mode CS: the code page's paragraph.
 const REAL_CS: u64 = CODE >> 4;
-
-/// Each CPU's current input (L2 reads it; L1 checks it).
-static INPUT: [AtomicU64; shared::percpu::MAX_CPUS] =
-    [const { AtomicU64::new(0) }; shared::percpu::MAX_CPUS];
 
 fn input(cpu: usize, iter: u64) -> u32 {
     (0x5547_1234 ^ ((cpu as u64) << 24) ^ iter.wrapping_mul(0x9e37_79b1)) as u32
@@ -167,7 +161,8 @@ impl UnrestrictedGuest {
         // SDM 28.2: "... the 'IA-32e mode guest' VM-entry control is
         // updated to IA32_EFER.LMA" on every VM exit (28.3.1 for EFER; an
         // L1 may resume without rewriting the control).
-        let ia32e = ctx.read(F::VmEntryControls) & u64::from(EntryControls::IA32E_MODE_GUEST.bits());
+        let ia32e =
+            ctx.read(F::VmEntryControls) & u64::from(EntryControls::IA32E_MODE_GUEST.bits());
         test_assert_eq!(
             ia32e != 0,
             lma,
@@ -182,11 +177,14 @@ impl UnrestrictedGuest {
             want,
             format_args!("EBX (input) at the VMCALL from {mode}")
         );
-        INPUT[ctx.cpu].store(u64::from(want), Ordering::Relaxed);
     }
 
     fn advance(&mut self, from: Phase, to: Phase) {
-        test_assert_eq!(self.phase, from, "UNRESTRICTED_GUEST: order of L2's VMCALLs");
+        test_assert_eq!(
+            self.phase,
+            from,
+            "UNRESTRICTED_GUEST: order of L2's VMCALLs"
+        );
         self.phase = to;
     }
 }
@@ -219,7 +217,11 @@ impl TestOption for UnrestrictedGuest {
         );
         // SAFETY: a static of the blob (read-only data of the image).
         let table = unsafe { lhv_ug_table };
-        test_assert_eq!(table, TABLE, "real-mode table in the assembly vs real_mode_calc::TABLE");
+        test_assert_eq!(
+            table,
+            TABLE,
+            "real-mode table in the assembly vs real_mode_calc::TABLE"
+        );
         let (start, end) = blob();
         lowmem::install(start, end);
         self.l1_cr3 = x86::read_cr3();
@@ -256,13 +258,21 @@ impl TestOption for UnrestrictedGuest {
                 (SEL_CODE32, AR_DB),
                 "guest CS selector and L/D bits in protected mode"
             );
-            test_assert_eq!(ctx.read(F::GuestCr3), self.l1_cr3, "guest CR3 with paging off");
+            test_assert_eq!(
+                ctx.read(F::GuestCr3),
+                self.l1_cr3,
+                "guest CR3 with paging off"
+            );
         } else if call as u32 == CALL_REAL as u32 {
             self.advance(Phase::Pm32, Phase::Real);
             Self::check_mode(ctx, "real mode", false, false);
             Self::check_input(ctx, "real mode");
             let want_ip = low(&raw const lhv_ug_vmcall_real) - CODE;
-            test_assert_eq!(exit.guest_rip, want_ip, "guest RIP (IP) of the VMCALL from real mode");
+            test_assert_eq!(
+                exit.guest_rip,
+                want_ip,
+                "guest RIP (IP) of the VMCALL from real mode"
+            );
             test_assert_eq!(
                 (ctx.read(F::GuestCsSelector), ctx.read(F::GuestCsBase)),
                 (REAL_CS, REAL_CS << 4),
@@ -283,7 +293,11 @@ impl TestOption for UnrestrictedGuest {
                 (SEL_CODE64, AR_L),
                 "guest CS selector and L/D bits back in 64-bit mode"
             );
-            test_assert_eq!(ctx.read(F::GuestGdtrBase), self.l1_gdt, "guest GDTR base restored");
+            test_assert_eq!(
+                ctx.read(F::GuestGdtrBase),
+                self.l1_gdt,
+                "guest GDTR base restored"
+            );
             self.trips += 1;
         } else {
             return Handled::NotMine;
@@ -294,7 +308,11 @@ impl TestOption for UnrestrictedGuest {
     }
 
     fn after_iteration(&mut self, _ctx: &mut Ctx) {
-        test_assert_eq!(self.phase, Phase::Done, "UNRESTRICTED_GUEST round trip completed");
+        test_assert_eq!(
+            self.phase,
+            Phase::Done,
+            "UNRESTRICTED_GUEST round trip completed"
+        );
     }
 
     fn count(&self) -> u64 {

@@ -114,10 +114,21 @@ fn flush(eptp: u64) {
 fn run(ctx: &mut Ctx) -> Verdict {
     // SAFETY: reproducer mode runs once, on the BSP only; nothing else
     // touches these statics.
-    let (pdpt, pd, ept) = unsafe { (&mut *(&raw mut PDPT), &mut *(&raw mut PD), &mut *(&raw mut EPT)) };
+    let (pdpt, pd, ept) = unsafe {
+        (
+            super::exclusive(&raw mut PDPT),
+            super::exclusive(&raw mut PD),
+            super::exclusive(&raw mut EPT),
+        )
+    };
     let pd_pa = phys_of(pd as *const Page);
     let pdpt_pa = phys_of(pdpt as *const Page);
-    test_assert!(pdpt_pa < 1 << 32, "PDPT below 4 GiB (CR3 of 32-bit code)", "< 4 GiB", pdpt_pa);
+    test_assert!(
+        pdpt_pa < 1 << 32,
+        "PDPT below 4 GiB (CR3 of 32-bit code)",
+        "< 4 GiB",
+        pdpt_pa
+    );
     // PD: identity map of the first GiB with 2-MiB pages; PDPTE 0 -> PD.
     for (i, e) in pd.0.iter_mut().enumerate() {
         *e = ((i as u64) << 21) | P | RW | PS;
@@ -133,8 +144,16 @@ fn run(ctx: &mut Ctx) -> Verdict {
         pt: phys_of(&ept.pt),
     };
     ept.build(&phys, pdpt_pa);
-    test_assert_eq!(ept.translate(&phys, pdpt_pa), None, "EPT12 translation of the PDPT page");
-    test_assert_eq!(ept.translate(&phys, CODE), Some(CODE), "EPT12 translation of the code page");
+    test_assert_eq!(
+        ept.translate(&phys, pdpt_pa),
+        None,
+        "EPT12 translation of the PDPT page"
+    );
+    test_assert_eq!(
+        ept.translate(&phys, CODE),
+        Some(CODE),
+        "EPT12 translation of the code page"
+    );
     let eptp = ept_layout::eptp(phys.pml4, false);
     ctx.write(F::EptPointer, eptp);
     flush(eptp);
@@ -159,9 +178,17 @@ fn run(ctx: &mut Ctx) -> Verdict {
         "guest RIP of the VMCALL from protected mode"
     );
     let cr0 = ctx.read(F::GuestCr0);
-    test_assert_eq!((cr0 & CR0_PE, cr0 & CR0_PG), (CR0_PE, 0), "guest CR0 (PE, PG)");
+    test_assert_eq!(
+        (cr0 & CR0_PE, cr0 & CR0_PG),
+        (CR0_PE, 0),
+        "guest CR0 (PE, PG)"
+    );
     let efer = ctx.read(F::GuestIa32Efer);
-    test_assert_eq!(efer & (EFER_LME | EFER_LMA), 0, "guest IA32_EFER (LME, LMA)");
+    test_assert_eq!(
+        efer & (EFER_LME | EFER_LMA),
+        0,
+        "guest IA32_EFER (LME, LMA)"
+    );
     test_assert_eq!(ctx.read(F::GuestCr3), pdpt_pa, "guest CR3 (the PDPT)");
     test_assert_eq!(ctx.read(F::GuestCr4) & CR4_PAE, CR4_PAE, "guest CR4.PAE");
     ctx.skip_instruction(&exit);
@@ -207,7 +234,14 @@ fn run(ctx: &mut Ctx) -> Verdict {
     // SDM Table 28-7: a read; no linear address for a PDPTE load (bit 7 is
     // 0 "for those resulting from an attempt to load the guest PDPTEs as
     // part of the execution of the MOV CR instruction"); not present.
-    let got = (q.write(), q.fetch(), q.readable(), q.writable(), q.executable(), q.gla_valid());
+    let got = (
+        q.write(),
+        q.fetch(),
+        q.readable(),
+        q.writable(),
+        q.executable(),
+        q.gla_valid(),
+    );
     test_assert_eq!(
         got,
         (false, false, false, false, false, false),
@@ -223,7 +257,11 @@ fn run(ctx: &mut Ctx) -> Verdict {
             test_assert!(q.read(), "EPT violation qualification: read", true, false);
         }
     }
-    test_assert_eq!(ctx.read(F::GuestCr0) & CR0_PG, 0, "guest CR0.PG at the EPT violation");
+    test_assert_eq!(
+        ctx.read(F::GuestCr0) & CR0_PG,
+        0,
+        "guest CR0.PG at the EPT violation"
+    );
 
     // 3. Map the page; the MOV completes with the page's PDPTEs.
     ept.set_hole_present(pdpt_pa, true);
@@ -242,9 +280,23 @@ fn run(ctx: &mut Ctx) -> Verdict {
     );
     let cr0 = ctx.read(F::GuestCr0);
     test_assert_eq!(cr0 & CR0_PG, CR0_PG, "guest CR0.PG after the MOV");
-    test_assert_eq!(ctx.read(F::GuestIa32Efer) & EFER_LMA, 0, "guest EFER.LMA with PAE paging");
-    let pdptes = [F::GuestPdpte0, F::GuestPdpte1, F::GuestPdpte2, F::GuestPdpte3].map(|f| ctx.read(f));
-    test_assert_eq!(pdptes, want_pdptes, "guest PDPTEs saved by the exit (SDM 28.3.4)");
+    test_assert_eq!(
+        ctx.read(F::GuestIa32Efer) & EFER_LMA,
+        0,
+        "guest EFER.LMA with PAE paging"
+    );
+    let pdptes = [
+        F::GuestPdpte0,
+        F::GuestPdpte1,
+        F::GuestPdpte2,
+        F::GuestPdpte3,
+    ]
+    .map(|f| ctx.read(f));
+    test_assert_eq!(
+        pdptes,
+        want_pdptes,
+        "guest PDPTEs saved by the exit (SDM 28.3.4)"
+    );
     Verdict::good(format_args!(
         "EPT violation exit at MOV to CR0 for the PDPT at GPA {gpa:#x} (qualification {qual:#x}); after mapping it L2 runs with PAE paging"
     ))

@@ -102,6 +102,15 @@ impl Write for Explanation {
     }
 }
 
+/// A `&'static mut` to a static of reproducer mode.
+///
+/// # Safety
+/// Reproducer mode runs once, on the BSP only, and takes each static once.
+pub unsafe fn exclusive<T>(p: *mut T) -> &'static mut T {
+    // SAFETY: the caller guarantees no other reference exists.
+    unsafe { &mut *p }
+}
+
 /// Finds a reproducer by name.
 pub fn find(name: &str) -> Option<&'static Reproducer> {
     REGISTRY.iter().copied().find(|r| r.name == name)
@@ -122,7 +131,10 @@ pub fn run(boot: &BootInfo, name: &str, caps: &'static VmxCaps) -> ! {
         for r in REGISTRY {
             let _ = write!(known, " {}", r.name);
         }
-        println!("repro {name}: unknown reproducer (known:{})", known.as_str());
+        println!(
+            "repro {name}: unknown reproducer (known:{})",
+            known.as_str()
+        );
         shared::platform::shutdown(1);
     };
     println!("repro {}: {}", repro.name, repro.about);
@@ -142,19 +154,27 @@ pub fn run(boot: &BootInfo, name: &str, caps: &'static VmxCaps) -> ! {
     // Every exception in L2 exits, so that an injected fault shows.
     controls.exception_bitmap = u32::MAX;
     if let Some((field, bits)) = controls.unsupported(caps) {
-        println!("SKIP repro {}: {field} controls {bits:#x} not allowed", repro.name);
+        println!(
+            "SKIP repro {}: {field} controls {bits:#x} not allowed",
+            repro.name
+        );
         shared::platform::shutdown(0);
     }
     // SAFETY: reproducer mode runs on the BSP only, once; nothing else
     // touches this static.
-    let region = unsafe { &mut *(&raw mut VMCS) };
+    let region = unsafe { exclusive(&raw mut VMCS) };
     region.stamp(caps.basic.revision_id, false);
     let vmcs_pa = layout::phys_of(region as *const VmcsRegion);
     // SAFETY: the region is 4-KiB aligned, stamped and static.
     let loaded = unsafe {
         shared::vmx::insn::vmclear(vmcs_pa).and_then(|()| shared::vmx::insn::vmptrld(vmcs_pa))
     };
-    test_assert!(loaded.is_ok(), "VMCLEAR and VMPTRLD of the VMCS", "success", loaded);
+    test_assert!(
+        loaded.is_ok(),
+        "VMCLEAR and VMPTRLD of the VMCS",
+        "success",
+        loaded
+    );
     let mut ctx = Ctx {
         cpu: 0,
         vmx: Some(vmx),

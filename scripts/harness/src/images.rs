@@ -181,7 +181,10 @@ mod tests {
 
     #[test]
     fn repro_images() {
-        assert_eq!(repro_cmdline("kvm216212"), "lhv_opt=0x0 lhv_repro=kvm216212");
+        assert_eq!(
+            repro_cmdline("kvm216212"),
+            "lhv_opt=0x0 lhv_repro=kvm216212"
+        );
         assert!(repro_image_path("kvm216212").ends_with("harness/repro-kvm216212.img"));
     }
 
