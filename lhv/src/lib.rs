@@ -11,5 +11,7 @@ pub mod desc;
 pub mod ept_layout;
 pub mod ept_variants;
 pub mod invvpid_cases;
+pub mod low_mem;
 pub mod msr_bitmap;
 pub mod opt;
+pub mod real_mode_calc;

@@ -15,9 +15,11 @@ mod exit;
 mod hw;
 mod irq;
 mod l2;
+mod lowmem;
 mod options;
 mod percpu_cell;
 mod probe;
+mod repro;
 mod test_loop;
 mod vmcs_setup;
 
@@ -54,6 +56,10 @@ fn main(boot: &'static BootInfo) -> ! {
         }
     };
     println!("{}", caps.summary());
+    lowmem::check(boot);
+    if let Some(name) = cmdline::get(boot.cmdline(), "lhv_repro") {
+        repro::run(boot, name, caps);
+    }
     test_loop::configure(boot, opt);
     let smp = shared::smp::start_aps(boot, ap_main);
     println!(

@@ -283,7 +283,7 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
 }
 
 /// One VM entry and its exit, decoded; entry failures are failed checks.
-fn enter_once(ctx: &mut Ctx) -> Exit {
+pub(crate) fn enter_once(ctx: &mut Ctx) -> Exit {
     // SAFETY: the VMCS was written by `run_cpu` with this CPU's host state,
     // HOST_RIP = exit::host_rip(), and only LHV-owned static structures.
     let outcome = unsafe { exit::enter(&mut ctx.regs, ctx.launched) };

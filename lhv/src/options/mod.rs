@@ -36,6 +36,7 @@ pub mod no_interrupt;
 pub mod preemption_timer;
 mod safe_msr;
 pub mod switch_ept;
+pub mod unrestricted_guest;
 pub mod vmxoff;
 pub mod vpid;
 
@@ -120,6 +121,7 @@ registry! {
     large_page: large_page::LargePage,
     switch_ept: switch_ept::SwitchEpt,
     vpid: vpid::Vpid,
+    unrestricted_guest: unrestricted_guest::UnrestrictedGuest,
     preemption_timer: preemption_timer::PreemptionTimer,
     vmxoff: vmxoff::VmxOff,
     msr_load: msr_load::MsrLoad,

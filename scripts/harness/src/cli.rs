@@ -7,6 +7,9 @@ usage: harness run  [options]          build, boot one scenario, judge it (scrip
        harness test [options] [FILTER...]  cargo test + all scenarios whose name contains a FILTER (scripts/test)
        harness list                     show the scenario table
        harness deps                     check host packages and tools
+       harness repro-image NAME [-v]    bootable LHV image running reproducer NAME
+                                        (target/harness/repro-NAME.img; boot it with
+                                        qemu-system-x86_64 -enable-kvm -cpu host,+vmx -hda IMAGE)
 
 run options:
   --emulator bochs|qemu   emulator (default bochs)
@@ -61,7 +64,16 @@ pub enum Command {
     Test(TestOpts),
     List,
     Deps,
+    ReproImage(ReproImageOpts),
     Help,
+}
+
+/// `repro-image NAME [--verbose]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReproImageOpts {
+    /// The reproducer, LHV's `lhv_repro=NAME`.
+    pub name: String,
+    pub verbose: bool,
 }
 
 /// Parses the arguments after the program name.
@@ -74,6 +86,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "test" => parse_test(rest).map(Command::Test),
         "list" => no_args(rest, Command::List),
         "deps" => no_args(rest, Command::Deps),
+        "repro-image" => parse_repro_image(rest).map(Command::ReproImage),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!("unknown subcommand `{other}`")),
     }
@@ -196,6 +209,38 @@ fn parse_test(rest: &[String]) -> Result<TestOpts, String> {
     Ok(o)
 }
 
+/// Whether `name` can be a reproducer name: it becomes one word of the
+/// kernel command line and part of a file name.
+pub fn valid_repro_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn parse_repro_image(rest: &[String]) -> Result<ReproImageOpts, String> {
+    let mut o = ReproImageOpts::default();
+    let mut name = None;
+    let mut a = Args { it: rest.iter() };
+    while let Some((flag, inline)) = a.next() {
+        match flag {
+            "--verbose" | "-v" if inline.is_none() => o.verbose = true,
+            f if f.starts_with('-') => return Err(format!("repro-image: unknown option `{f}`")),
+            n if name.is_none() => name = Some(rest_arg(n, inline)),
+            n => return Err(format!("repro-image: unexpected argument `{n}`")),
+        }
+    }
+    let name = name.ok_or("repro-image needs a reproducer name (e.g. kvm216212)")?;
+    if !valid_repro_name(&name) {
+        return Err(format!(
+            "repro-image: `{name}` is not a reproducer name (a-z, 0-9, '-', '_')"
+        ));
+    }
+    o.name = name;
+    Ok(o)
+}
+
 fn rest_arg(flag: &str, inline: Option<&str>) -> String {
     match inline {
         Some(v) => format!("{flag}={v}"),
@@ -255,6 +300,31 @@ mod tests {
         assert_eq!(parse_hex("0x10"), Ok(16));
         assert_eq!(parse_hex("ff"), Ok(255));
         assert!(parse_hex("").is_err());
+    }
+
+    #[test]
+    fn repro_image() {
+        assert_eq!(
+            p("repro-image kvm216212"),
+            Ok(Command::ReproImage(ReproImageOpts {
+                name: "kvm216212".into(),
+                verbose: false
+            }))
+        );
+        assert_eq!(
+            p("repro-image -v nmi-blocking"),
+            Ok(Command::ReproImage(ReproImageOpts {
+                name: "nmi-blocking".into(),
+                verbose: true
+            }))
+        );
+        assert!(p("repro-image").is_err());
+        assert!(p("repro-image a b").is_err());
+        assert!(p("repro-image --cpus 2 x").is_err());
+        assert!(p("repro-image Bad/Name").is_err());
+        assert!(p("repro-image x=y").is_err());
+        assert!(!valid_repro_name(""));
+        assert!(valid_repro_name("kvm216212"));
     }
 
     #[test]

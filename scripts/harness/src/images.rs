@@ -39,6 +39,16 @@ pub fn lhv_cmdline(opt: u64, extra: &str) -> String {
     join_words(&[&format!("lhv_opt={opt:#x}"), extra])
 }
 
+/// The LHV command line of a standalone reproducer image.
+pub fn repro_cmdline(name: &str) -> String {
+    lhv_cmdline(0, &format!("lhv_repro={name}"))
+}
+
+/// Where `repro-image` puts the image of reproducer `name`.
+pub fn repro_image_path(name: &str) -> PathBuf {
+    crate::paths::harness().join(format!("repro-{name}.img"))
+}
+
 fn join_words(parts: &[&str]) -> String {
     parts
         .iter()
@@ -167,6 +177,15 @@ mod tests {
             lhv_cmdline(0x1f, "lhv_repro=x mode=probe"),
             "lhv_opt=0x1f lhv_repro=x mode=probe"
         );
+    }
+
+    #[test]
+    fn repro_images() {
+        assert_eq!(
+            repro_cmdline("kvm216212"),
+            "lhv_opt=0x0 lhv_repro=kvm216212"
+        );
+        assert!(repro_image_path("kvm216212").ends_with("harness/repro-kvm216212.img"));
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Ok(Command::ReproImage(o)) => repro_image(&o),
         Ok(Command::Help) => {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
@@ -48,6 +49,42 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("harness: {e}\n\n{}", cli::USAGE);
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `repro-image NAME`: an LHV GRUB image with `lhv_repro=NAME`, copied to
+/// `target/harness/repro-NAME.img` for a bug report.
+fn repro_image(o: &cli::ReproImageOpts) -> ExitCode {
+    let made = build::kernel("lhv", o.verbose).and_then(|elf| {
+        let kernel = std::fs::read(&elf).map_err(|e| format!("read {}: {e}", elf.display()))?;
+        let cached = images::make(
+            &images::ImageSpec {
+                kind: "lhv",
+                template: "grub-lhv.cfg.template",
+                kernel_name: "lhv",
+                kernel: &kernel,
+                cmdline: &images::repro_cmdline(&o.name),
+            },
+            o.verbose,
+        )?;
+        let out = images::repro_image_path(&o.name);
+        std::fs::copy(&cached, &out)
+            .map_err(|e| format!("copy {} to {}: {e}", cached.display(), out.display()))?;
+        Ok(out)
+    });
+    match made {
+        Ok(out) => {
+            println!("{}", out.display());
+            println!(
+                "boot it with: qemu-system-x86_64 -enable-kvm -cpu host,+vmx -hda {}",
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("harness: repro-image: {e}");
+            ExitCode::FAILURE
         }
     }
 }

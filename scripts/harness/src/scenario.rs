@@ -590,6 +590,56 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_exit: true,
         ..BOCHS_LHV
     },
+    Scenario {
+        name: "lhv/0x24/1cpu",
+        lhv_opt: 0x24,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x24/2cpu",
+        lhv_opt: 0x24,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x34/2cpu",
+        lhv_opt: 0x34,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    // Reproducer of KVM bug 216212 on bare Bochs (must be GOOD).
+    Scenario {
+        name: "repro/kvm216212",
+        cpus: 1,
+        lhv_args: "lhv_repro=kvm216212",
+        pass: &["repro kvm216212: GOOD"],
+        fail: &["repro kvm216212: BAD"],
+        expect_exit: true,
+        timeout_s: 60,
+        ..BOCHS_LHV
+    },
     // LHV probe mode alone on Bochs: E820 lines, RAM pattern, no L0 (#UD).
     Scenario {
         name: "lhv-probe",

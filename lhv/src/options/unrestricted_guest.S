@@ -1,0 +1,185 @@
+/*
+ * L2 code of the UNRESTRICTED_GUEST option (AT&T syntax), assembled for the
+ * low code page `{low}` (lhv::low_mem::CODE) and copied there at run time:
+ * with paging off, linear = guest-physical = host-physical (identity EPT),
+ * and real-mode code must lie below 1 MiB.
+ *
+ * `lhv_ug_enter64` is called from L2's 64-bit code through its identity
+ * address, with EDI = this CPU's low area (lhv::low_mem::area, below
+ * 64 KiB) and ESI = the input. With interrupts disabled it
+ *   1. loads its own GDT and far-returns to a 32-bit code segment
+ *      (compatibility mode);
+ *   2. clears CR0.PG: the processor leaves IA-32e mode (EFER.LMA = 0), the
+ *      next instruction is a branch (SDM Vol. 3A 10.8.5.4 "Switching Out of
+ *      IA-32e Mode Operation"); EFER.LME stays 1;
+ *   3. VMCALL {call_pm32} from 32-bit protected mode, paging off;
+ *   4. goes through a 16-bit code segment to real mode (clears CR0.PE and
+ *      far-jumps to CS = {low_seg}, SDM Vol. 3A 10.9.2 "Switching Back to
+ *      Real-Address Mode");
+ *   5. VMCALL {call_real} from real mode, then calls a real-mode routine
+ *      that reads a table through DS = {low_seg};
+ *   6. back to protected mode (LGDT, CR0.PE, far jump), then sets CR0.PG
+ *      with EFER.LME = 1 and CR4.PAE = 1: IA-32e mode again (SDM 10.8.5
+ *      "Initializing IA-32e Mode"), far jump to 64-bit code;
+ *   7. restores L1's GDT and the 64-bit stack, returns EAX = the result.
+ * Upper halves of the general registers are undefined after the 32-bit
+ * part (SDM Vol. 1 3.4.1.1), so only 32-bit values cross it.
+ *
+ * Area layout (lhv::low_mem::AREA bytes): +0 the 64-bit RSP, +8 L1's GDTR
+ * (10 bytes), stack from the end down.
+ */
+.section .rodata.lhv_ug, "a"
+.balign 16
+.global lhv_ug_start
+lhv_ug_start:
+
+.code64
+.global lhv_ug_enter64
+lhv_ug_enter64:
+    pushq %rbx
+    pushq %rbp
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    pushfq
+    cli
+    movl %edi, %ebp
+    movq %rsp, (%rbp)
+    sgdt 8(%rbp)
+    lgdt ({low} + ug_gdt_ptr - lhv_ug_start)
+    leal {area}(%rbp), %esp
+    pushq $0x18
+    pushq ${low} + ug_32 - lhv_ug_start
+    lretq
+
+.code32
+ug_32:
+    movl $0x10, %eax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl %cr0, %eax
+    andl $0x7fffffff, %eax
+    movl %eax, %cr0
+    jmp 1f
+1:
+    movl ${call_pm32}, %eax
+    movl %esi, %ebx
+.global lhv_ug_vmcall_pm32
+lhv_ug_vmcall_pm32:
+    vmcall
+    ljmp $0x20, ${low} + ug_16 - lhv_ug_start
+
+.code16
+ug_16:
+    movw $0x28, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl %cr0, %eax
+    andl $0xfffffffe, %eax
+    movl %eax, %cr0
+    ljmp ${low_seg}, $(ug_real - lhv_ug_start)
+ug_real:
+    xorw %ax, %ax
+    movw %ax, %ss
+    movw %cs, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movl ${call_real}, %eax
+    movl %esi, %ebx
+.global lhv_ug_vmcall_real
+lhv_ug_vmcall_real:
+    vmcall
+    movl %esi, %ebx
+    call ug_compute
+    lgdtl (ug_gdt_ptr - lhv_ug_start)
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x18, ${low} + ug_32b - lhv_ug_start
+
+.code32
+ug_32b:
+    movl $0x10, %eax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl %cr0, %eax
+    orl $0x80000000, %eax
+    movl %eax, %cr0
+    ljmp $0x08, ${low} + ug_64b - lhv_ug_start
+
+.code64
+ug_64b:
+    movl %ebp, %ebp
+    lgdt 8(%rbp)
+    movq (%rbp), %rsp
+    movl $0x10, %eax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    pushq $0x08
+    leaq 2f(%rip), %rax
+    pushq %rax
+    lretq
+2:
+    movl %edx, %eax
+    popfq
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbp
+    popq %rbx
+    retq
+
+/* Real mode, DS = the code page's segment. In: EBX = x. Out: EDX =
+ * lhv::real_mode_calc::expected(x). Clobbers EAX, EBX, EDI. */
+.code16
+ug_compute:
+    pushw %si
+    pushw %cx
+    xorl %edx, %edx
+    movw $(ug_table - lhv_ug_start), %si
+    movw $8, %cx
+3:
+    roll $5, %edx
+    movl %ebx, %eax
+    andl $0xf, %eax
+    movzwl (%si), %edi
+    imull %edi, %eax
+    xorl %eax, %edx
+    shrl $4, %ebx
+    addw $2, %si
+    loop 3b
+    popw %cx
+    popw %si
+    retw
+
+/* Must match lhv::real_mode_calc::TABLE. */
+.balign 2
+.global lhv_ug_table
+lhv_ug_table:
+ug_table:
+    .short 0x9e37, 0x79b9, 0x7f4a, 0x7c15, 0xf39c, 0xc060, 0x5ced, 0xc834
+
+/* Accessed bits preset: loading a selector writes nothing. */
+.balign 8
+ug_gdt:
+    .quad 0
+    .quad 0x00AF9B000000FFFF        /* 0x08: 64-bit code */
+    .quad 0x00CF93000000FFFF        /* 0x10: flat data */
+    .quad 0x00CF9B000000FFFF        /* 0x18: 32-bit code */
+    .quad 0x00009B000000FFFF        /* 0x20: 16-bit code, base 0, 64 KiB */
+    .quad 0x000093000000FFFF        /* 0x28: 16-bit data, base 0, 64 KiB */
+ug_gdt_end:
+.balign 8
+ug_gdt_ptr:
+    .short ug_gdt_end - ug_gdt - 1
+    .quad {low} + ug_gdt - lhv_ug_start
+.global lhv_ug_end
+lhv_ug_end:
+.code64
+.text

@@ -1,0 +1,205 @@
+//! Reproducers of known nested-VMX bugs in other hypervisors, chosen with
+//! `lhv_repro=<name>` on the command line. Each runs once on the BSP (no
+//! APs, no test loop), drives its own L2 through a [`Ctx`] and prints one
+//! verdict line on the serial port and the VGA screen:
+//! `repro <name>: GOOD <explanation>` (the platform behaves as the SDM
+//! says) or `repro <name>: BAD <explanation>` (the bug is there). A check
+//! that is not the bug itself fails as usual (`TEST_ASSERT failed`).
+//!
+//! # Adding a reproducer
+//! Write `repro/<name>.rs` with a `pub const REPRO: Reproducer` and add one
+//! line to [`REGISTRY`].
+
+use ::core::fmt::{self, Write};
+
+use shared::boot::{BootInfo, layout};
+use shared::vmx::insn::VmcsRegion;
+use shared::vmx::{VmcsField as F, VmxCaps};
+use shared::{println, vmx_root};
+
+use crate::assert::test_assert;
+use crate::exit::GuestRegs;
+use crate::test_loop::Ctx;
+use crate::vmcs_setup::{self, Controls, RFLAGS_FIXED};
+
+pub mod kvm216212;
+
+/// One reproducer.
+pub struct Reproducer {
+    /// Its `lhv_repro=` name.
+    pub name: &'static str,
+    /// One line: the bug and where it is reported.
+    pub about: &'static str,
+    /// Why this CPU cannot run it (`SKIP repro <name>: <reason>`), if so.
+    pub unsupported: fn(&VmxCaps) -> Option<&'static str>,
+    /// Adds the controls it needs to the base ones.
+    pub request: fn(&mut Controls),
+    /// Prepares the current VMCS (written from the base guest state) and
+    /// runs L2 to a verdict.
+    pub run: fn(&mut Ctx) -> Verdict,
+}
+
+/// Every reproducer, by name.
+pub const REGISTRY: &[&Reproducer] = &[&kvm216212::REPRO];
+
+/// The outcome, with a one-line explanation.
+pub struct Verdict {
+    /// Whether the platform behaved as the SDM says.
+    pub good: bool,
+    /// Why (what was observed).
+    pub why: Explanation,
+}
+
+impl Verdict {
+    /// A GOOD verdict.
+    pub fn good(args: fmt::Arguments) -> Self {
+        Self {
+            good: true,
+            why: Explanation::from(args),
+        }
+    }
+
+    /// A BAD verdict.
+    pub fn bad(args: fmt::Arguments) -> Self {
+        Self {
+            good: false,
+            why: Explanation::from(args),
+        }
+    }
+}
+
+/// A fixed-size line of text (cut at its capacity).
+pub struct Explanation {
+    buf: [u8; 200],
+    len: usize,
+}
+
+impl Explanation {
+    fn from(args: fmt::Arguments) -> Self {
+        let mut e = Self {
+            buf: [0; 200],
+            len: 0,
+        };
+        let _ = e.write_fmt(args);
+        e
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        ::core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+impl Write for Explanation {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut n = s.len().min(self.buf.len() - self.len);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// A `&'static mut` to a static of reproducer mode.
+///
+/// # Safety
+/// Reproducer mode runs once, on the BSP only, and takes each static once.
+pub unsafe fn exclusive<T>(p: *mut T) -> &'static mut T {
+    // SAFETY: the caller guarantees no other reference exists.
+    unsafe { &mut *p }
+}
+
+/// Finds a reproducer by name.
+pub fn find(name: &str) -> Option<&'static Reproducer> {
+    REGISTRY.iter().copied().find(|r| r.name == name)
+}
+
+/// The MSR bitmap of the reproducers' VMCS: all zeros, no MSR exits.
+#[repr(C, align(4096))]
+struct MsrBitmap([u8; 4096]);
+static MSR_BITMAP: MsrBitmap = MsrBitmap([0; 4096]);
+
+/// The BSP's only VMCS in reproducer mode.
+static mut VMCS: VmcsRegion = VmcsRegion::new();
+
+/// Runs reproducer `name` on this CPU (the BSP) and shuts down.
+pub fn run(boot: &BootInfo, name: &str, caps: &'static VmxCaps) -> ! {
+    let Some(repro) = find(name) else {
+        let mut known = Explanation::from(format_args!(""));
+        for r in REGISTRY {
+            let _ = write!(known, " {}", r.name);
+        }
+        println!(
+            "repro {name}: unknown reproducer (known:{})",
+            known.as_str()
+        );
+        shared::platform::shutdown(1);
+    };
+    println!("repro {}: {}", repro.name, repro.about);
+    if let Some(reason) = (repro.unsupported)(caps) {
+        println!("SKIP repro {}: {reason}", repro.name);
+        shared::platform::shutdown(0);
+    }
+    let vmx = match vmx_root::enter(caps) {
+        Ok(v) => v,
+        Err(e) => {
+            println!("VMX is not available: {e}");
+            shared::platform::shutdown(1);
+        }
+    };
+    let mut controls = Controls::base();
+    (repro.request)(&mut controls);
+    // Every exception in L2 exits, so that an injected fault shows.
+    controls.exception_bitmap = u32::MAX;
+    if let Some((field, bits)) = controls.unsupported(caps) {
+        println!(
+            "SKIP repro {}: {field} controls {bits:#x} not allowed",
+            repro.name
+        );
+        shared::platform::shutdown(0);
+    }
+    // SAFETY: reproducer mode runs on the BSP only, once; nothing else
+    // touches this static.
+    let region = unsafe { exclusive(&raw mut VMCS) };
+    region.stamp(caps.basic.revision_id, false);
+    let vmcs_pa = layout::phys_of(region as *const VmcsRegion);
+    // SAFETY: the region is 4-KiB aligned, stamped and static.
+    let loaded = unsafe {
+        shared::vmx::insn::vmclear(vmcs_pa).and_then(|()| shared::vmx::insn::vmptrld(vmcs_pa))
+    };
+    test_assert!(
+        loaded.is_ok(),
+        "VMCLEAR and VMPTRLD of the VMCS",
+        "success",
+        loaded
+    );
+    let mut ctx = Ctx {
+        cpu: 0,
+        vmx: Some(vmx),
+        caps,
+        opt: lhv::opt::LhvOpt::empty(),
+        on_bochs: boot.rsdp.get(9..15) == Some(b"BOCHS ".as_slice()),
+        regs: GuestRegs::default(),
+        vmcs_pa,
+        launched: false,
+        iter: 0,
+    };
+    {
+        let token = ctx.vmx.as_ref().expect("just set");
+        let mut vmcs = token.current_vmcs();
+        controls.apply(caps, &mut vmcs);
+        vmcs_setup::write_host_state(&mut vmcs, crate::exit::host_rip());
+        // The reproducer sets RIP and RSP; interrupts stay off in L2.
+        vmcs_setup::write_guest_state(&mut vmcs, 0, 0, RFLAGS_FIXED);
+    }
+    ctx.write(F::MsrBitmapAddress, layout::phys_of(&MSR_BITMAP));
+    let verdict = (repro.run)(&mut ctx);
+    let word = if verdict.good { "GOOD" } else { "BAD" };
+    println!("repro {}: {word} {}", repro.name, verdict.why.as_str());
+    let status = Explanation::from(format_args!("repro {}: {word}", repro.name));
+    shared::console::vga::write_status(0, 0, status.as_str());
+    shared::console::flush();
+    shared::platform::shutdown(0)
+}
