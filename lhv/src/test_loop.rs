@@ -14,7 +14,7 @@ use shared::{cmdline, console, cpu_println, percpu, println, x86};
 
 use crate::assert::{fail, test_assert, test_assert_eq};
 use crate::exit::{self, EntryOutcome, Exit, GuestRegs, gpr};
-use crate::hw::{lapic, pit};
+use crate::hw::pit;
 use crate::irq;
 use crate::l2::{self, L2Plan, Stack, call};
 use crate::options::{Handled, Registry};
@@ -457,7 +457,7 @@ fn show_status(ctx: &Ctx) {
 /// `CPU(n): LHV done`, the counts line; the BSP waits for every CPU and
 /// shuts down.
 fn finish(ctx: &Ctx, registry: &mut Registry) -> ! {
-    lapic::stop_timer();
+    shared::apic::LocalApic::current().timer_stop();
     let mut line = Line::<256>::new();
     let _ = write!(line, "LHV counts");
     registry.for_each(ctx.opt, &mut |o| {

@@ -460,6 +460,71 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_exit: true,
         ..BOCHS_LHV
     },
+    Scenario {
+        name: "lhv/0x40/1cpu",
+        lhv_opt: 0x40,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x40/2cpu",
+        lhv_opt: 0x40,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x800/1cpu",
+        lhv_opt: 0x800,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x800/2cpu",
+        lhv_opt: 0x800,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x840/2cpu",
+        lhv_opt: 0x840,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
     // LHV probe mode alone on Bochs: E820 lines, RAM pattern, no L0 (#UD).
     Scenario {
         name: "lhv-probe",
