@@ -11,3 +11,4 @@ pub mod desc;
 pub mod ept_layout;
 pub mod invvpid_cases;
 pub mod opt;
+pub mod ring3_abi;

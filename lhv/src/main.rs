@@ -18,6 +18,7 @@ mod l2;
 mod options;
 mod percpu_cell;
 mod probe;
+mod ring3;
 mod test_loop;
 mod vmcs_setup;
 

@@ -102,6 +102,10 @@ pub struct Ctx {
     pub launched: bool,
     /// The current iteration.
     pub iter: u64,
+    /// VM exits so far (entry failures excluded).
+    pub exits: u64,
+    /// ... of which external-interrupt exits (served by the core).
+    pub interrupt_exits: u64,
 }
 
 impl Ctx {
@@ -224,6 +228,8 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
         vmcs_pa,
         launched: false,
         iter: 0,
+        exits: 0,
+        interrupt_exits: 0,
     };
     {
         let token = ctx.vmx.as_ref().expect("just set");
@@ -299,6 +305,7 @@ fn enter_once(ctx: &mut Ctx) -> Exit {
         }
     }
     ctx.launched = true;
+    ctx.exits += 1;
     let reason_field = shared::vmx::exit::ExitReasonField(ctx.read(F::VmExitReason) as u32);
     let exit = Exit {
         reason_field,
@@ -326,6 +333,7 @@ fn enter_once(ctx: &mut Ctx) -> Exit {
 fn dispatch(ctx: &mut Ctx, registry: &mut Registry, exit: &Exit) -> Dispatch {
     match exit.reason {
         ExitReason::ExternalInterrupt => {
+            ctx.interrupt_exits += 1;
             let info = shared::vmx::exit::InterruptionInfo(exit.interruption_info);
             test_assert!(
                 info.is_valid(),

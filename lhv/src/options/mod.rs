@@ -27,9 +27,11 @@ use crate::vmcs_setup::Controls;
 
 pub mod baseline;
 pub mod ept;
+pub mod nested_user_mode;
 pub mod no_eflags_if;
 pub mod no_interrupt;
 pub mod preemption_timer;
+pub mod user_mode;
 pub mod vmxoff;
 pub mod vpid;
 
@@ -114,4 +116,6 @@ registry! {
     vpid: vpid::Vpid,
     preemption_timer: preemption_timer::PreemptionTimer,
     vmxoff: vmxoff::VmxOff,
+    user_mode: user_mode::UserMode,
+    nested_user_mode: nested_user_mode::NestedUserMode,
 }
