@@ -7,7 +7,10 @@
 //! data, #GP(0) from HLT, #GP(0x40a) from INT 0x81 through a DPL-0 gate,
 //! #UD) and exits by INT 0x80, all without a VM exit.
 //!
-//! L2 brackets the section with two VMCALLs; L1 checks that every VM exit
+//! L2 brackets the section with two VMCALLs. At the first, L1 clears the
+//! exception-bitmap bits of #UD, #GP and #PF (the baseline intercepts every
+//! exception; with PFEC_MASK = PFEC_MATCH = 0 a clear bit 14 means no #PF
+//! exits, SDM 26.2) and restores the bitmap at the second. L1 checks that every VM exit
 //! between them was an external interrupt (asynchronous, served by L1 and
 //! invisible to L2; the exit counters of the core) and that L2's results
 //! are what L1 computes itself.
@@ -15,6 +18,7 @@
 use lhv::opt::LhvOpt;
 use lhv::ring3_abi::{access_rights, expected_result};
 use shared::percpu::selector;
+use shared::trap::vector;
 use shared::vmx::VmcsField as F;
 use shared::vmx::exit::ExitReason;
 
@@ -29,6 +33,9 @@ use crate::test_loop::Ctx;
 const BEGIN: u64 = l2::call_number(LhvOpt::NESTED_USER_MODE, 1);
 /// L2 ended it: RBX = result, RCX = faults, RDX = system calls, RSI = n.
 const END: u64 = l2::call_number(LhvOpt::NESTED_USER_MODE, 2);
+
+/// The exceptions L2's ring 3 raises, which L2 handles itself.
+const L2_OWNED_EXCEPTIONS: u64 = (1 << vector::UD) | (1 << vector::GP) | (1 << vector::PF);
 
 /// The program's input in iteration `iter` (1 to 16).
 const fn input(iter: u64, cpu: usize) -> u64 {
@@ -61,6 +68,8 @@ fn l2_action(env: &L2Env) {
 pub struct NestedUserMode {
     /// (exits, interrupt exits, n) at BEGIN, while a section runs.
     begin: Option<(u64, u64, u64)>,
+    /// The exception bitmap outside the section.
+    saved_bitmap: u64,
     sections: u64,
     interrupt_exits: u64,
 }
@@ -70,6 +79,7 @@ impl NestedUserMode {
     pub const fn new() -> Self {
         Self {
             begin: None,
+            saved_bitmap: 0,
             sections: 0,
             interrupt_exits: 0,
         }
@@ -127,6 +137,10 @@ impl TestOption for NestedUserMode {
         match (is_vmcall, rax) {
             (true, BEGIN) => {
                 self.begin = Some((ctx.exits, ctx.interrupt_exits, ctx.regs.gpr[gpr::RBX]));
+                self.saved_bitmap = ctx.read(F::ExceptionBitmap);
+                ctx.write(F::ExceptionBitmap, self.saved_bitmap & !L2_OWNED_EXCEPTIONS);
+                test_assert_eq!(ctx.read(F::PageFaultErrorCodeMask), 0u64, "PFEC_MASK");
+                test_assert_eq!(ctx.read(F::PageFaultErrorCodeMatch), 0u64, "PFEC_MATCH");
                 ctx.skip_instruction(exit);
                 Handled::Yes
             }
@@ -154,6 +168,7 @@ impl TestOption for NestedUserMode {
                     "faults taken in L2's ring 3"
                 );
                 test_assert_eq!(r[gpr::RDX], 1u64, "system calls from L2's ring 3 before exit");
+                ctx.write(F::ExceptionBitmap, self.saved_bitmap);
                 self.interrupt_exits += int_during;
                 self.sections += 1;
                 ctx.skip_instruction(exit);
