@@ -102,12 +102,36 @@ impl TestOption for NestedUserMode {
         // The guest state must describe the descriptors L2 will reload
         // (SDM 26.3.1.2 checks the VMCS; L2's own loads check memory).
         let segs = [
-            (F::GuestCsSelector, F::GuestCsAccessRights, selector::KERNEL_CODE),
-            (F::GuestSsSelector, F::GuestSsAccessRights, selector::KERNEL_DATA),
-            (F::GuestDsSelector, F::GuestDsAccessRights, selector::KERNEL_DATA),
-            (F::GuestEsSelector, F::GuestEsAccessRights, selector::KERNEL_DATA),
-            (F::GuestFsSelector, F::GuestFsAccessRights, selector::KERNEL_DATA),
-            (F::GuestGsSelector, F::GuestGsAccessRights, selector::KERNEL_DATA),
+            (
+                F::GuestCsSelector,
+                F::GuestCsAccessRights,
+                selector::KERNEL_CODE,
+            ),
+            (
+                F::GuestSsSelector,
+                F::GuestSsAccessRights,
+                selector::KERNEL_DATA,
+            ),
+            (
+                F::GuestDsSelector,
+                F::GuestDsAccessRights,
+                selector::KERNEL_DATA,
+            ),
+            (
+                F::GuestEsSelector,
+                F::GuestEsAccessRights,
+                selector::KERNEL_DATA,
+            ),
+            (
+                F::GuestFsSelector,
+                F::GuestFsAccessRights,
+                selector::KERNEL_DATA,
+            ),
+            (
+                F::GuestGsSelector,
+                F::GuestGsAccessRights,
+                selector::KERNEL_DATA,
+            ),
             (F::GuestTrSelector, F::GuestTrAccessRights, selector::TSS),
         ];
         for (sel, ar, s) in segs {
@@ -167,7 +191,11 @@ impl TestOption for NestedUserMode {
                     ring3::FAULTS.len() as u64,
                     "faults taken in L2's ring 3"
                 );
-                test_assert_eq!(r[gpr::RDX], 1u64, "system calls from L2's ring 3 before exit");
+                test_assert_eq!(
+                    r[gpr::RDX],
+                    1u64,
+                    "system calls from L2's ring 3 before exit"
+                );
                 ctx.write(F::ExceptionBitmap, self.saved_bitmap);
                 self.interrupt_exits += int_during;
                 self.sections += 1;

@@ -48,8 +48,16 @@ impl TestOption for UserMode {
         let n = input(ctx.iter, ctx.cpu);
         let out = l1::run(n);
         test_assert_eq!(out.result, expected_result(n), "L1 ring-3 program's result");
-        test_assert_eq!(out.faults, l1::FAULTS.len(), "faults taken from L1's ring 3");
-        test_assert_eq!(out.syscalls, 1u64, "system calls from L1's ring 3 before exit");
+        test_assert_eq!(
+            out.faults,
+            l1::FAULTS.len(),
+            "faults taken from L1's ring 3"
+        );
+        test_assert_eq!(
+            out.syscalls,
+            1u64,
+            "system calls from L1's ring 3 before exit"
+        );
         self.sections += 1;
     }
 

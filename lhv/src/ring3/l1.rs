@@ -165,12 +165,9 @@ fn fault_handler(frame: &mut TrapFrame) {
     }
     // SAFETY: the table is emitted by entry.S and never written.
     let sites = super::sites(unsafe { &lhv_ring3_l1_faults });
-    if let Err((what, e, g)) = section.take_fault(
-        frame,
-        &sites,
-        &FAULTS,
-        super::user_stack_top(cpu, false),
-    ) {
+    if let Err((what, e, g)) =
+        section.take_fault(frame, &sites, &FAULTS, super::user_stack_top(cpu, false))
+    {
         fail(
             format_args!("L1 ring 3: {what}"),
             format_args!("{e:#x}"),
@@ -194,7 +191,11 @@ extern "C" fn lhv_ring3_l1_syscall(frame: &mut TrapFrame) {
             );
         }
     };
-    check("section active", 1, section.active.load(Ordering::Acquire).into());
+    check(
+        "section active",
+        1,
+        section.active.load(Ordering::Acquire).into(),
+    );
     check("R11 (user RFLAGS)", USER_RFLAGS, frame.r11 & !0x8d5);
     match frame.rax {
         SYS_ADD => {

@@ -222,10 +222,22 @@ extern "C" fn lhv_ring3_l2_trap(frame: &mut TrapFrame) {
                         super::user_alias(&raw const lhv_ring3_l2_int_ret),
                         frame.rip,
                     ),
-                    ("L2 ring 3 INT 0x80: CS (CPL 3)", selector::USER_CODE.into(), frame.cs),
-                    ("L2 ring 3 INT 0x80: SS", selector::USER_DATA.into(), frame.ss),
+                    (
+                        "L2 ring 3 INT 0x80: CS (CPL 3)",
+                        selector::USER_CODE.into(),
+                        frame.cs,
+                    ),
+                    (
+                        "L2 ring 3 INT 0x80: SS",
+                        selector::USER_DATA.into(),
+                        frame.ss,
+                    ),
                     ("L2 ring 3 INT 0x80: user RSP", top - 8, frame.rsp),
-                    ("L2 ring 3 INT 0x80: ADD operand", abi::SYSCALL_ADD_OPERAND, frame.rsi),
+                    (
+                        "L2 ring 3 INT 0x80: ADD operand",
+                        abi::SYSCALL_ADD_OPERAND,
+                        frame.rsi,
+                    ),
                 ];
                 for (what, e, g) in checks {
                     if e != g {

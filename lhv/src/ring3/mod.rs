@@ -121,7 +121,9 @@ pub fn cr2_of(kind: Cr2, probe: u64) -> u64 {
 pub fn read_cr2() -> u64 {
     let v: u64;
     // SAFETY: reading CR2 has no side effect.
-    unsafe { ::core::arch::asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        ::core::arch::asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 
@@ -157,14 +159,15 @@ pub fn map_user_pages() {
         let page = &raw const lhv_ring3_user_page as u64;
         let end = &raw const lhv_ring3_user_end as u64;
         assert!(
-            page % 4096 == 0 && end - page <= 4096,
+            page.is_multiple_of(4096) && end - page <= 4096,
             "the user code fits one page"
         );
         let pt = USER_PT.0.get();
         // SAFETY: inside call_once: no other reference to the tables exists
         // and the processor does not use them before PML4 slot 1 is set.
         unsafe {
-            (*pt)[USER_CODE_PT_INDEX] = abi::table_entry(layout::phys_of(page as *const u8), pte::P | pte::U);
+            (*pt)[USER_CODE_PT_INDEX] =
+                abi::table_entry(layout::phys_of(page as *const u8), pte::P | pte::U);
             for (i, s) in USER_STACKS.iter().enumerate() {
                 (*pt)[abi::USER_STACK_FIRST_PT_INDEX + i] =
                     abi::table_entry(layout::phys_of(s.0.get()), pte::P | pte::W | pte::U);
@@ -179,7 +182,11 @@ pub fn map_user_pages() {
         // SAFETY: the live PML4 is identity-mapped (below 4 GiB); slot 1 is
         // unused by the boot tables (checked), so no translation changes.
         unsafe {
-            assert_eq!(slot.read_volatile(), 0, "PML4 slot {USER_PML4_INDEX} unused");
+            assert_eq!(
+                slot.read_volatile(),
+                0,
+                "PML4 slot {USER_PML4_INDEX} unused"
+            );
             slot.write_volatile(abi::table_entry(
                 layout::phys_of(USER_PDPT.0.get()),
                 pte::P | pte::W | pte::U,
@@ -290,16 +297,36 @@ impl Section {
     ) -> Result<(), (&'static str, u64, u64)> {
         let i = self.next_fault.load(Ordering::Relaxed);
         let (Some(site), Some(exp)) = (sites.get(i), expected.get(i)) else {
-            return Err(("fault count from ring 3", expected.len() as u64, i as u64 + 1));
+            return Err((
+                "fault count from ring 3",
+                expected.len() as u64,
+                i as u64 + 1,
+            ));
         };
         let checks = [
             (exp.what, exp.vector, frame.vector),
-            ("RIP of the faulting instruction", user_va(site.fault), frame.rip),
+            (
+                "RIP of the faulting instruction",
+                user_va(site.fault),
+                frame.rip,
+            ),
             (exp.what, exp.error_code, frame.error_code),
-            ("CS (CPL 3) of the faulting frame", selector::USER_CODE.into(), frame.cs),
-            ("SS of the faulting frame", selector::USER_DATA.into(), frame.ss),
+            (
+                "CS (CPL 3) of the faulting frame",
+                selector::USER_CODE.into(),
+                frame.cs,
+            ),
+            (
+                "SS of the faulting frame",
+                selector::USER_DATA.into(),
+                frame.ss,
+            ),
             ("RSP of the faulting frame", stack_top, frame.rsp),
-            ("RFLAGS.IF and IOPL in ring 3", 0, frame.rflags & (RFLAGS_IF | 3 << 12)),
+            (
+                "RFLAGS.IF and IOPL in ring 3",
+                0,
+                frame.rflags & (RFLAGS_IF | 3 << 12),
+            ),
         ];
         for (what, e, g) in checks {
             if e != g {
