@@ -2,20 +2,24 @@
 //! (one-shot, BSP), counted per CPU. They arrive either through the IDT
 //! (LHV with IF = 1) or as external-interrupt VM exits, acknowledged on exit
 //! (SDM 28.2.2: the vector is in the VM-exit interruption information);
-//! both paths end in [`serve`].
+//! both paths end in [`serve`]. The local APIC is driven through
+//! `shared::apic::LocalApic` (timer, EOI).
 
 use ::core::sync::atomic::{AtomicU64, Ordering};
+use shared::apic::{LocalApic, TimerDivide};
 use shared::percpu::{self, MAX_CPUS};
 use shared::trap::{self, TrapFrame};
 
-use crate::hw::{lapic, pit};
+use crate::hw::pit;
 
 /// The LAPIC timer's vector.
 pub const TIMER_VECTOR: u8 = 0x40;
 /// The LAPIC spurious vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
-/// LAPIC timer initial count (divide by 16).
+/// LAPIC timer initial count (divided by [`TIMER_DIVIDE`]).
 const TIMER_INITIAL: u32 = 0x4_0000;
+/// LAPIC timer divide configuration.
+const TIMER_DIVIDE: TimerDivide = TimerDivide::By16;
 /// PIT one-shot length in ticks (about 5 ms).
 pub const PIT_TICKS: u16 = 6000;
 
@@ -46,7 +50,7 @@ pub fn serve(vector: u8) -> bool {
     match vector {
         TIMER_VECTOR => {
             c.timer.fetch_add(1, Ordering::Relaxed);
-            lapic::eoi();
+            LocalApic::current().eoi();
         }
         pit::VECTOR => {
             c.pit.fetch_add(1, Ordering::Relaxed);
@@ -85,10 +89,11 @@ pub fn install_handlers() {
 /// Sets up this CPU's interrupt sources: LAPIC enabled, periodic timer
 /// unless `timer` is false.
 pub fn init_cpu(timer: bool) {
-    lapic::enable(SPURIOUS_VECTOR);
+    let apic = LocalApic::current();
+    apic.enable(SPURIOUS_VECTOR);
     if timer {
-        lapic::start_periodic_timer(TIMER_VECTOR, TIMER_INITIAL);
+        apic.timer_periodic(TIMER_VECTOR, TIMER_INITIAL, TIMER_DIVIDE);
     } else {
-        lapic::stop_timer();
+        apic.timer_stop();
     }
 }

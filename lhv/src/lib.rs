@@ -15,3 +15,4 @@ pub mod low_mem;
 pub mod msr_bitmap;
 pub mod opt;
 pub mod real_mode_calc;
+pub mod ring3_abi;

@@ -20,6 +20,7 @@ mod options;
 mod percpu_cell;
 mod probe;
 mod repro;
+mod ring3;
 mod test_loop;
 mod vmcs_setup;
 

@@ -14,7 +14,7 @@ use shared::{cmdline, console, cpu_println, percpu, println, x86};
 
 use crate::assert::{fail, test_assert, test_assert_eq};
 use crate::exit::{self, EntryOutcome, Exit, GuestRegs, gpr};
-use crate::hw::{lapic, pit};
+use crate::hw::pit;
 use crate::irq;
 use crate::l2::{self, L2Plan, Stack, call};
 use crate::options::{Handled, Registry};
@@ -109,6 +109,10 @@ pub struct Ctx {
     pub launched: bool,
     /// The current iteration.
     pub iter: u64,
+    /// VM exits so far (entry failures excluded).
+    pub exits: u64,
+    /// ... of which external-interrupt exits (served by the core).
+    pub interrupt_exits: u64,
 }
 
 impl Ctx {
@@ -231,6 +235,8 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
         vmcs_pa,
         launched: false,
         iter: 0,
+        exits: 0,
+        interrupt_exits: 0,
     };
     {
         let token = ctx.vmx.as_ref().expect("just set");
@@ -306,6 +312,7 @@ pub(crate) fn enter_once(ctx: &mut Ctx) -> Exit {
         }
     }
     ctx.launched = true;
+    ctx.exits += 1;
     let reason_field = shared::vmx::exit::ExitReasonField(ctx.read(F::VmExitReason) as u32);
     let exit = Exit {
         reason_field,
@@ -333,6 +340,7 @@ pub(crate) fn enter_once(ctx: &mut Ctx) -> Exit {
 fn dispatch(ctx: &mut Ctx, registry: &mut Registry, exit: &Exit) -> Dispatch {
     match exit.reason {
         ExitReason::ExternalInterrupt => {
+            ctx.interrupt_exits += 1;
             let info = shared::vmx::exit::InterruptionInfo(exit.interruption_info);
             test_assert!(
                 info.is_valid(),
@@ -464,7 +472,7 @@ fn show_status(ctx: &Ctx) {
 /// `CPU(n): LHV done`, the counts line; the BSP waits for every CPU and
 /// shuts down.
 fn finish(ctx: &Ctx, registry: &mut Registry) -> ! {
-    lapic::stop_timer();
+    shared::apic::LocalApic::current().timer_stop();
     let mut line = Line::<256>::new();
     let _ = write!(line, "LHV counts");
     registry.for_each(ctx.opt, &mut |o| {

@@ -1,6 +1,6 @@
-//! LHV's thin hardware wrappers: the local APIC timer and EOI, the PIT and
-//! PIC, and the descriptor-table registers the VMCS host state copies.
+//! LHV's thin hardware wrappers: the PIT and PIC, and the descriptor-table
+//! registers the VMCS host state copies (the local APIC is
+//! `shared::apic::LocalApic`).
 
-pub mod lapic;
 pub mod pit;
 pub mod tables;

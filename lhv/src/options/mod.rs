@@ -31,12 +31,15 @@ pub mod ept_common;
 pub mod large_page;
 pub mod msr_bitmap;
 pub mod msr_load;
+pub mod nested_user_mode;
 pub mod no_eflags_if;
 pub mod no_interrupt;
 pub mod preemption_timer;
 mod safe_msr;
 pub mod switch_ept;
 pub mod unrestricted_guest;
+
+pub mod user_mode;
 pub mod vmxoff;
 pub mod vpid;
 
@@ -126,4 +129,6 @@ registry! {
     vmxoff: vmxoff::VmxOff,
     msr_load: msr_load::MsrLoad,
     msr_bitmap: msr_bitmap::MsrBitmap,
+    user_mode: user_mode::UserMode,
+    nested_user_mode: nested_user_mode::NestedUserMode,
 }

@@ -185,6 +185,8 @@ pub fn run(boot: &BootInfo, name: &str, caps: &'static VmxCaps) -> ! {
         vmcs_pa,
         launched: false,
         iter: 0,
+        exits: 0,
+        interrupt_exits: 0,
     };
     {
         let token = ctx.vmx.as_ref().expect("just set");

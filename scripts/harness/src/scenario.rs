@@ -188,6 +188,47 @@ pub const SELFTEST_BOCHS: Scenario = Scenario {
     ..BOCHS_L0
 };
 
+/// Every CPU of an LHV test run reaches `iters` with no failed check.
+const LHV_DONE: &[&str] = &[
+    "LHV_OPT = 0x{lhv_opt}",
+    "CPU({cpu}): LHV done",
+    "LHV: all CPUs done",
+];
+
+/// LHV's test loop alone on Bochs with options `lhv_opt` on `cpus` CPUs,
+/// 20 iterations, then LHV shuts the machine down. Named
+/// `lhv/<opt>/<cpus>cpu` (a test checks it).
+const fn lhv_test(name: &'static str, lhv_opt: u64, cpus: u32) -> Scenario {
+    Scenario {
+        name,
+        lhv_opt,
+        cpus,
+        lhv_args: "iters=20",
+        pass: LHV_DONE,
+        expect_exit: true,
+        ..BOCHS_LHV
+    }
+}
+
+/// A reproducer (`lhv_repro=<name>`) on bare Bochs, 1 CPU.
+const fn repro(
+    name: &'static str,
+    lhv_args: &'static str,
+    pass: &'static [&'static str],
+    fail: &'static [&'static str],
+) -> Scenario {
+    Scenario {
+        name,
+        cpus: 1,
+        lhv_args,
+        pass,
+        fail,
+        expect_exit: true,
+        timeout_s: 60,
+        ..BOCHS_LHV
+    }
+}
+
 /// The table `scripts/test` runs. Keep names unique; filters match substrings.
 pub const SCENARIOS: &[Scenario] = &[
     SELFTEST_BOCHS,
@@ -224,422 +265,66 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_s: 300,
         ..BOCHS_L0
     },
-    // LHV's test loop alone on Bochs (lhv/src/test_loop.rs): every CPU
-    // reaches iters=20 with no failed check, then LHV shuts the machine down.
-    Scenario {
-        name: "lhv/0x0/1cpu",
-        lhv_opt: 0x0,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x0/2cpu",
-        lhv_opt: 0x0,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x2/1cpu",
-        lhv_opt: 0x2,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x2/2cpu",
-        lhv_opt: 0x2,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x4/1cpu",
-        lhv_opt: 0x4,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x4/2cpu",
-        lhv_opt: 0x4,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x10/1cpu",
-        lhv_opt: 0x10,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x10/2cpu",
-        lhv_opt: 0x10,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x80/1cpu",
-        lhv_opt: 0x80,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x80/2cpu",
-        lhv_opt: 0x80,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x200/1cpu",
-        lhv_opt: 0x200,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x200/2cpu",
-        lhv_opt: 0x200,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0xc/1cpu",
-        lhv_opt: 0xc,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0xc/2cpu",
-        lhv_opt: 0xc,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x104/1cpu",
-        lhv_opt: 0x104,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x104/2cpu",
-        lhv_opt: 0x104,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x10c/2cpu",
-        lhv_opt: 0x10c,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x4000/1cpu",
-        lhv_opt: 0x4000,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x4000/2cpu",
-        lhv_opt: 0x4000,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x1/1cpu",
-        lhv_opt: 0x1,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x1/2cpu",
-        lhv_opt: 0x1,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x400/1cpu",
-        lhv_opt: 0x400,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x400/2cpu",
-        lhv_opt: 0x400,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x415/2cpu",
-        lhv_opt: 0x415,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x4096/1cpu",
-        lhv_opt: 0x4096,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x4096/2cpu",
-        lhv_opt: 0x4096,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x4296/1cpu",
-        lhv_opt: 0x4296,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x4296/2cpu",
-        lhv_opt: 0x4296,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x24/1cpu",
-        lhv_opt: 0x24,
-        cpus: 1,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x24/2cpu",
-        lhv_opt: 0x24,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    Scenario {
-        name: "lhv/0x34/2cpu",
-        lhv_opt: 0x34,
-        cpus: 2,
-        lhv_args: "iters=20",
-        pass: &[
-            "LHV_OPT = 0x{lhv_opt}",
-            "CPU({cpu}): LHV done",
-            "LHV: all CPUs done",
-        ],
-        expect_exit: true,
-        ..BOCHS_LHV
-    },
-    // Reproducer of KVM bug 216212 on bare Bochs (must be GOOD).
-    Scenario {
-        name: "repro/kvm216212",
-        cpus: 1,
-        lhv_args: "lhv_repro=kvm216212",
-        pass: &["repro kvm216212: GOOD"],
-        fail: &["repro kvm216212: BAD"],
-        expect_exit: true,
-        timeout_s: 60,
-        ..BOCHS_LHV
-    },
+    // LHV's test loop alone on Bochs (lhv/src/test_loop.rs): every option alone, with the
+    // options it needs, and combinations; 0xedfd is every option but NO_EFLAGS_IF and
+    // NO_INTERRUPT.
+    lhv_test("lhv/0x0/1cpu", 0x0, 1),
+    lhv_test("lhv/0x0/2cpu", 0x0, 2),
+    lhv_test("lhv/0x1/1cpu", 0x1, 1),
+    lhv_test("lhv/0x1/2cpu", 0x1, 2),
+    lhv_test("lhv/0x2/1cpu", 0x2, 1),
+    lhv_test("lhv/0x2/2cpu", 0x2, 2),
+    lhv_test("lhv/0x4/1cpu", 0x4, 1),
+    lhv_test("lhv/0x4/2cpu", 0x4, 2),
+    lhv_test("lhv/0xc/1cpu", 0xc, 1),
+    lhv_test("lhv/0xc/2cpu", 0xc, 2),
+    lhv_test("lhv/0x10/1cpu", 0x10, 1),
+    lhv_test("lhv/0x10/2cpu", 0x10, 2),
+    lhv_test("lhv/0x24/1cpu", 0x24, 1),
+    lhv_test("lhv/0x24/2cpu", 0x24, 2),
+    lhv_test("lhv/0x34/2cpu", 0x34, 2),
+    lhv_test("lhv/0x40/1cpu", 0x40, 1),
+    lhv_test("lhv/0x40/2cpu", 0x40, 2),
+    lhv_test("lhv/0x80/1cpu", 0x80, 1),
+    lhv_test("lhv/0x80/2cpu", 0x80, 2),
+    lhv_test("lhv/0x104/1cpu", 0x104, 1),
+    lhv_test("lhv/0x104/2cpu", 0x104, 2),
+    lhv_test("lhv/0x10c/2cpu", 0x10c, 2),
+    lhv_test("lhv/0x200/1cpu", 0x200, 1),
+    lhv_test("lhv/0x200/2cpu", 0x200, 2),
+    lhv_test("lhv/0x400/1cpu", 0x400, 1),
+    lhv_test("lhv/0x400/2cpu", 0x400, 2),
+    lhv_test("lhv/0x415/2cpu", 0x415, 2),
+    lhv_test("lhv/0x800/1cpu", 0x800, 1),
+    lhv_test("lhv/0x800/2cpu", 0x800, 2),
+    lhv_test("lhv/0x840/2cpu", 0x840, 2),
+    lhv_test("lhv/0x2000/1cpu", 0x2000, 1),
+    lhv_test("lhv/0x2000/2cpu", 0x2000, 2),
+    lhv_test("lhv/0x4000/1cpu", 0x4000, 1),
+    lhv_test("lhv/0x4000/2cpu", 0x4000, 2),
+    lhv_test("lhv/0x4096/1cpu", 0x4096, 1),
+    lhv_test("lhv/0x4096/2cpu", 0x4096, 2),
+    lhv_test("lhv/0x4296/1cpu", 0x4296, 1),
+    lhv_test("lhv/0x4296/2cpu", 0x4296, 2),
+    lhv_test("lhv/0x8000/1cpu", 0x8000, 1),
+    lhv_test("lhv/0x8000/2cpu", 0x8000, 2),
+    lhv_test("lhv/0xa004/2cpu", 0xa004, 2),
+    lhv_test("lhv/0xedfd/1cpu", 0xedfd, 1),
+    lhv_test("lhv/0xedfd/2cpu", 0xedfd, 2),
+    lhv_test("lhv/0xedfd/4cpu", 0xedfd, 4),
+    // Reproducers of nested-VMX bugs in other hypervisors: GOOD on bare Bochs.
+    repro(
+        "repro/kvm216212",
+        "lhv_repro=kvm216212",
+        &["repro kvm216212: GOOD"],
+        &["repro kvm216212: BAD"],
+    ),
+    repro(
+        "repro/nmi-blocking",
+        "lhv_repro=nmi-blocking",
+        &["repro nmi-blocking: GOOD"],
+        &["repro nmi-blocking: BAD"],
+    ),
     // LHV probe mode alone on Bochs: E820 lines, RAM pattern, no L0 (#UD).
     Scenario {
         name: "lhv-probe",
@@ -708,6 +393,13 @@ pub fn derived_name(boot: Boot, guest: Guest, lhv_opt: u64, emulator: Emulator) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lhv_matrix_names_match_their_options() {
+        for s in SCENARIOS.iter().filter(|s| s.name.starts_with("lhv/")) {
+            assert_eq!(s.name, format!("lhv/{:#x}/{}cpu", s.lhv_opt, s.cpus));
+        }
+    }
 
     #[test]
     fn names_are_unique_and_path_safe() {
