@@ -27,6 +27,8 @@ use crate::vmcs_setup::Controls;
 
 pub mod baseline;
 pub mod ept;
+pub mod intercepts;
+pub mod nmi;
 pub mod no_eflags_if;
 pub mod no_interrupt;
 pub mod preemption_timer;
@@ -114,4 +116,6 @@ registry! {
     vpid: vpid::Vpid,
     preemption_timer: preemption_timer::PreemptionTimer,
     vmxoff: vmxoff::VmxOff,
+    nmi: nmi::Nmi,
+    intercepts: intercepts::Intercepts,
 }
