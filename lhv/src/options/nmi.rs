@@ -152,6 +152,8 @@ fn l2_action(env: &L2Env) {
     );
 
     // 5. NMIs between CPUs.
+    // The APs may start before the BSP has counted them.
+    events::wait_until(BARRIER_POLLS, || test_loop::cpu_count().is_some());
     let Some(n) = test_loop::cpu_count() else {
         l2_assert_eq!(0, 1, "CPU count known to L2");
         return;
