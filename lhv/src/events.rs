@@ -113,11 +113,6 @@ pub fn install_recorder() {
     }
 }
 
-/// This CPU's NMI count.
-pub fn nmi_count() -> u64 {
-    NMI_COUNT[cpu()].load(Ordering::Acquire)
-}
-
 /// IRETQ to the next instruction, same privilege level and stack: ends
 /// blocking by NMI (SDM Vol. 3A 6.7.1) and, in VMX non-root operation with
 /// virtual NMIs, virtual-NMI blocking (SDM Vol. 3C 26.3).
