@@ -19,6 +19,7 @@ mod l2;
 mod options;
 mod percpu_cell;
 mod probe;
+mod repro;
 mod test_loop;
 mod vmcs_setup;
 
@@ -31,6 +32,8 @@ shared::kernel_entry!(main);
 
 /// The BSP's VMX capabilities, shared with the APs.
 static CAPS: spin::Once<VmxCaps> = spin::Once::new();
+/// `lhv_repro=<name>`: run that reproducer on the BSP instead of the test.
+static REPRO: spin::Once<Option<&'static str>> = spin::Once::new();
 
 fn main(boot: &'static BootInfo) -> ! {
     println!("LHV {} starting", env!("CARGO_PKG_VERSION"));
@@ -56,6 +59,7 @@ fn main(boot: &'static BootInfo) -> ! {
     };
     println!("{}", caps.summary());
     test_loop::configure(boot, opt);
+    REPRO.call_once(|| cmdline::get(boot.cmdline(), "lhv_repro"));
     let smp = shared::smp::start_aps(boot, ap_main);
     println!(
         "SMP: {} CPUs online ({} listed by firmware)",
@@ -76,6 +80,12 @@ fn cpu_main() -> ! {
     match vmx_root::enter(caps) {
         Ok(vmxon) => {
             cpu_println!("VMXON done");
+            if let Some(Some(name)) = REPRO.get() {
+                if shared::percpu::current().index() == 0 {
+                    repro::run(name, vmxon, caps, test_loop::on_bochs());
+                }
+                shared::x86::halt_forever();
+            }
             test_loop::run_cpu(vmxon, caps)
         }
         Err(e) => {

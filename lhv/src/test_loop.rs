@@ -80,6 +80,11 @@ pub fn set_cpu_count(n: usize) {
     COUNT_SET.store(true, Ordering::Release);
 }
 
+/// Whether the platform is Bochs (for reproducers; options use `Ctx`).
+pub fn on_bochs() -> bool {
+    CONFIG.get().is_some_and(|c| c.on_bochs)
+}
+
 /// How many CPUs run the test, once the BSP knows (for options that
 /// coordinate CPUs).
 pub fn cpu_count() -> Option<usize> {
