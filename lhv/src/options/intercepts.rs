@@ -95,12 +95,32 @@ impl Inject {
     fn event(self) -> (InterruptionInfo, Option<u64>, u64) {
         use InterruptionType as T;
         match self {
-            Inject::External => (InterruptionInfo::new(EXTINT_VECTOR, T::ExternalInterrupt, false), None, 0),
+            Inject::External => (
+                InterruptionInfo::new(EXTINT_VECTOR, T::ExternalInterrupt, false),
+                None,
+                0,
+            ),
             Inject::Nmi => (InterruptionInfo::new(vector::NMI, T::Nmi, false), None, 0),
-            Inject::Gp => (InterruptionInfo::new(vector::GP, T::HardwareException, true), Some(GP_ERROR), 0),
-            Inject::Pf => (InterruptionInfo::new(vector::PF, T::HardwareException, true), Some(PF_ERROR), 0),
-            Inject::IntN => (InterruptionInfo::new(INT_N_VECTOR, T::SoftwareInterrupt, false), None, SOFT_LEN),
-            Inject::Of => (InterruptionInfo::new(vector::OF, T::SoftwareException, false), None, SOFT_LEN),
+            Inject::Gp => (
+                InterruptionInfo::new(vector::GP, T::HardwareException, true),
+                Some(GP_ERROR),
+                0,
+            ),
+            Inject::Pf => (
+                InterruptionInfo::new(vector::PF, T::HardwareException, true),
+                Some(PF_ERROR),
+                0,
+            ),
+            Inject::IntN => (
+                InterruptionInfo::new(INT_N_VECTOR, T::SoftwareInterrupt, false),
+                None,
+                SOFT_LEN,
+            ),
+            Inject::Of => (
+                InterruptionInfo::new(vector::OF, T::SoftwareException, false),
+                None,
+                SOFT_LEN,
+            ),
         }
     }
 
@@ -172,7 +192,11 @@ fn io_part(c: usize) {
         );
     }
     l2_assert_eq!(rcx, 0u64, "RCX after the emulated REP OUTSB");
-    l2_assert_eq!(rsi, OUTS_BYTES.as_ptr() as u64 + 3, "RSI after the emulated REP OUTSB");
+    l2_assert_eq!(
+        rsi,
+        OUTS_BYTES.as_ptr() as u64 + 3,
+        "RSI after the emulated REP OUTSB"
+    );
     l2::vmcall(IO_UNCONDITIONAL, Args::default());
     // SAFETY: exits (unconditional I/O exiting); would write a POST code.
     unsafe { ::core::arch::asm!("out 0x80, al", in("al") 0u8, options(nomem, nostack)) };
@@ -224,9 +248,18 @@ fn pf_part(c: usize) {
     // Bit 14 set: exits iff PFEC & 2 == 2 (writes). Bit 14 clear: iff not
     // (reads).
     for (mode, exits_on_write) in [(1u64, true), (0, false)] {
-        l2::vmcall(PF_MODE, Args { rbx: mode, ..Args::default() });
+        l2::vmcall(
+            PF_MODE,
+            Args {
+                rbx: mode,
+                ..Args::default()
+            },
+        );
         for write in [false, true] {
-            let (exits, seen) = (PF_EXITS[c].load(Ordering::Acquire), r.count.load(Ordering::Acquire));
+            let (exits, seen) = (
+                PF_EXITS[c].load(Ordering::Acquire),
+                r.count.load(Ordering::Acquire),
+            );
             let rip = fault(c, write);
             let pfec = if write { PFEC_W } else { 0 };
             l2_assert_eq!(
@@ -234,22 +267,56 @@ fn pf_part(c: usize) {
                 u64::from(write == exits_on_write),
                 "#PF exits for one fault (SDM 25.6.3 error-code mask/match)"
             );
-            l2_assert_eq!(r.count.load(Ordering::Acquire), seen + 1, "#PFs reaching L2");
-            l2_assert_eq!(r.vector.load(Ordering::Acquire), vector::PF, "vector in L2's handler");
-            l2_assert_eq!(r.error_code.load(Ordering::Acquire), pfec, "#PF error code in L2");
-            l2_assert_eq!(r.cr2.load(Ordering::Acquire), UNMAPPED, "CR2 in L2's #PF handler");
-            l2_assert_eq!(r.rip.load(Ordering::Acquire), rip, "#PF RIP in L2's handler");
+            l2_assert_eq!(
+                r.count.load(Ordering::Acquire),
+                seen + 1,
+                "#PFs reaching L2"
+            );
+            l2_assert_eq!(
+                r.vector.load(Ordering::Acquire),
+                vector::PF,
+                "vector in L2's handler"
+            );
+            l2_assert_eq!(
+                r.error_code.load(Ordering::Acquire),
+                pfec,
+                "#PF error code in L2"
+            );
+            l2_assert_eq!(
+                r.cr2.load(Ordering::Acquire),
+                UNMAPPED,
+                "CR2 in L2's #PF handler"
+            );
+            l2_assert_eq!(
+                r.rip.load(Ordering::Acquire),
+                rip,
+                "#PF RIP in L2's handler"
+            );
         }
     }
-    l2::vmcall(PF_MODE, Args { rbx: 2, ..Args::default() });
+    l2::vmcall(
+        PF_MODE,
+        Args {
+            rbx: 2,
+            ..Args::default()
+        },
+    );
 }
 
 fn cr_part(c: usize) {
     let before = CR_EXITS[c].load(Ordering::Acquire);
     let cr0 = shared::x86::read_cr0();
     let cr4 = shared::x86::read_cr4();
-    l2_assert_eq!(cr0, EXPECT_CR0[c].load(Ordering::Acquire), "CR0 read by L2 (shadowed TS)");
-    l2_assert_eq!(cr4, EXPECT_CR4[c].load(Ordering::Acquire), "CR4 read by L2 (shadowed VMXE)");
+    l2_assert_eq!(
+        cr0,
+        EXPECT_CR0[c].load(Ordering::Acquire),
+        "CR0 read by L2 (shadowed TS)"
+    );
+    l2_assert_eq!(
+        cr4,
+        EXPECT_CR4[c].load(Ordering::Acquire),
+        "CR4 read by L2 (shadowed VMXE)"
+    );
     let cr3 = shared::x86::read_cr3();
     let other = OTHER_CR3[c].load(Ordering::Acquire);
     // SAFETY: the writes that do not exit keep every bit L2 really
@@ -259,7 +326,11 @@ fn cr_part(c: usize) {
         ::core::arch::asm!("mov cr4, rdx", in("rdx") cr4, options(nostack));
         ::core::arch::asm!("mov cr3, rax", in("rax") cr3, options(nostack));
     }
-    l2_assert_eq!(CR_EXITS[c].load(Ordering::Acquire), before, "CR exits for writes equal to the shadows and a CR3 target");
+    l2_assert_eq!(
+        CR_EXITS[c].load(Ordering::Acquire),
+        before,
+        "CR exits for writes equal to the shadows and a CR3 target"
+    );
     // SAFETY: as above: each of these exits and is skipped by L1.
     unsafe {
         ::core::arch::asm!("clts", options(nostack));
@@ -267,8 +338,16 @@ fn cr_part(c: usize) {
         ::core::arch::asm!("mov cr4, rdx", in("rdx") cr4 | CR4_VMXE, options(nostack));
         ::core::arch::asm!("mov cr3, rax", in("rax") other, options(nostack));
     }
-    l2_assert_eq!(CR_EXITS[c].load(Ordering::Acquire), before + 4, "CR-access exits (CLTS, CR0, CR4, CR3)");
-    l2_assert_eq!(shared::x86::read_cr0(), cr0, "CR0 read by L2 after the skipped writes");
+    l2_assert_eq!(
+        CR_EXITS[c].load(Ordering::Acquire),
+        before + 4,
+        "CR-access exits (CLTS, CR0, CR4, CR3)"
+    );
+    l2_assert_eq!(
+        shared::x86::read_cr0(),
+        cr0,
+        "CR0 read by L2 after the skipped writes"
+    );
     l2_assert_eq!(shared::x86::read_cr3(), cr3, "CR3 after the skipped MOV");
 }
 
@@ -276,7 +355,10 @@ fn inject_part(c: usize) {
     let r = &RECORDS[c];
     for kind in Inject::ALL {
         let (info, error, len) = kind.event();
-        let (seen, nmis) = (r.count.load(Ordering::Acquire), NMI_COUNT[c].load(Ordering::Acquire));
+        let (seen, nmis) = (
+            r.count.load(Ordering::Acquire),
+            NMI_COUNT[c].load(Ordering::Acquire),
+        );
         if kind != Inject::Nmi {
             r.armed.store(true, Ordering::Release);
         }
@@ -302,16 +384,44 @@ fn inject_part(c: usize) {
         }
         let rip = if len != 0 { after_filler } else { after_vmcall };
         if kind == Inject::Nmi {
-            l2_assert_eq!(NMI_COUNT[c].load(Ordering::Acquire), nmis + 1, "injected NMIs taken by L2");
-            l2_assert_eq!(NMI_LAST_RIP[c].load(Ordering::Acquire), rip, "return RIP of the injected NMI");
+            l2_assert_eq!(
+                NMI_COUNT[c].load(Ordering::Acquire),
+                nmis + 1,
+                "injected NMIs taken by L2"
+            );
+            l2_assert_eq!(
+                NMI_LAST_RIP[c].load(Ordering::Acquire),
+                rip,
+                "return RIP of the injected NMI"
+            );
             continue;
         }
-        l2_assert_eq!(r.count.load(Ordering::Acquire), seen + 1, "injected events taken by L2");
-        l2_assert_eq!(r.vector.load(Ordering::Acquire), info.vector(), "vector of the injected event");
-        l2_assert_eq!(r.error_code.load(Ordering::Acquire), error.unwrap_or(0), "error code of the injected event");
-        l2_assert_eq!(r.rip.load(Ordering::Acquire), rip, "return RIP of the injected event (SDM 27.6.1.1)");
+        l2_assert_eq!(
+            r.count.load(Ordering::Acquire),
+            seen + 1,
+            "injected events taken by L2"
+        );
+        l2_assert_eq!(
+            r.vector.load(Ordering::Acquire),
+            info.vector(),
+            "vector of the injected event"
+        );
+        l2_assert_eq!(
+            r.error_code.load(Ordering::Acquire),
+            error.unwrap_or(0),
+            "error code of the injected event"
+        );
+        l2_assert_eq!(
+            r.rip.load(Ordering::Acquire),
+            rip,
+            "return RIP of the injected event (SDM 27.6.1.1)"
+        );
         if kind == Inject::Pf {
-            l2_assert_eq!(r.cr2.load(Ordering::Acquire), PF_CR2, "CR2 of the injected #PF");
+            l2_assert_eq!(
+                r.cr2.load(Ordering::Acquire),
+                PF_CR2,
+                "CR2 of the injected #PF"
+            );
         }
     }
     // INT3 exits (exception bitmap) and L1 reflects it with the exit's
@@ -323,9 +433,21 @@ fn inject_part(c: usize) {
     unsafe {
         ::core::arch::asm!("int3", "2:", "lea {a}, [rip + 2b]", a = out(reg) after, options(nostack));
     }
-    l2_assert_eq!(r.count.load(Ordering::Acquire), seen + 1, "reflected #BP taken by L2");
-    l2_assert_eq!(r.vector.load(Ordering::Acquire), vector::BP, "vector of the reflected #BP");
-    l2_assert_eq!(r.rip.load(Ordering::Acquire), after, "return RIP of the reflected INT3");
+    l2_assert_eq!(
+        r.count.load(Ordering::Acquire),
+        seen + 1,
+        "reflected #BP taken by L2"
+    );
+    l2_assert_eq!(
+        r.vector.load(Ordering::Acquire),
+        vector::BP,
+        "vector of the reflected #BP"
+    );
+    l2_assert_eq!(
+        r.rip.load(Ordering::Acquire),
+        after,
+        "return RIP of the reflected INT3"
+    );
 }
 
 fn l2_action(env: &L2Env) {
@@ -376,9 +498,21 @@ impl Intercepts {
             }
             0xbeef => {
                 let (rsi, rcx) = (ctx.regs.gpr[gpr::RSI], ctx.regs.gpr[gpr::RCX]);
-                test_assert_eq!(rcx, 3u64, "RCX of REP OUTSB at its exit (before any iteration)");
-                test_assert_eq!(rsi, OUTS_BYTES.as_ptr() as u64, "RSI of REP OUTSB at its exit");
-                test_assert_eq!(ctx.read(F::GuestLinearAddress), rsi, "guest-linear address of OUTSB (SDM 28.2.1)");
+                test_assert_eq!(
+                    rcx,
+                    3u64,
+                    "RCX of REP OUTSB at its exit (before any iteration)"
+                );
+                test_assert_eq!(
+                    rsi,
+                    OUTS_BYTES.as_ptr() as u64,
+                    "RSI of REP OUTSB at its exit"
+                );
+                test_assert_eq!(
+                    ctx.read(F::GuestLinearAddress),
+                    rsi,
+                    "guest-linear address of OUTSB (SDM 28.2.1)"
+                );
                 // SAFETY: L2 is LHV's own code; RSI points into LHV's image.
                 let bytes = unsafe { ::core::ptr::read_unaligned(rsi as *const [u8; 3]) };
                 test_assert!(bytes == OUTS_BYTES, "bytes of REP OUTSB", OUTS_BYTES, bytes);
@@ -397,7 +531,11 @@ impl Intercepts {
                 format_args!("qualification {:#x} at RIP {:#x}", q.0, exit.guest_rip),
             ),
         };
-        test_assert_eq!(q.0, want.0, "I/O exit qualification (SDM 28.2.1 Table 28-5)");
+        test_assert_eq!(
+            q.0,
+            want.0,
+            "I/O exit qualification (SDM 28.2.1 Table 28-5)"
+        );
         IO_EXITS[ctx.cpu].fetch_add(1, Ordering::AcqRel);
         ctx.skip_instruction(exit);
     }
@@ -408,22 +546,46 @@ impl Intercepts {
         let want = match q.cr() {
             0 if q.access_type() == CrAccessType::Clts => CrAccessQual(0x20),
             0 => {
-                test_assert_eq!(ctx.regs.gpr[gpr::RCX], EXPECT_CR0[c].load(Ordering::Acquire) & !CR0_TS, "value of MOV to CR0");
+                test_assert_eq!(
+                    ctx.regs.gpr[gpr::RCX],
+                    EXPECT_CR0[c].load(Ordering::Acquire) & !CR0_TS,
+                    "value of MOV to CR0"
+                );
                 CrAccessQual::mov(0, CrAccessType::MovToCr, gpr::RCX as u8)
             }
             4 => {
-                test_assert_eq!(ctx.regs.gpr[gpr::RDX], EXPECT_CR4[c].load(Ordering::Acquire) | CR4_VMXE, "value of MOV to CR4");
+                test_assert_eq!(
+                    ctx.regs.gpr[gpr::RDX],
+                    EXPECT_CR4[c].load(Ordering::Acquire) | CR4_VMXE,
+                    "value of MOV to CR4"
+                );
                 CrAccessQual::mov(4, CrAccessType::MovToCr, gpr::RDX as u8)
             }
             3 => {
-                test_assert_eq!(ctx.regs.gpr[gpr::RAX], OTHER_CR3[c].load(Ordering::Acquire), "value of MOV to CR3 (not a target)");
+                test_assert_eq!(
+                    ctx.regs.gpr[gpr::RAX],
+                    OTHER_CR3[c].load(Ordering::Acquire),
+                    "value of MOV to CR3 (not a target)"
+                );
                 CrAccessQual::mov(3, CrAccessType::MovToCr, gpr::RAX as u8)
             }
             _ => q,
         };
-        test_assert_eq!(q.0, want.0, "control-register access qualification (SDM 28.2.1 Table 28-3)");
-        test_assert_eq!(ctx.read(F::GuestCr0) & CR0_TS, 0u64, "real CR0.TS of L2 (owned bit unchanged)");
-        test_assert_eq!(ctx.read(F::GuestCr4) & CR4_VMXE, CR4_VMXE, "real CR4.VMXE of L2");
+        test_assert_eq!(
+            q.0,
+            want.0,
+            "control-register access qualification (SDM 28.2.1 Table 28-3)"
+        );
+        test_assert_eq!(
+            ctx.read(F::GuestCr0) & CR0_TS,
+            0u64,
+            "real CR0.TS of L2 (owned bit unchanged)"
+        );
+        test_assert_eq!(
+            ctx.read(F::GuestCr4) & CR4_VMXE,
+            CR4_VMXE,
+            "real CR4.VMXE of L2"
+        );
         CR_EXITS[c].fetch_add(1, Ordering::AcqRel);
         ctx.skip_instruction(exit);
     }
@@ -432,10 +594,19 @@ impl Intercepts {
         let info = InterruptionInfo(exit.interruption_info);
         match info.vector() {
             vector::PF => {
-                let want = InterruptionInfo::new(vector::PF, InterruptionType::HardwareException, true);
-                test_assert_eq!(info.0, want.0, "VM-exit interruption information of a #PF exit");
+                let want =
+                    InterruptionInfo::new(vector::PF, InterruptionType::HardwareException, true);
+                test_assert_eq!(
+                    info.0,
+                    want.0,
+                    "VM-exit interruption information of a #PF exit"
+                );
                 let pfec = ctx.read(F::VmExitInterruptionErrorCode);
-                test_assert_eq!(exit.qualification, UNMAPPED, "#PF exit qualification (the linear address)");
+                test_assert_eq!(
+                    exit.qualification,
+                    UNMAPPED,
+                    "#PF exit qualification (the linear address)"
+                );
                 let (bitmap, mask, matched) = (
                     ctx.read(F::ExceptionBitmap),
                     ctx.read(F::PageFaultErrorCodeMask),
@@ -454,9 +625,14 @@ impl Intercepts {
                 PF_EXITS[ctx.cpu].fetch_add(1, Ordering::AcqRel);
             }
             vector::BP => {
-                let want = InterruptionInfo::new(vector::BP, InterruptionType::SoftwareException, false);
+                let want =
+                    InterruptionInfo::new(vector::BP, InterruptionType::SoftwareException, false);
                 test_assert_eq!(info.0, want.0, "VM-exit interruption information of INT3");
-                test_assert_eq!(exit.instruction_len, 1u64, "VM-exit instruction length of INT3");
+                test_assert_eq!(
+                    exit.instruction_len,
+                    1u64,
+                    "VM-exit instruction length of INT3"
+                );
                 ctx.write(F::VmEntryInterruptionInfo, info.0.into());
                 ctx.write(F::VmEntryInstructionLength, exit.instruction_len);
             }
@@ -468,12 +644,20 @@ impl Intercepts {
 
     fn on_inject(&mut self, ctx: &mut Ctx, exit: &Exit) {
         let Some(kind) = Inject::from_u64(ctx.regs.gpr[gpr::RBX]) else {
-            fail(format_args!("INJECT request"), format_args!("a known event"), format_args!("{:#x}", ctx.regs.gpr[gpr::RBX]));
+            fail(
+                format_args!("INJECT request"),
+                format_args!("a known event"),
+                format_args!("{:#x}", ctx.regs.gpr[gpr::RBX]),
+            );
         };
         ctx.skip_instruction(exit);
         let (info, error, len) = kind.event();
         if kind == Inject::External {
-            test_assert_eq!(ctx.read(F::GuestRflags) & crate::vmcs_setup::RFLAGS_IF, crate::vmcs_setup::RFLAGS_IF, "L2's RFLAGS.IF for an injected external interrupt (SDM 27.3.1.5)");
+            test_assert_eq!(
+                ctx.read(F::GuestRflags) & crate::vmcs_setup::RFLAGS_IF,
+                crate::vmcs_setup::RFLAGS_IF,
+                "L2's RFLAGS.IF for an injected external interrupt (SDM 27.3.1.5)"
+            );
         }
         if kind == Inject::Pf {
             write_cr2(PF_CR2);
@@ -517,7 +701,9 @@ impl TestOption for Intercepts {
             | PrimaryProcBased::CR3_LOAD_EXITING;
         if !caps.proc.effective().can_set(proc.bits()) {
             Some("the CPU lacks I/O bitmaps, unconditional I/O exiting or CR3-load exiting")
-        } else if caps.proc.effective().adjust(0).value & PrimaryProcBased::CR3_STORE_EXITING.bits() != 0 {
+        } else if caps.proc.effective().adjust(0).value & PrimaryProcBased::CR3_STORE_EXITING.bits()
+            != 0
+        {
             Some("the CPU cannot clear CR3-store exiting")
         } else if caps.misc.cr3_target_count < 2 {
             Some("the CPU has fewer than 2 CR3-target values")
@@ -536,7 +722,11 @@ impl TestOption for Intercepts {
         let c = ctx.cpu;
         ctx.write(F::IoBitmapAAddress, layout::phys_of(&IO_BITMAP_A));
         ctx.write(F::IoBitmapBAddress, layout::phys_of(&IO_BITMAP_B));
-        let (cr0, cr4, cr3) = (ctx.read(F::GuestCr0), ctx.read(F::GuestCr4), ctx.read(F::GuestCr3));
+        let (cr0, cr4, cr3) = (
+            ctx.read(F::GuestCr0),
+            ctx.read(F::GuestCr4),
+            ctx.read(F::GuestCr3),
+        );
         ctx.write(F::Cr0GuestHostMask, CR0_TS);
         ctx.write(F::Cr0ReadShadow, cr0 | CR0_TS);
         ctx.write(F::Cr4GuestHostMask, CR4_VMXE);
@@ -566,7 +756,7 @@ impl TestOption for Intercepts {
             }
             ExitReason::Vmcall if ctx.regs.gpr[gpr::RAX] == PF_MODE => {
                 let (bitmap, mask) = match ctx.regs.gpr[gpr::RBX] {
-                    0 => (u32::MAX & !(1 << vector::PF), PFEC_W),
+                    0 => (!(1u32 << vector::PF), PFEC_W),
                     1 => (u32::MAX, PFEC_W),
                     _ => (u32::MAX, 0),
                 };

@@ -166,7 +166,11 @@ fn l2_action(env: &L2Env) {
     l2_assert_eq!(barrier(n), true, "NMI IPI barrier 1");
     let theirs = received(target);
     let target_id = shared::percpu::get(target).map_or(u32::MAX, |p| p.apic_id());
-    l2_assert_eq!(events::send_nmi(target_id), true, "NMI IPI to the next CPU sent");
+    l2_assert_eq!(
+        events::send_nmi(target_id),
+        true,
+        "NMI IPI to the next CPU sent"
+    );
     let came = events::wait_until(BARRIER_POLLS, || received(target) > theirs);
     l2_assert_eq!(came, true, "the next CPU received the NMI IPI");
     l2_assert_eq!(barrier(n), true, "NMI IPI barrier 2");

@@ -130,7 +130,9 @@ pub fn run(name: &str, vmx: Vmxon, caps: &'static VmxCaps, on_bochs: bool) -> ! 
         shared::vmx::insn::vmclear(vmcs_pa).and_then(|()| shared::vmx::insn::vmptrld(vmcs_pa))
     };
     if loaded.is_err() {
-        println!("TEST_ASSERT failed: reproducer VMCLEAR/VMPTRLD, expected success, got {loaded:?}");
+        println!(
+            "TEST_ASSERT failed: reproducer VMCLEAR/VMPTRLD, expected success, got {loaded:?}"
+        );
         shared::platform::shutdown(1);
     }
     let stack_top = STACK.lock().0.as_ptr_range().end as u64;

@@ -128,7 +128,8 @@ pub fn run(vm: &mut ReproVm) -> Verdict {
                     BLOCK => {
                         let _ = log.write_str("V");
                         let s = vm.ctx.read(F::GuestInterruptibilityState);
-                        vm.ctx.write(F::GuestInterruptibilityState, s | BLOCKING_BY_NMI);
+                        vm.ctx
+                            .write(F::GuestInterruptibilityState, s | BLOCKING_BY_NMI);
                         set_nmi_window(vm, true);
                     }
                     DONE if log.as_str().len() >= EXPECTED.len() => break,
