@@ -11,6 +11,7 @@
 #![no_main]
 
 mod assert;
+mod events;
 mod exit;
 mod hw;
 mod irq;

@@ -87,6 +87,14 @@ pub fn set_cpu_count(n: usize) {
     COUNT_SET.store(true, Ordering::Release);
 }
 
+/// How many CPUs run the test, once the BSP knows (for options that
+/// coordinate CPUs).
+pub fn cpu_count() -> Option<usize> {
+    COUNT_SET
+        .load(Ordering::Acquire)
+        .then(|| CPU_COUNT.load(Ordering::Acquire))
+}
+
 /// One CPU's test state, handed to every option hook.
 pub struct Ctx {
     /// This CPU's index.

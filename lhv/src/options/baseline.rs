@@ -116,7 +116,10 @@ impl TestOption for Baseline {
                 }
                 ctx.skip_instruction(exit);
             }
-            ExitReason::ExceptionOrNmi => {
+            // Other vectors and NMIs belong to the options that cause them.
+            ExitReason::ExceptionOrNmi
+                if InterruptionInfo(exit.interruption_info).vector() == vector::UD =>
+            {
                 let info = InterruptionInfo(exit.interruption_info);
                 let want =
                     InterruptionInfo::new(vector::UD, InterruptionType::HardwareException, false);

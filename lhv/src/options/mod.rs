@@ -28,10 +28,12 @@ use crate::vmcs_setup::Controls;
 pub mod baseline;
 pub mod ept;
 pub mod ept_common;
+pub mod intercepts;
 pub mod large_page;
 pub mod msr_bitmap;
 pub mod msr_load;
 pub mod nested_user_mode;
+pub mod nmi;
 pub mod no_eflags_if;
 pub mod no_interrupt;
 pub mod preemption_timer;
@@ -131,4 +133,6 @@ registry! {
     msr_bitmap: msr_bitmap::MsrBitmap,
     user_mode: user_mode::UserMode,
     nested_user_mode: nested_user_mode::NestedUserMode,
+    nmi: nmi::Nmi,
+    intercepts: intercepts::Intercepts,
 }

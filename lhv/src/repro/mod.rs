@@ -23,6 +23,7 @@ use crate::test_loop::Ctx;
 use crate::vmcs_setup::{self, Controls, RFLAGS_FIXED};
 
 pub mod kvm216212;
+pub mod nmi_blocking;
 
 /// One reproducer.
 pub struct Reproducer {
@@ -40,7 +41,7 @@ pub struct Reproducer {
 }
 
 /// Every reproducer, by name.
-pub const REGISTRY: &[&Reproducer] = &[&kvm216212::REPRO];
+pub const REGISTRY: &[&Reproducer] = &[&kvm216212::REPRO, &nmi_blocking::REPRO];
 
 /// The outcome, with a one-line explanation.
 pub struct Verdict {
@@ -75,6 +76,14 @@ pub struct Explanation {
 }
 
 impl Explanation {
+    /// An empty line.
+    pub const fn new() -> Self {
+        Self {
+            buf: [0; 200],
+            len: 0,
+        }
+    }
+
     fn from(args: fmt::Arguments) -> Self {
         let mut e = Self {
             buf: [0; 200],

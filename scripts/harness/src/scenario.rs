@@ -327,6 +327,80 @@ pub const SCENARIOS: &[Scenario] = &[
     ),
     // LHV probe mode alone on Bochs: E820 lines, RAM pattern, no L0 (#UD).
     Scenario {
+        name: "lhv/0x2000/1cpu",
+        lhv_opt: 0x2000,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x2000/2cpu",
+        lhv_opt: 0x2000,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x8000/1cpu",
+        lhv_opt: 0x8000,
+        cpus: 1,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0x8000/2cpu",
+        lhv_opt: 0x8000,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "lhv/0xa004/2cpu",
+        lhv_opt: 0xa004,
+        cpus: 2,
+        lhv_args: "iters=20",
+        pass: &[
+            "LHV_OPT = 0x{lhv_opt}",
+            "CPU({cpu}): LHV done",
+            "LHV: all CPUs done",
+        ],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
+        name: "repro/nmi-blocking",
+        cpus: 1,
+        lhv_args: "lhv_repro=nmi-blocking",
+        pass: &["repro nmi-blocking: GOOD"],
+        fail: &["repro nmi-blocking: BAD"],
+        expect_exit: true,
+        ..BOCHS_LHV
+    },
+    Scenario {
         name: "lhv-probe",
         lhv_args: "mode=probe",
         memory_mb: 128,

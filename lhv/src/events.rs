@@ -1,0 +1,168 @@
+//! IDT handlers shared by L1 and L2 (both use LHV's IDT and TSS) for the
+//! NMI and INTERCEPTS options: an NMI counter, and a recorder of the events
+//! L2 receives (vector, error code, return RIP, CR2). The handlers run with
+//! NMIs possibly pending and never take locks or print: they only store to
+//! per-CPU atomics; the checks and prints happen later, outside them.
+//!
+//! Also the small helpers around NMIs: an IRET to the next instruction (to
+//! end blocking by NMI in L1, SDM Vol. 3A 6.7.1), sending an NMI by APIC ID
+//! (the ICR's "self" shorthand is not valid with the NMI delivery mode, SDM
+//! Vol. 3A 11.6.1, so a self-NMI names its own APIC ID), bounded waits.
+
+use ::core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use shared::apic::LocalApic;
+use shared::percpu::{self, MAX_CPUS};
+use shared::trap::{self, TrapFrame, vector};
+
+/// NMIs that reached LHV's NMI handler (vector 2 through the IDT, in L1 or
+/// as an event delivered to L2), per CPU.
+pub static NMI_COUNT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The RIP the last NMI interrupted (its IRET frame), per CPU.
+pub static NMI_LAST_RIP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// What the last recorded event was, per CPU.
+pub struct Record {
+    /// Set by whoever expects one event; the handler clears it.
+    pub armed: AtomicBool,
+    /// Where the handler resumes (0: return to the pushed RIP).
+    pub recover: AtomicU64,
+    /// Vector.
+    pub vector: AtomicU64,
+    /// Error code (0 for vectors without one).
+    pub error_code: AtomicU64,
+    /// Pushed RIP.
+    pub rip: AtomicU64,
+    /// CR2 at delivery.
+    pub cr2: AtomicU64,
+    /// Events recorded.
+    pub count: AtomicU64,
+}
+
+/// One record per CPU.
+pub static RECORDS: [Record; MAX_CPUS] = [const {
+    Record {
+        armed: AtomicBool::new(false),
+        recover: AtomicU64::new(0),
+        vector: AtomicU64::new(0),
+        error_code: AtomicU64::new(0),
+        rip: AtomicU64::new(0),
+        cr2: AtomicU64::new(0),
+        count: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+/// The vectors [`install_recorder`] takes over: #BP, #OF, #GP, #PF, and two
+/// vectors LHV uses for nothing else (injected INT n and external
+/// interrupt).
+pub const RECORDED: [u8; 6] = [
+    vector::BP,
+    vector::OF,
+    vector::GP,
+    vector::PF,
+    INT_N_VECTOR,
+    EXTINT_VECTOR,
+];
+/// The vector of the injected software interrupt (INT n).
+pub const INT_N_VECTOR: u8 = 0x33;
+/// The vector of the injected external interrupt.
+pub const EXTINT_VECTOR: u8 = 0x34;
+
+fn cpu() -> usize {
+    percpu::current().index()
+}
+
+fn nmi_handler(frame: &mut TrapFrame) {
+    let c = cpu();
+    NMI_LAST_RIP[c].store(frame.rip, Ordering::Relaxed);
+    NMI_COUNT[c].fetch_add(1, Ordering::Release);
+}
+
+fn cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effect.
+    unsafe { ::core::arch::asm!("mov {}, cr2", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+fn record_handler(frame: &mut TrapFrame) {
+    let r = &RECORDS[cpu()];
+    if !r.armed.swap(false, Ordering::AcqRel) {
+        trap::fatal_exception(frame);
+    }
+    r.vector.store(frame.vector, Ordering::Relaxed);
+    r.error_code.store(frame.error_code, Ordering::Relaxed);
+    r.rip.store(frame.rip, Ordering::Relaxed);
+    r.cr2.store(cr2(), Ordering::Relaxed);
+    r.count.fetch_add(1, Ordering::Release);
+    let recover = r.recover.swap(0, Ordering::AcqRel);
+    if recover != 0 {
+        frame.rip = recover;
+    }
+}
+
+/// Installs the NMI counter (idempotent; the IDT is shared by all CPUs).
+pub fn install_nmi() {
+    trap::set_handler(vector::NMI, nmi_handler);
+}
+
+/// Installs the event recorder for [`RECORDED`] (idempotent). An event on
+/// these vectors that nobody armed is still fatal.
+pub fn install_recorder() {
+    for v in RECORDED {
+        trap::set_handler(v, record_handler);
+    }
+}
+
+/// IRETQ to the next instruction, same privilege level and stack: ends
+/// blocking by NMI (SDM Vol. 3A 6.7.1) and, in VMX non-root operation with
+/// virtual NMIs, virtual-NMI blocking (SDM Vol. 3C 26.3).
+pub fn iret_to_self() {
+    // SAFETY: builds a valid 64-bit IRET frame (SS, RSP, RFLAGS, CS, RIP)
+    // for the current context and returns to the label right after IRETQ;
+    // RSP and RFLAGS end as they were.
+    unsafe {
+        ::core::arch::asm!(
+            "mov {tmp}, rsp",
+            "push {ss}",
+            "push {tmp}",
+            "pushfq",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "iretq",
+            "2:",
+            tmp = out(reg) _,
+            ss = in(reg) u64::from(percpu::selector::KERNEL_DATA),
+            cs = in(reg) u64::from(percpu::selector::KERNEL_CODE),
+        );
+    }
+}
+
+/// This CPU's APIC ID.
+pub fn apic_id() -> u32 {
+    percpu::current().apic_id()
+}
+
+/// Sends an NMI to the CPU with `apic_id` (physical destination; also the
+/// way to NMI oneself). Returns false if the ICR stayed busy.
+pub fn send_nmi(apic_id: u32) -> bool {
+    LocalApic::current().send_nmi(apic_id).is_ok()
+}
+
+/// Polls `done` at most `polls` times; whether it became true.
+pub fn wait_until(polls: u64, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..polls {
+        if done() {
+            return true;
+        }
+        ::core::hint::spin_loop();
+    }
+    done()
+}
+
+/// Polls for a short while (for "nothing happens" checks).
+pub fn settle() {
+    for _ in 0..2000 {
+        ::core::hint::spin_loop();
+    }
+}
