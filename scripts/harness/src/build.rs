@@ -39,12 +39,14 @@ pub fn kernel(package: &str, verbose: bool) -> Result<PathBuf, String> {
     }
 }
 
-/// Runs the host unit tests (`cargo test` on the default members). Returns
-/// whether they passed and the summary lines to show.
+/// Runs the host unit tests of every crate (`cargo test --workspace`: the
+/// libraries `shared` and `lhv` and the harness; the kernel binaries have
+/// `test = false` and are not built for the host). Returns whether they
+/// passed and the summary lines to show.
 pub fn host_tests() -> (bool, Vec<String>) {
     crate::paths::progress("test", "cargo test (host crates)");
     let out = Command::new(cargo())
-        .args(["test", "--color", "never"])
+        .args(["test", "--workspace", "--color", "never"])
         .current_dir(crate::paths::root())
         .stdin(Stdio::null())
         .output();
