@@ -483,9 +483,22 @@ fn finish(ctx: &Ctx, registry: &mut Registry) -> ! {
     shared::apic::LocalApic::current().timer_stop();
     let mut line = Line::<256>::new();
     let _ = write!(line, "LHV counts");
+    let mut unexercised = None;
     registry.for_each(ctx.opt, &mut |o| {
         let _ = write!(line, " {}={}", o.name(), o.count());
+        if o.count() == 0 && unexercised.is_none() {
+            unexercised = Some(o.name());
+        }
     });
+    // Issue 4: a run passes only if every enabled option was exercised.
+    if let Some(name) = unexercised {
+        cpu_println!("{}", line.as_str());
+        fail(
+            format_args!("option {name} exercised at least once"),
+            format_args!("a count >= 1"),
+            format_args!("0"),
+        );
+    }
     let c = irq::counters();
     let _ = write!(
         line,
