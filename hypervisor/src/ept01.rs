@@ -28,6 +28,9 @@ struct Ept01 {
     builder: EptBuilder,
     layout: Layout,
     mtrrs: Option<MtrrState>,
+    /// The guest's xAPIC page, mapped without write access so that writes
+    /// exit (see `exits::apic_write`).
+    apic_page: Option<u64>,
 }
 
 static EPT01: spin::Once<spin::Mutex<Ept01>> = spin::Once::new();
@@ -91,6 +94,7 @@ pub fn build(caps: &VmxCaps, limit: u64) -> Result<(), shared::ept::BuildError> 
             builder,
             layout,
             mtrrs,
+            apic_page: None,
         })
     });
     Ok(())
@@ -117,11 +121,14 @@ pub fn mtrrs_changed() {
         builder,
         layout,
         mtrrs,
-        ..
+        apic_page,
     } = &mut *e;
     let r = memory::with_pool(|pool| {
         ept01::map_all(builder, &mut HostMemory, pool, layout, &types_of(mtrrs))
     });
+    if let Some(page) = *apic_page {
+        map_guest_page(&mut e, page, APIC_PROTECTED);
+    }
     drop(e);
     if let Err(err) = r {
         shared::cpu_println!("EPT01: re-typing after an MTRR write failed: {err}");
@@ -160,6 +167,63 @@ fn remap_hidden(gpa: u64, hpa: u64, perms: EptPerms) {
     if let Err(err) = r {
         shared::cpu_println!("EPT01: remapping {page:#x} failed: {err}");
     }
+    invept_all();
+}
+
+/// Rights of the trapped xAPIC page: reads pass, writes exit.
+const APIC_PROTECTED: EptPerms = EptPerms::RX;
+
+/// Identity-maps the guest page `page` with `perms` and its MTRR type.
+fn map_guest_page(e: &mut Ept01, page: u64, perms: EptPerms) {
+    if e.layout.is_hidden(page) || page >= e.layout.limit {
+        return;
+    }
+    let t = types_of(&e.mtrrs)(page, 0x1000).unwrap_or(MemoryType::Uncacheable);
+    let m = Mapping::new(perms, t);
+    let r = memory::with_pool(|pool| {
+        e.builder
+            .map_range(&mut HostMemory, pool, page, page, 0x1000, m)
+    });
+    if let Err(err) = r {
+        shared::cpu_println!("EPT01: mapping {page:#x} failed: {err}");
+    }
+}
+
+/// Makes `page` the trapped xAPIC page (the previous one, if any, becomes
+/// ordinary memory again).
+pub fn set_apic_page(page: u64) {
+    let Some(e) = EPT01.get() else { return };
+    let mut e = e.lock();
+    if e.apic_page == Some(page) {
+        return;
+    }
+    if let Some(old) = e.apic_page.take() {
+        map_guest_page(&mut e, old, EptPerms::RWX);
+    }
+    map_guest_page(&mut e, page, APIC_PROTECTED);
+    e.apic_page = Some(page);
+    drop(e);
+    invept_all();
+}
+
+/// The trapped xAPIC page.
+pub fn apic_page() -> Option<u64> {
+    EPT01.get().and_then(|e| e.lock().apic_page)
+}
+
+/// Lets writes to the xAPIC page through (`open`) or traps them again,
+/// for one single-stepped instruction L0 cannot decode. EPT01 is shared:
+/// while it is open, other CPUs' writes pass through too.
+pub fn open_apic_page(open: bool) {
+    let Some(e) = EPT01.get() else { return };
+    let mut e = e.lock();
+    let Some(page) = e.apic_page else { return };
+    map_guest_page(
+        &mut e,
+        page,
+        if open { EptPerms::RWX } else { APIC_PROTECTED },
+    );
+    drop(e);
     invept_all();
 }
 

@@ -7,7 +7,10 @@
 
 mod dump;
 mod ept01;
+mod events;
 mod exits;
+mod guest_smp;
+mod lapic;
 mod launch;
 mod memory;
 mod msr_bitmap;
@@ -93,6 +96,15 @@ fn main(boot: &'static BootInfo) -> ! {
         "L0: EPT01 maps [0, {limit:#x}) without L0's region; {} pool frames left",
         memory::pool_free()
     );
+    // The guest's IPIs go through its xAPIC's ICR (or the x2APIC MSR):
+    // writes to the xAPIC page exit (see `exits::apic_write`).
+    let apic_page = lapic::xapic_page();
+    if lapic::apic_base_is_safe(apic_page) {
+        ept01::set_apic_page(apic_page);
+        println!("L0: guest xAPIC writes at {apic_page:#x} trapped");
+    } else {
+        println!("L0: xAPIC page {apic_page:#x} cannot be trapped; guest INITs reach the hardware");
+    }
     let boot_drive = shared::cmdline::get_hex(boot.cmdline(), "boot_drive")
         .and_then(|d| u8::try_from(d).ok())
         .unwrap_or(0x80);
@@ -184,6 +196,7 @@ fn cpu_main(bsp: bool) -> ! {
         shared::x86::halt_forever()
     }
     let mut v = vmxon.current_vmcs();
+    guest_smp::register(index, shared::percpu::current().apic_id(), !bsp);
     if bsp {
         launch::write_boot_state(&mut v, caps, cpu.vcpu, setup.boot_drive);
     } else {

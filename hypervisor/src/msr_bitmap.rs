@@ -46,6 +46,9 @@ pub fn init() -> u64 {
         set(b, m, true, true);
     }
     set(b, msr::IA32_EFER, true, true);
+    // The guest's IPIs (x2APIC ICR) and APIC moves (see `exits::msr`).
+    set(b, crate::lapic::X2APIC_ICR, false, true);
+    set(b, msr::IA32_APIC_BASE, false, true);
     set(b, shared::mtrr::IA32_MTRR_DEF_TYPE, false, true);
     for m in shared::mtrr::FIXED_MSRS {
         set(b, m, false, true);

@@ -30,6 +30,7 @@ pub mod reg {
     pub const RDX: usize = 2;
     pub const RBX: usize = 3;
     pub const RSP: usize = 4;
+    pub const RSI: usize = 6;
     pub const RDI: usize = 7;
 }
 
@@ -42,10 +43,21 @@ pub enum Resume {
     Stop,
 }
 
-/// A write to a hidden page in progress (see `ept01`).
+/// Why L0 single-steps one guest instruction (RFLAGS.TF and #DB exiting;
+/// the EPT-violation instruction length is undefined and Bochs has no
+/// monitor trap flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// A write to the hidden page holding `gpa` lands in the sink page.
+    HiddenWrite { gpa: u64 },
+    /// A write to the xAPIC page that L0 cannot decode passes through.
+    ApicWrite,
+}
+
+/// A single-stepped instruction in progress.
 #[derive(Clone, Copy, Debug)]
-pub struct SinkStep {
-    pub gpa: u64,
+pub struct SingleStep {
+    pub kind: StepKind,
     /// The guest's own RFLAGS.TF before L0 set it.
     pub guest_tf: bool,
 }
@@ -59,8 +71,14 @@ pub struct Vcpu {
     pub index: usize,
     /// VM exits handled on this CPU.
     pub exits: u64,
-    /// A write to a hidden page being single-stepped.
-    pub sink: Option<SinkStep>,
+    /// The instruction being single-stepped, if any.
+    pub step: Option<SingleStep>,
+    /// NMI VM exits since the last VM entry (see `events`).
+    pub nmi_exits: u32,
+    /// An NMI is pending for the guest.
+    pub nmi_pending: bool,
+    /// NMIs injected into the guest.
+    pub nmis_injected: u64,
     /// Physical address of this CPU's VMCS01.
     pub vmcs_phys: u64,
 }
@@ -124,7 +142,10 @@ pub fn take(index: usize) -> Option<CpuVmx> {
         regs: GuestRegs::default(),
         index,
         exits: 0,
-        sink: None,
+        step: None,
+        nmi_exits: 0,
+        nmi_pending: false,
+        nmis_injected: 0,
         vmcs_phys: shared::boot::layout::phys_of(vmcs as *const VmcsRegion),
     });
     // The top 16 bytes hold the Vcpu pointer; host RSP is 16-byte aligned.

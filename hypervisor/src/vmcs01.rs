@@ -59,11 +59,21 @@ pub struct Controls {
 impl Controls {
     /// Requests what L0 needs; fails if the processor cannot do it.
     pub fn from_caps(caps: &VmxCaps) -> Result<Self, shared::vmx::controls::UnsupportedControls> {
-        let pin = caps.pin.effective().require(PinBased::empty().bits())?;
+        // NMIs exit, so that L0 sees its kicks and injects the guest's
+        // NMIs; with virtual NMIs, NMI-window exiting says when the guest
+        // can take one (see `events`).
+        let pin = caps
+            .pin
+            .effective()
+            .require((PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS).bits())?;
         let proc = caps.proc.effective().require(
             (PrimaryProcBased::USE_MSR_BITMAPS | PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS)
                 .bits(),
         )?;
+        // Set and cleared per entry; it must be allowed.
+        caps.proc
+            .effective()
+            .require(proc | PrimaryProcBased::NMI_WINDOW_EXITING.bits())?;
         let required = SecondaryProcBased::ENABLE_EPT
             | SecondaryProcBased::ENABLE_VPID
             | SecondaryProcBased::UNRESTRICTED_GUEST;

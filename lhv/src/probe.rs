@@ -3,7 +3,10 @@
 //! address-dependent pattern over usable RAM above 1 MiB and below 4 GiB
 //! (the boot identity map ends there) except LHV's image and the multiboot
 //! information, split among all CPUs, then asks L0 for its statistics
-//! (VMCALL Stats; without L0 VMCALL raises #UD, which is caught).
+//! (VMCALL Stats; without L0 VMCALL raises #UD, which is caught). Under L0
+//! it then reads and writes L0's region (first page, middle, last page),
+//! which must read all ones and drop the writes, and asks for the
+//! statistics again to show that L0 survived.
 
 use ::core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use shared::boot::{BootInfo, MemoryKind, layout};
@@ -194,7 +197,37 @@ pub fn run(boot: &'static BootInfo) -> ! {
         BYTES.load(Ordering::Relaxed) >> 20
     );
 
+    match stats() {
+        None => println!("PROBE: no L0 (VMCALL #UD)"),
+        Some(regs) => {
+            println!("PROBE: L0 stats exits={} cpus={}", regs.rbx, regs.rcx);
+            let region = (
+                regs.rsi,
+                regs.rsi.saturating_add(regs.rdx.saturating_mul(1024)),
+            );
+            check_l0_region(region);
+            match stats() {
+                Some(again) => println!(
+                    "PROBE: L0 alive after the region check (exits={})",
+                    again.rbx
+                ),
+                None => fail(
+                    format_args!("L0 Stats after the region check"),
+                    format_args!("an answer"),
+                    format_args!("#UD"),
+                ),
+            }
+        }
+    }
+    println!("PROBE: done");
+    shared::platform::shutdown(0)
+}
+
+/// Asks L0 for its statistics: `None` without L0 (VMCALL raises #UD,
+/// caught by `ud_handler`); fails the run on any other answer than OK.
+fn stats() -> Option<shared::vmx::insn::VmcallRegs> {
     trap::set_handler(vector::UD, ud_handler);
+    VMCALL_UD.store(false, Ordering::Release);
     let mut regs = shared::vmx::insn::VmcallRegs {
         rax: Hypercall::Stats.rax(),
         ..Default::default()
@@ -204,18 +237,54 @@ pub fn run(boot: &'static BootInfo) -> ! {
     let r = unsafe { shared::vmx::insn::vmcall(&mut regs) };
     trap::clear_handler(vector::UD);
     if VMCALL_UD.load(Ordering::Acquire) {
-        println!("PROBE: no L0 (VMCALL #UD)");
-    } else if r.is_ok() && regs.rax == hypercall::OK {
-        println!("PROBE: L0 stats exits={} cpus={}", regs.rbx, regs.rcx);
-    } else {
+        return None;
+    }
+    if r.is_err() || regs.rax != hypercall::OK {
         fail(
             format_args!("L0 Stats hypercall"),
             format_args!("RAX = OK"),
             format_args!("RAX {:#x}, {r:?}", regs.rax),
         );
     }
-    println!("PROBE: done");
-    shared::platform::shutdown(0)
+    Some(regs)
+}
+
+/// The places checked in L0's region `[b, e)`: first page, middle, last
+/// page (8-byte aligned).
+fn region_probes((b, e): (u64, u64)) -> [u64; 3] {
+    let mid = (b + (e - b) / 2) & !7;
+    [b, mid, e.saturating_sub(8)]
+}
+
+/// L0's region must behave as unbacked memory for its guest (issue 3):
+/// reads return all ones, writes are dropped, L0 keeps running.
+fn check_l0_region((b, e): (u64, u64)) {
+    if b == 0 || e <= b || e > LIMIT {
+        fail(
+            format_args!("L0 region from Stats"),
+            format_args!("a range below 4 GiB"),
+            format_args!("[{b:#x}, {e:#x})"),
+        );
+    }
+    for a in region_probes((b, e)) {
+        // SAFETY: `a` is below 4 GiB (identity-mapped) in L0's region,
+        // which L0's EPT makes unbacked memory for this guest: the
+        // accesses cannot touch anything of LHV's.
+        let (before, after) = unsafe {
+            let p = a as *mut u64;
+            let before = ::core::ptr::read_volatile(p);
+            ::core::ptr::write_volatile(p, pattern(a));
+            (before, ::core::ptr::read_volatile(p))
+        };
+        if before != u64::MAX || after != u64::MAX {
+            fail(
+                format_args!("L0 region at {a:#x}: read, write, read back"),
+                format_args!("all ones twice"),
+                format_args!("{before:#x}, then {after:#x}"),
+            );
+        }
+    }
+    println!("PROBE: L0 region [{b:#x}, {e:#x}) reads all ones, writes dropped");
 }
 
 #[cfg(test)]

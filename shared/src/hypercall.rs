@@ -1,7 +1,7 @@
 //! L0's hypercall ABI (VMCALL from its guest, in any mode, at CPL 0).
 //!
 //! RAX = [`MAGIC`] | number; arguments in RBX, RCX, RDX. On return RAX is
-//! [`OK`] or an error below, results in RBX, RCX, RDX. VMCALL at CPL > 0 or
+//! [`OK`] or an error below, results in RBX, RCX, RDX (and RSI). VMCALL at CPL > 0 or
 //! with another RAX gets RAX = [`UNKNOWN`] (as KVM answers unknown calls) and
 //! nothing else happens.
 
@@ -15,7 +15,9 @@ pub enum Hypercall {
     /// Prints RCX bytes at guest-physical RBX (at most [`PRINT_MAX`]) on L0's console.
     Print = 1,
     /// L0 is alive: returns RBX = VM exits handled on this CPU, RCX = CPUs
-    /// L0 runs on, RDX = L0's region size in KiB.
+    /// L0 runs on, RDX = L0's region size in KiB, RSI = L0's region base
+    /// (guest-physical; the guest sees it as unbacked memory: reads all
+    /// ones, writes dropped).
     Stats = 2,
     /// Stops the machine with exit code RBX (emulators quit; hardware halts).
     Shutdown = 3,

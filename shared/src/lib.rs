@@ -22,11 +22,14 @@ pub mod delay;
 pub mod e820;
 pub mod ept;
 pub mod ept01;
+pub mod guest_paging;
 pub mod hypercall;
+pub mod ipi;
 pub mod mem;
 pub mod mptable;
 pub mod msr_area;
 pub mod mtrr;
+pub mod nmi_inject;
 #[cfg(target_os = "none")]
 pub mod panic;
 #[cfg(target_os = "none")]
@@ -35,6 +38,7 @@ pub mod percpu;
 pub mod platform;
 #[cfg(target_os = "none")]
 pub mod smp;
+pub mod store_insn;
 #[cfg(target_os = "none")]
 pub mod trap;
 pub mod vmx;

@@ -1,27 +1,27 @@
-//! Exceptions that exit (exit reason 0). Only #DB is intercepted, and only
-//! while a write to L0's region is single-stepped (`ept_violation`): the
-//! hidden page goes back to the dummy page and the guest's own TF is
-//! restored (its single-step trap is then delivered to it).
+//! Exceptions and NMIs that exit (exit reason 0).
+//! - NMI ("NMI exiting"): counted; `events::before_entry` tells L0's kicks
+//!   from the guest's NMIs and injects these.
+//! - #DB, intercepted only while L0 single-steps an instruction (see
+//!   `single_step`): the step ends; if the guest had TF set itself, its
+//!   single-step trap is delivered to it.
 
-use shared::vmx::exit::InterruptionInfo;
+use shared::vmx::exit::{InterruptionInfo, InterruptionType};
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
-use super::ept_violation::RFLAGS_TF;
-use super::{Exit, inject_exception, vector};
+use super::{Exit, inject_exception, single_step, vector};
 use crate::vcpu::{Resume, Vcpu};
 
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, _exit: &Exit) -> Option<Resume> {
     let info = InterruptionInfo(v.read32(F::VmExitInterruptionInfo));
+    if info.kind() == Some(InterruptionType::Nmi) {
+        vcpu.nmi_exits = vcpu.nmi_exits.saturating_add(1);
+        return Some(Resume::Guest);
+    }
     if info.vector() != vector::DB {
         return None;
     }
-    let step = vcpu.sink.take()?;
-    crate::ept01::close_sink(step.gpa);
-    v.clear_bits(F::ExceptionBitmap, 1 << vector::DB);
-    if step.guest_tf {
+    if single_step::finish(vcpu, v)? {
         inject_exception(v, vector::DB, None);
-    } else {
-        v.clear_bits(F::GuestRflags, RFLAGS_TF);
     }
     Some(Resume::Guest)
 }

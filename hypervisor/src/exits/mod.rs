@@ -4,6 +4,7 @@
 //! guest controls; what L0 cannot handle is reported with a VMCS dump and
 //! stops this CPU only.
 
+mod apic_write;
 mod cache;
 mod cpuid;
 mod cr;
@@ -12,6 +13,7 @@ mod exception;
 mod init_sipi;
 mod int15;
 mod msr;
+mod single_step;
 mod triple_fault;
 mod vmcall;
 mod vmx_insn;
@@ -22,6 +24,8 @@ use shared::vmx::insn::{CurrentVmcs, Vmxon};
 use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 
 use crate::vcpu::{Resume, Vcpu};
+
+pub use init_sipi::enter_init_state;
 
 /// A decoded VM exit.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +57,7 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
     if exit.reason.is_entry_failure() {
         return unhandled(vcpu, &v, &exit, "VM-entry failure");
     }
+    reinject_vectored_event(&mut v, &exit);
     let handled = match exit.reason.basic() {
         ExitReason::Cpuid => cpuid::handle(vcpu, &mut v, &exit),
         ExitReason::Rdmsr => msr::rdmsr(vcpu, &mut v, &exit),
@@ -66,6 +71,8 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
         ExitReason::TripleFault => triple_fault::handle(vcpu, &v, &exit),
         ExitReason::EptViolation => ept_violation::handle(vcpu, &mut v, &exit),
         ExitReason::ExceptionOrNmi => exception::handle(vcpu, &mut v, &exit),
+        // `events::before_entry` injects the pending NMI.
+        ExitReason::NmiWindow => Some(Resume::Guest),
         ExitReason::Vmclear
         | ExitReason::Vmlaunch
         | ExitReason::Vmptrld
@@ -81,8 +88,48 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
         _ => None,
     };
     match handled {
+        Some(Resume::Guest) => {
+            crate::events::before_entry(vcpu, &mut v);
+            Resume::Guest
+        }
         Some(r) => r,
         None => unhandled(vcpu, &v, &exit, "unhandled VM exit"),
+    }
+}
+
+/// An exit during event delivery through the guest's IDT (IDT-vectoring
+/// information valid, SDM 28.2.4) loses the event unless L0 injects it
+/// again at the next entry (SDM 28.2.4 / 27.6: "re-injection"); a handler
+/// that injects something else overrides it. An NMI being re-injected was
+/// blocking NMIs, which must be clear again for its injection. An exit
+/// after IRET unblocked virtual NMIs and faulted (bit 12 of the exit
+/// interruption information or EPT qualification) must block them again
+/// (SDM 28.2.3), as the IRET will run again.
+fn reinject_vectored_event(v: &mut impl VmcsAccess, exit: &Exit) {
+    use shared::nmi_inject::BLOCKING_BY_NMI;
+    let idt = InterruptionInfo(v.read32(F::IdtVectoringInfo));
+    if idt.is_valid() {
+        v.write(F::VmEntryInterruptionInfo, u64::from(idt.0 & 0x8000_0fff));
+        v.write(
+            F::VmEntryExceptionErrorCode,
+            v.read(F::IdtVectoringErrorCode),
+        );
+        v.write(F::VmEntryInstructionLength, exit.instruction_len);
+        if idt.kind() == Some(InterruptionType::Nmi) {
+            v.clear_bits(F::GuestInterruptibilityState, u64::from(BLOCKING_BY_NMI));
+        }
+        return;
+    }
+    let unblocked_by_iret = match exit.reason.basic() {
+        ExitReason::ExceptionOrNmi => {
+            let info = InterruptionInfo(v.read32(F::VmExitInterruptionInfo));
+            info.nmi_unblocking() && info.vector() != 8
+        }
+        ExitReason::EptViolation => exit.qualification & (1 << 12) != 0,
+        _ => false,
+    };
+    if unblocked_by_iret {
+        v.set_bits(F::GuestInterruptibilityState, u64::from(BLOCKING_BY_NMI));
     }
 }
 

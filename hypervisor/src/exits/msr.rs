@@ -7,6 +7,9 @@
 //! - IA32_EFER: kept in the VMCS ("load/save IA32_EFER"); LMA is preserved
 //!   and follows CR0.PG (see `cr`), as KVM does.
 //! - MTRRs: checked, performed on the hardware, then EPT01 is re-typed.
+//! - The x2APIC ICR (writes): the guest's IPIs, see `x2apic_icr`.
+//! - IA32_APIC_BASE (writes): checked, performed, and the trapped xAPIC
+//!   page follows the base, see `apic_base`.
 //! - Anything else that exits: #GP (no such MSR on Intel processors).
 
 use shared::vmx::{VmcsAccess, VmcsField as F};
@@ -47,6 +50,10 @@ pub fn wrmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
     let value = (vcpu.regs.gpr[reg::RDX] << 32) | (vcpu.regs.gpr[reg::RAX] & 0xffff_ffff);
     let ok = match index {
         msr::IA32_EFER => write_efer(v, value),
+        crate::lapic::X2APIC_ICR => {
+            return x2apic_icr(vcpu, v, exit, value);
+        }
+        msr::IA32_APIC_BASE => write_apic_base(value),
         m if VMX_CAPS.contains(&m) => false,
         m => write_mtrr(m, value),
     };
@@ -94,5 +101,58 @@ fn write_mtrr(index: u32, value: u64) -> bool {
     // hardware's checks, so WRMSR cannot fault.
     unsafe { shared::x86::wrmsr(index, value) };
     crate::ept01::mtrrs_changed();
+    true
+}
+
+/// WRMSR to the x2APIC ICR (SDM 11.12.9): #GP outside x2APIC mode or with
+/// reserved bits set; otherwise the IPI is sent, except an INIT, which L0
+/// emulates (`guest_smp`), and the INIT level de-assert, which is dropped.
+fn x2apic_icr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, value: u64) -> Option<Resume> {
+    use shared::apic::ApicMode;
+    use shared::ipi::{self, IcrAction};
+    if crate::lapic::mode() != Some(ApicMode::X2Apic) || value & ipi::X2APIC_ICR_RESERVED != 0 {
+        return inject_gp(v);
+    }
+    skip_instruction(v, exit);
+    match ipi::action(value, ApicMode::X2Apic) {
+        IcrAction::Forward => crate::lapic::write_icr(ApicMode::X2Apic, value),
+        IcrAction::Drop => {}
+        IcrAction::Init(icr) => {
+            if crate::guest_smp::send_init(vcpu.index, &icr, ApicMode::X2Apic) {
+                super::enter_init_state(vcpu, v);
+            }
+        }
+    }
+    Some(Resume::Guest)
+}
+
+/// WRMSR to IA32_APIC_BASE (SDM 11.4.4, 11.12.5): reserved bits (7:0, 9,
+/// and above MAXPHYADDR) and invalid mode transitions (x2APIC to xAPIC,
+/// disabled to x2APIC, EXTD without EN) are #GP; the BSP flag is read-only
+/// here. L0 also refuses (#GP) an xAPIC page it could not trap: above
+/// 4 GiB, or in its own region, where the APIC would shadow L0's memory.
+fn write_apic_base(value: u64) -> bool {
+    use crate::lapic::base::{ADDRESS, BSP, EN, EXTD};
+    let old = crate::lapic::apic_base();
+    let phys_mask = (1u64 << crate::ept01::max_phys_addr().min(52)) - 1;
+    if value & !(BSP | EXTD | EN | (ADDRESS & phys_mask)) != 0 {
+        return false;
+    }
+    let mode = |b: u64| (b & EN != 0, b & EXTD != 0);
+    // EXTD without EN; x2APIC back to xAPIC; disabled straight to x2APIC.
+    let valid = !matches!(
+        (mode(old), mode(value)),
+        (_, (false, true)) | ((true, true), (true, false)) | ((false, _), (true, true))
+    );
+    let page = value & ADDRESS;
+    if !valid || !crate::lapic::apic_base_is_safe(page) {
+        return false;
+    }
+    // SAFETY: the value passed the checks above, which are the hardware's
+    // reasons for #GP.
+    unsafe { shared::x86::wrmsr(msr::IA32_APIC_BASE, (value & !BSP) | (old & BSP)) };
+    if page != old & ADDRESS {
+        crate::ept01::set_apic_page(page);
+    }
     true
 }

@@ -256,12 +256,24 @@ pub const SCENARIOS: &[Scenario] = &[
         pass: &["L0: region [", "LHV_OPT = 0x0", "VMX is not available:"],
         ..BOCHS_L0
     },
-    // L0 boots LHV in probe mode: LHV's APs, RAM pattern on every CPU, L0 stats.
+    // L0 boots LHV in probe mode: LHV starts its APs itself (INIT-SIPI-SIPI
+    // through L0), RAM pattern on every CPU, L0 stats, L0's region unbacked.
     Scenario {
         name: "l0-probe",
         lhv_args: "mode=probe",
-        pass: &["L0: region [", "PROBE: L0 stats", "PROBE: done"],
-        fail: &["unhandled VM exit", "VM-entry failure", "failed: VMfail"],
+        pass: &[
+            "L0: region [",
+            "PROBE: L0 stats",
+            "PROBE: L0 region",
+            "PROBE: L0 alive",
+            "PROBE: done",
+        ],
+        fail: &[
+            "unhandled VM exit",
+            "VM-entry failure",
+            "failed: VMfail",
+            "did not start",
+        ],
         timeout_s: 300,
         ..BOCHS_L0
     },

@@ -1,0 +1,68 @@
+//! What L0 does before every VM entry on behalf of other CPUs and of the
+//! hardware: take an INIT request (see `guest_smp`), turn NMIs seen since
+//! the last entry into a pending guest NMI, and inject it or wait for the
+//! guest's NMI window (see `shared::nmi_inject`).
+//!
+//! NMIs reach L0 two ways: as NMI VM exits ("NMI exiting", counted by
+//! `exits::exception`) and, while this CPU is in VMX root, through the host
+//! IDT's NMI handler, which only counts them in the per-CPU `nmi_count` (no
+//! locks, no printing). L0's own kick NMIs are subtracted; the rest are the
+//! guest's. With "virtual NMIs", the guest's NMI blocking is the
+//! interruptibility state's blocking-by-NMI bit, which the processor sets
+//! on delivery of an injected NMI and clears on the guest's IRET (SDM
+//! 25.3, 26.7.1); NMI-window exiting (SDM 26.7.5) tells L0 when it is
+//! clear again.
+
+use core::sync::atomic::Ordering;
+
+use shared::nmi_inject::{self, NmiStep};
+use shared::vmx::controls::PrimaryProcBased;
+use shared::vmx::exit::{InterruptionInfo, InterruptionType};
+use shared::vmx::{VmcsAccess, VmcsField as F};
+
+use crate::vcpu::Vcpu;
+
+/// The NMI vector.
+const NMI_VECTOR: u8 = 2;
+
+/// Called after every handled exit, just before VMRESUME.
+pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
+    let seen = shared::percpu::current()
+        .nmi_count
+        .swap(0, Ordering::AcqRel)
+        + core::mem::take(&mut vcpu.nmi_exits);
+    if seen > 0 && crate::guest_smp::guest_nmis(vcpu.index, seen) > 0 {
+        vcpu.nmi_pending = true;
+    }
+    if crate::guest_smp::take_init_request(vcpu.index) {
+        crate::exits::enter_init_state(vcpu, v);
+    }
+    let injecting = InterruptionInfo(v.read32(F::VmEntryInterruptionInfo)).is_valid();
+    let step = nmi_inject::decide(
+        vcpu.nmi_pending,
+        v.read32(F::GuestInterruptibilityState),
+        v.read32(F::GuestActivityState),
+        injecting,
+        vcpu.step.is_some(),
+    );
+    let window = u64::from(PrimaryProcBased::NMI_WINDOW_EXITING.bits());
+    match step {
+        NmiStep::Wait => v.clear_bits(F::PrimaryProcBasedVmExecControls, window),
+        NmiStep::OpenWindow => v.set_bits(F::PrimaryProcBasedVmExecControls, window),
+        NmiStep::Inject => {
+            v.clear_bits(F::PrimaryProcBasedVmExecControls, window);
+            let info = InterruptionInfo::new(NMI_VECTOR, InterruptionType::Nmi, false);
+            v.write(F::VmEntryInterruptionInfo, u64::from(info.0));
+            // Delivery wakes a halted processor (as KVM, leave HLT so the
+            // NMI handler returns after the HLT).
+            if v.read32(F::GuestActivityState) == nmi_inject::activity::HLT {
+                v.write(
+                    F::GuestActivityState,
+                    u64::from(nmi_inject::activity::ACTIVE),
+                );
+            }
+            vcpu.nmi_pending = false;
+            vcpu.nmis_injected += 1;
+        }
+    }
+}

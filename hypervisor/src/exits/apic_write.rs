@@ -1,0 +1,134 @@
+//! Guest writes to its xAPIC page (EPT violations on the page EPT01 maps
+//! without write access, see `ept01::set_apic_page`).
+//!
+//! L0 decodes the instruction (`shared::store_insn`: MOV m32, r32 and MOV
+//! m32, imm32, the forms kernels use for APIC registers), performs the
+//! write on the real APIC itself and moves the guest past the instruction:
+//! one exit per write. The exceptions are the ICR's low half, whose write
+//! sends an IPI (an INIT is emulated instead, see `guest_smp`; the INIT
+//! level de-assert is dropped; everything else is sent unchanged), and the
+//! LDR and DFR, which L0 records for logical-destination matching.
+//!
+//! An instruction L0 cannot decode (or fetch) is single-stepped with the
+//! page writable instead (see `single_step`); its write then reaches the
+//! APIC unfiltered, as without L0. Logged once.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use shared::apic::ApicMode;
+use shared::guest_paging::{self, PagingMode};
+use shared::ipi::{self, IcrAction};
+use shared::store_insn::{self, CodeSize, Source, Store};
+use shared::vmx::{VmcsAccess, VmcsField as F};
+
+use super::{Exit, single_step};
+use crate::lapic::{self, reg};
+use crate::memory::GuestMemory;
+use crate::vcpu::{Resume, StepKind, Vcpu};
+use crate::vmcs01::efer;
+
+static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// CS access rights: L (64-bit code) and D/B (32-bit default size).
+const CS_L: u64 = 1 << 13;
+const CS_DB: u64 = 1 << 14;
+
+pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, gpa: u64) -> Option<Resume> {
+    let store = fetch_store(v, exit.rip).filter(|_| gpa & 3 == 0 && gpa & 0xfff <= 0xffc);
+    let Some(store) = store else {
+        if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+            shared::cpu_println!(
+                "APIC write at {gpa:#x} by an instruction L0 does not decode (RIP {:#x}): single-stepped, passed through (logged once)",
+                exit.rip
+            );
+        }
+        single_step::start(vcpu, v, StepKind::ApicWrite);
+        return Some(Resume::Guest);
+    };
+    let value = match store.source {
+        Source::Reg(n) => vcpu.gpr(v, usize::from(n)) as u32,
+        Source::Imm(i) => i,
+    };
+    // Past the instruction first: a self-INIT below replaces the state.
+    super::skip_instruction(
+        v,
+        &Exit {
+            instruction_len: u64::from(store.len),
+            ..*exit
+        },
+    );
+    perform(vcpu, v, gpa, value);
+    Some(Resume::Guest)
+}
+
+/// The guest's 32-bit store at `rip`, if L0 can decode it.
+fn fetch_store(v: &impl VmcsAccess, rip: u64) -> Option<Store> {
+    let ar = v.read(F::GuestCsAccessRights);
+    let lma = v.read(F::GuestIa32Efer) & efer::LMA != 0;
+    let code = if lma && ar & CS_L != 0 {
+        CodeSize::Bits64
+    } else if v.read(F::GuestCr0) & crate::vmcs01::cr0::PE != 0 && ar & CS_DB != 0 {
+        CodeSize::Bits32
+    } else {
+        CodeSize::Bits16
+    };
+    let linear = match code {
+        CodeSize::Bits64 => rip,
+        _ => v.read(F::GuestCsBase).wrapping_add(rip) & 0xffff_ffff,
+    };
+    let mode = PagingMode::from_regs(
+        v.read(F::GuestCr0),
+        v.read(F::GuestCr4),
+        v.read(F::GuestIa32Efer),
+    );
+    let mut bytes = [0u8; store_insn::MAX_LEN];
+    // The instruction may end before a page that is not mapped: try the
+    // shortest reads that can hold each form first.
+    let cr3 = v.read(F::GuestCr3);
+    for len in [store_insn::MAX_LEN, 8, 4] {
+        let buf = &mut bytes[..len];
+        if guest_paging::read_linear(&GuestMemory, mode, cr3, linear, buf).is_some()
+            && let Some(s) = store_insn::decode(buf, code)
+        {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Performs the guest's write of `value` at `gpa` in its xAPIC page.
+fn perform(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, gpa: u64, value: u32) {
+    let page = gpa & !0xfff;
+    let is_apic = lapic::mode() == Some(ApicMode::XApic) && lapic::xapic_page() == page;
+    if !is_apic {
+        // Not this CPU's APIC (x2APIC mode, or the page moved): the write
+        // goes where the guest's would have. The page passed
+        // `lapic::apic_base_is_safe` when it was trapped.
+        lapic::mmio_write(gpa, value);
+        return;
+    }
+    match gpa & 0xfff {
+        reg::ICR_LOW => {
+            let high = lapic::mmio_read(page + reg::ICR_HIGH);
+            let icr = (u64::from(high) << 32) | u64::from(value);
+            match ipi::action(icr, ApicMode::XApic) {
+                IcrAction::Forward => lapic::mmio_write(gpa, value),
+                IcrAction::Drop => {}
+                IcrAction::Init(icr) => {
+                    if crate::guest_smp::send_init(vcpu.index, &icr, ApicMode::XApic) {
+                        super::enter_init_state(vcpu, v);
+                    }
+                }
+            }
+        }
+        reg::LDR => {
+            crate::guest_smp::record_logical(vcpu.index, true, value);
+            lapic::mmio_write(gpa, value);
+        }
+        reg::DFR => {
+            crate::guest_smp::record_logical(vcpu.index, false, value);
+            lapic::mmio_write(gpa, value);
+        }
+        _ => lapic::mmio_write(gpa, value),
+    }
+}

@@ -1,0 +1,162 @@
+//! The guest's INIT IPIs, emulated by L0 (as XMHF does).
+//!
+//! Bochs keeps a physical INIT pending after the INIT VM exit, so a guest's
+//! INIT must never reach a processor: L0 traps the guest's ICR writes
+//! (`exits::apic_write`, `exits::msr`) and emulates INIT here. The other
+//! IPIs reach the hardware unchanged; a STARTUP IPI in particular reaches
+//! a target waiting for it in the wait-for-SIPI activity state as a SIPI VM
+//! exit (SDM 26.2), which starts it (`exits::init_sipi`).
+//!
+//! INIT (SDM 10.4.4 / 9.4 MP initialization; 26.2: in VMX non-root an
+//! INIT puts the virtual processor in its INIT state, waiting for SIPI):
+//! - to a vCPU already waiting for SIPI: nothing to do;
+//! - to this CPU: done at once;
+//! - to another running vCPU: L0 posts an INIT request in the target's
+//!   mailbox and kicks it with an NMI (the "NMI exiting" control makes it a
+//!   VM exit; in VMX root the NMI handler counts it); the target takes the
+//!   request before its next VM entry (`events::before_entry`). The sender
+//!   waits (bounded) for the target to be waiting for SIPI, so that the
+//!   guest's STARTUP IPIs, sent after its INIT delay, find it there.
+//!
+//! Kicks are counted, so that the target can tell its own kick NMIs from
+//! the guest's NMIs (which it injects). Two NMIs pending at once merge into
+//! one on the hardware: a guest NMI that arrives while a kick is pending is
+//! lost, as it would be if the guest's own NMIs collided.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use shared::apic::{ApicMode, Icr};
+use shared::ipi::{self, ApicIdentity};
+use shared::percpu::MAX_CPUS;
+
+/// What other CPUs may know about and ask of one vCPU.
+struct Shared {
+    /// The vCPU exists (its CPU runs the guest).
+    present: AtomicBool,
+    apic_id: AtomicU32,
+    /// The guest's xAPIC LDR and DFR, recorded when it writes them
+    /// (destination matching in logical mode).
+    ldr: AtomicU32,
+    dfr: AtomicU32,
+    /// In the wait-for-SIPI activity state.
+    waiting_for_sipi: AtomicBool,
+    /// INIT requested by another CPU.
+    init_request: AtomicBool,
+    /// Kick NMIs sent to it and not yet seen by it.
+    kicks: AtomicU32,
+}
+
+static SHARED: [Shared; MAX_CPUS] = [const {
+    Shared {
+        present: AtomicBool::new(false),
+        apic_id: AtomicU32::new(0),
+        ldr: AtomicU32::new(0),
+        dfr: AtomicU32::new(u32::MAX),
+        waiting_for_sipi: AtomicBool::new(false),
+        init_request: AtomicBool::new(false),
+        kicks: AtomicU32::new(0),
+    }
+}; MAX_CPUS];
+
+/// How long a sender waits for a target to take its INIT (a CPU in VMX
+/// root may be busy, e.g. printing), in microseconds.
+const INIT_ACK_TIMEOUT_US: u32 = 20_000;
+
+fn me(index: usize) -> Option<&'static Shared> {
+    SHARED.get(index)
+}
+
+/// Registers CPU `index` (APIC ID `apic_id`) before it first enters the
+/// guest; `waiting`: it starts in wait-for-SIPI.
+pub fn register(index: usize, apic_id: u32, waiting: bool) {
+    if let Some(s) = me(index) {
+        s.apic_id.store(apic_id, Ordering::Relaxed);
+        s.waiting_for_sipi.store(waiting, Ordering::Relaxed);
+        s.present.store(true, Ordering::Release);
+    }
+}
+
+/// The guest wrote its xAPIC LDR (`ldr = true`) or DFR on CPU `index`.
+pub fn record_logical(index: usize, ldr: bool, value: u32) {
+    if let Some(s) = me(index) {
+        let r = if ldr { &s.ldr } else { &s.dfr };
+        r.store(value, Ordering::Relaxed);
+    }
+}
+
+/// CPU `index` entered wait-for-SIPI (INIT) or left it (SIPI).
+pub fn set_waiting(index: usize, waiting: bool) {
+    if let Some(s) = me(index) {
+        if !waiting {
+            // A STARTUP supersedes any INIT requested before it.
+            s.init_request.store(false, Ordering::Relaxed);
+        }
+        s.waiting_for_sipi.store(waiting, Ordering::Release);
+    }
+}
+
+/// Takes CPU `index`'s INIT request, if any.
+pub fn take_init_request(index: usize) -> bool {
+    me(index).is_some_and(|s| s.init_request.swap(false, Ordering::AcqRel))
+}
+
+/// Of `nmis` NMIs seen by CPU `index`, how many were not kicks (i.e. are
+/// the guest's).
+pub fn guest_nmis(index: usize, nmis: u32) -> u32 {
+    let Some(s) = me(index) else { return nmis };
+    let mut kicks = s.kicks.load(Ordering::Acquire);
+    loop {
+        let used = kicks.min(nmis);
+        match s.kicks.compare_exchange_weak(
+            kicks,
+            kicks - used,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return nmis - used,
+            Err(k) => kicks = k,
+        }
+    }
+}
+
+/// Emulates the guest's INIT `icr` sent in `mode` by CPU `sender`. Returns
+/// whether the sender itself is a target (the caller then INITs it, after
+/// this has dealt with the others).
+pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
+    let Some(from) = me(sender) else { return false };
+    let sender_id = from.apic_id.load(Ordering::Relaxed);
+    let mut to_self = false;
+    let mut waiting_for = [false; MAX_CPUS];
+    for (i, t) in SHARED.iter().enumerate() {
+        if !t.present.load(Ordering::Acquire) {
+            continue;
+        }
+        let id = ApicIdentity {
+            apic_id: t.apic_id.load(Ordering::Relaxed),
+            ldr: t.ldr.load(Ordering::Relaxed),
+            dfr: t.dfr.load(Ordering::Relaxed),
+        };
+        if !ipi::accepts(icr, mode, sender_id, &id) {
+            continue;
+        }
+        if i == sender {
+            to_self = true;
+        } else if !t.waiting_for_sipi.load(Ordering::Acquire) {
+            t.init_request.store(true, Ordering::Release);
+            t.kicks.fetch_add(1, Ordering::AcqRel);
+            crate::lapic::send_nmi(id.apic_id);
+            waiting_for[i] = true;
+        }
+    }
+    for (i, t) in SHARED.iter().enumerate() {
+        if !waiting_for[i] {
+            continue;
+        }
+        let mut waited = 0;
+        while !t.waiting_for_sipi.load(Ordering::Acquire) && waited < INIT_ACK_TIMEOUT_US {
+            shared::delay::udelay(10);
+            waited += 10;
+        }
+    }
+    to_self
+}

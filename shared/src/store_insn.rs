@@ -1,0 +1,221 @@
+//! A small, strict decoder for the 32-bit stores that kernels use to write
+//! memory-mapped device registers (the local APIC), so that a hypervisor
+//! trapping such a write (EPT violation) can perform it itself:
+//!
+//! - `89 /r`: MOV r/m32, r32
+//! - `C7 /0 id`: MOV r/m32, imm32
+//!
+//! with segment-override prefixes, an address-size prefix in 64-bit mode
+//! and a REX prefix (W = 0). Anything else (operand-size or REP/LOCK
+//! prefixes, 16-bit addressing, register destinations, other opcodes) is
+//! `None`: the caller falls back to another mechanism. Intel SDM vol. 2A
+//! 2.1 (instruction format) and 2.2.1 (REX prefixes).
+
+/// The default operand/address size of the code segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeSize {
+    /// Real mode, virtual-8086 mode or a 16-bit code segment.
+    Bits16,
+    /// A 32-bit code segment (CS.D = 1) in protected or compatibility mode.
+    Bits32,
+    /// 64-bit mode (IA32_EFER.LMA = 1 and CS.L = 1).
+    Bits64,
+}
+
+/// Where the stored value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The low 32 bits of general register number `n` (0 RAX .. 15 R15).
+    Reg(u8),
+    /// An immediate.
+    Imm(u32),
+}
+
+/// A decoded 32-bit store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Store {
+    /// Length of the instruction in bytes.
+    pub len: u8,
+    /// The value's source.
+    pub source: Source,
+}
+
+/// Longest x86 instruction.
+pub const MAX_LEN: usize = 15;
+
+/// Decodes the store at the start of `bytes`.
+pub fn decode(bytes: &[u8], code: CodeSize) -> Option<Store> {
+    if code == CodeSize::Bits16 {
+        return None;
+    }
+    let mut i = 0;
+    // Legacy prefixes.
+    loop {
+        match *bytes.get(i)? {
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
+            // 32-bit addressing in 64-bit mode has the same ModRM forms;
+            // 16-bit addressing (0x67 in 32-bit code) is not supported.
+            0x67 if code == CodeSize::Bits64 => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    let mut rex_r = 0;
+    if code == CodeSize::Bits64 {
+        let b = *bytes.get(i)?;
+        if b & 0xf0 == 0x40 {
+            if b & 0x08 != 0 {
+                return None; // REX.W: a 64-bit store.
+            }
+            rex_r = (b >> 2) & 1;
+            i += 1;
+        }
+    }
+    let opcode = *bytes.get(i)?;
+    i += 1;
+    let modrm = *bytes.get(i)?;
+    i += 1;
+    let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+    if md == 0b11 {
+        return None; // A register destination is not a memory store.
+    }
+    // SIB byte and displacement (32- and 64-bit addressing, SDM Table 2-2).
+    if rm == 0b100 {
+        let sib = *bytes.get(i)?;
+        i += 1;
+        if md == 0b00 && sib & 0b111 == 0b101 {
+            i += 4;
+        }
+    } else if md == 0b00 && rm == 0b101 {
+        i += 4; // disp32 (RIP-relative in 64-bit mode).
+    }
+    match md {
+        0b01 => i += 1,
+        0b10 => i += 4,
+        _ => {}
+    }
+    let source = match (opcode, reg) {
+        (0x89, _) => Source::Reg(reg | (rex_r << 3)),
+        (0xc7, 0) => {
+            let imm = bytes.get(i..i + 4)?;
+            i += 4;
+            Source::Imm(u32::from_le_bytes([imm[0], imm[1], imm[2], imm[3]]))
+        }
+        _ => return None,
+    };
+    if i > MAX_LEN || i > bytes.len() {
+        return None;
+    }
+    Some(Store {
+        len: i as u8,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d64(b: &[u8]) -> Option<Store> {
+        decode(b, CodeSize::Bits64)
+    }
+
+    #[test]
+    fn register_stores() {
+        // mov [rax+0x300], ecx
+        assert_eq!(
+            d64(&[0x89, 0x88, 0x00, 0x03, 0x00, 0x00]),
+            Some(Store {
+                len: 6,
+                source: Source::Reg(1)
+            })
+        );
+        // mov [rdi], r9d (REX.R)
+        assert_eq!(
+            d64(&[0x44, 0x89, 0x0f]),
+            Some(Store {
+                len: 3,
+                source: Source::Reg(9)
+            })
+        );
+        // Linux: mov %eax, 0xffffffffff5fd300 (SIB, no base, disp32)
+        assert_eq!(
+            d64(&[0x89, 0x04, 0x25, 0x00, 0xd3, 0x5f, 0xff]),
+            Some(Store {
+                len: 7,
+                source: Source::Reg(0)
+            })
+        );
+        // mov [rip+disp32], edx
+        assert_eq!(
+            d64(&[0x89, 0x15, 1, 2, 3, 4]),
+            Some(Store {
+                len: 6,
+                source: Source::Reg(2)
+            })
+        );
+        // 32-bit code: mov [ebx+8], esi ; with a DS override.
+        assert_eq!(
+            decode(&[0x3e, 0x89, 0x73, 0x08], CodeSize::Bits32),
+            Some(Store {
+                len: 4,
+                source: Source::Reg(6)
+            })
+        );
+    }
+
+    #[test]
+    fn immediate_stores() {
+        // mov dword [rax+0xb0], 0
+        assert_eq!(
+            d64(&[0xc7, 0x80, 0xb0, 0, 0, 0, 0, 0, 0, 0]),
+            Some(Store {
+                len: 10,
+                source: Source::Imm(0)
+            })
+        );
+        // mov dword [rax], 0x12345678
+        assert_eq!(
+            d64(&[0xc7, 0x00, 0x78, 0x56, 0x34, 0x12]),
+            Some(Store {
+                len: 6,
+                source: Source::Imm(0x1234_5678)
+            })
+        );
+        // mov dword [rsp+8], 1 (SIB + disp8)
+        assert_eq!(
+            d64(&[0xc7, 0x44, 0x24, 0x08, 1, 0, 0, 0]),
+            Some(Store {
+                len: 8,
+                source: Source::Imm(1)
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        assert_eq!(d64(&[0x48, 0x89, 0x08]), None); // REX.W
+        assert_eq!(d64(&[0x66, 0x89, 0x08]), None); // 16-bit operand
+        assert_eq!(d64(&[0x89, 0xc8]), None); // register destination
+        assert_eq!(d64(&[0xc7, 0x08, 0, 0, 0, 0]), None); // C7 /1
+        assert_eq!(d64(&[0x87, 0x08]), None); // XCHG
+        assert_eq!(d64(&[0xf3, 0xab]), None); // REP STOSD
+        assert_eq!(d64(&[0xc7, 0x00, 0, 0]), None); // truncated
+        assert_eq!(decode(&[0x89, 0x08], CodeSize::Bits16), None);
+        assert_eq!(decode(&[0x67, 0x89, 0x08], CodeSize::Bits32), None);
+        assert_eq!(d64(&[0x2e; 20]), None); // too many prefixes
+        assert_eq!(d64(&[]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_stays_in_bounds(bytes in proptest::collection::vec(any::<u8>(), 0..20)) {
+            for code in [CodeSize::Bits16, CodeSize::Bits32, CodeSize::Bits64] {
+                if let Some(s) = decode(&bytes, code) {
+                    prop_assert!(usize::from(s.len) <= bytes.len().min(MAX_LEN));
+                }
+            }
+        }
+    }
+}
