@@ -190,7 +190,8 @@ fn map_guest_page(e: &mut Ept01, page: u64, perms: EptPerms) {
 }
 
 /// Makes `page` the trapped xAPIC page (the previous one, if any, becomes
-/// ordinary memory again).
+/// ordinary memory again). In VMX operation, the caller flushes
+/// ([`invept_all`]); at boot there is nothing to flush.
 pub fn set_apic_page(page: u64) {
     let Some(e) = EPT01.get() else { return };
     let mut e = e.lock();
@@ -202,8 +203,6 @@ pub fn set_apic_page(page: u64) {
     }
     map_guest_page(&mut e, page, APIC_PROTECTED);
     e.apic_page = Some(page);
-    drop(e);
-    invept_all();
 }
 
 /// The trapped xAPIC page.

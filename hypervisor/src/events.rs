@@ -37,6 +37,16 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     if crate::guest_smp::take_init_request(vcpu.index) {
         crate::exits::enter_init_state(vcpu, v);
     }
+    // The guest never runs in SMM, where alone blocking by SMI may be set
+    // (SDM 27.3.1.5). Bochs 2.7 keeps SMIs masked after wait-for-SIPI and
+    // saves the bit at every later VM exit of that CPU.
+    let state = v.read32(F::GuestInterruptibilityState);
+    if state & nmi_inject::BLOCKING_BY_SMI != 0 {
+        v.write(
+            F::GuestInterruptibilityState,
+            u64::from(state & !nmi_inject::BLOCKING_BY_SMI),
+        );
+    }
     let injecting = InterruptionInfo(v.read32(F::VmEntryInterruptionInfo)).is_valid();
     let step = nmi_inject::decide(
         vcpu.nmi_pending,

@@ -153,6 +153,7 @@ fn write_apic_base(value: u64) -> bool {
     unsafe { shared::x86::wrmsr(msr::IA32_APIC_BASE, (value & !BSP) | (old & BSP)) };
     if page != old & ADDRESS {
         crate::ept01::set_apic_page(page);
+        crate::ept01::invept_all();
     }
     true
 }
