@@ -128,7 +128,9 @@ pub struct UnrestrictedGuest {
     phase: Phase,
     trips: u64,
     l1_cr3: u64,
-    l1_gdt: u64,
+    /// L2's GDTR base at entry (L1's, or L2's own with NESTED_USER_MODE),
+    /// which L2's mode round trip must restore.
+    entry_gdt: u64,
 }
 
 impl UnrestrictedGuest {
@@ -138,7 +140,7 @@ impl UnrestrictedGuest {
             phase: Phase::Start,
             trips: 0,
             l1_cr3: 0,
-            l1_gdt: 0,
+            entry_gdt: 0,
         }
     }
 
@@ -225,11 +227,11 @@ impl TestOption for UnrestrictedGuest {
         let (start, end) = blob();
         lowmem::install(start, end);
         self.l1_cr3 = x86::read_cr3();
-        self.l1_gdt = crate::hw::tables::sgdt().base;
     }
 
-    fn before_entry(&mut self, _ctx: &mut Ctx) {
+    fn before_entry(&mut self, ctx: &mut Ctx) {
         self.phase = Phase::Start;
+        self.entry_gdt = ctx.read(F::GuestGdtrBase);
     }
 
     fn l2_action(&self) -> Option<l2::L2Action> {
@@ -295,7 +297,7 @@ impl TestOption for UnrestrictedGuest {
             );
             test_assert_eq!(
                 ctx.read(F::GuestGdtrBase),
-                self.l1_gdt,
+                self.entry_gdt,
                 "guest GDTR base restored"
             );
             self.trips += 1;

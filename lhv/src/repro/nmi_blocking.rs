@@ -28,7 +28,7 @@ use crate::events::{self, NMI_COUNT};
 use crate::exit::gpr;
 use crate::options::nmi::BLOCKING_BY_NMI;
 use crate::test_loop::{Ctx, enter_once};
-use crate::vmcs_setup::{Controls, RFLAGS_IF};
+use crate::vmcs_setup::{Controls, RFLAGS_FIXED, RFLAGS_IF};
 
 const EXPECTED: &str = "VHW.VMW.NIR.";
 
@@ -124,7 +124,7 @@ pub fn run(ctx: &mut Ctx) -> Verdict {
     ctx.write(F::GuestRip, l2_main as *const () as u64);
     let stack = &raw mut L2_STACK;
     ctx.write(F::GuestRsp, stack as u64 + crate::l2::STACK_SIZE as u64 - 8);
-    ctx.write(F::GuestRflags, RFLAGS_IF);
+    ctx.write(F::GuestRflags, RFLAGS_FIXED | RFLAGS_IF);
     events::install_nmi();
     let c = ctx.cpu;
     let mut log = Text::new();
