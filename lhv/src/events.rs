@@ -12,7 +12,7 @@
 use ::core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use shared::apic::LocalApic;
 use shared::percpu::{self, MAX_CPUS};
-use shared::trap::{self, TrapFrame, vector};
+use shared::trap::{self, Claim, TrapFrame, vector};
 
 /// NMIs that reached LHV's NMI handler (vector 2 through the IDT, in L1 or
 /// as an event delivered to L2), per CPU.
@@ -84,10 +84,12 @@ fn cr2() -> u64 {
     v
 }
 
-fn record_handler(frame: &mut TrapFrame) {
+/// Claims an event on a [`RECORDED`] vector while this CPU has armed the
+/// recorder.
+fn record_handler(frame: &mut TrapFrame) -> Claim {
     let r = &RECORDS[cpu()];
     if !r.armed.swap(false, Ordering::AcqRel) {
-        trap::fatal_exception(frame);
+        return Claim::NotMine;
     }
     r.vector.store(frame.vector, Ordering::Relaxed);
     r.error_code.store(frame.error_code, Ordering::Relaxed);
@@ -98,6 +100,7 @@ fn record_handler(frame: &mut TrapFrame) {
     if recover != 0 {
         frame.rip = recover;
     }
+    Claim::Handled
 }
 
 /// Installs the NMI counter (idempotent; the IDT is shared by all CPUs).
@@ -109,7 +112,8 @@ pub fn install_nmi() {
 /// these vectors that nobody armed is still fatal.
 pub fn install_recorder() {
     for v in RECORDED {
-        trap::set_handler(v, record_handler);
+        // Each vector has room for four claiming handlers; LHV adds at most two.
+        let _ = trap::add_handler(v, record_handler);
     }
 }
 

@@ -1,10 +1,13 @@
 //! Interrupts and exceptions in host mode (VMX root for L0 and LHV).
 //!
 //! All 256 vectors enter through the assembly stubs of `boot/entry.S`, which
-//! build a [`TrapFrame`] and call [`trap_dispatch`]. A kernel registers a
-//! handler per vector with [`set_handler`]; vectors without one get the
-//! default: NMIs are counted, exceptions are fatal (printed with the frame,
-//! then the CPU stops), other interrupts are counted as spurious.
+//! build a [`TrapFrame`] and call [`trap_dispatch`]. A trap goes to, in
+//! order: the vector's claiming handlers ([`add_handler`]: several pieces
+//! of code may each own some of a vector's traps, e.g. the #GP of a guarded
+//! MSR probe and the #GP of a ring-3 test, and each claims only its own),
+//! then the vector's one handler ([`set_handler`]), then the default: NMIs
+//! are counted, exceptions are fatal (printed with the frame, then the CPU
+//! stops), other interrupts are counted as spurious.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -67,12 +70,50 @@ pub struct TrapFrame {
 /// instruction, or registers to return values).
 pub type Handler = fn(&mut TrapFrame);
 
+/// Whether a claiming handler took a trap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// It was this handler's trap, and it has been dealt with.
+    Handled,
+    /// Not this handler's: try the next one.
+    NotMine,
+}
+
+/// A handler that takes only the traps it recognises as its own.
+pub type ClaimHandler = fn(&mut TrapFrame) -> Claim;
+
+/// Claiming handlers per vector.
+pub const MAX_CLAIMS: usize = 4;
+
+/// No room for another claiming handler on a vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyHandlers {
+    pub vector: u8,
+}
+
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+static CLAIMS: [[AtomicUsize; MAX_CLAIMS]; 256] =
+    [const { [const { AtomicUsize::new(0) }; MAX_CLAIMS] }; 256];
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 
 /// Installs `handler` for `vec` on every CPU.
 pub fn set_handler(vec: u8, handler: Handler) {
     HANDLERS[usize::from(vec)].store(handler as usize, Ordering::Release);
+}
+
+/// Adds `handler` to the claiming handlers of `vec` on every CPU (once: adding
+/// the same handler again does nothing). Claiming handlers are tried in the
+/// order they were added, before the [`set_handler`] handler.
+pub fn add_handler(vec: u8, handler: ClaimHandler) -> Result<(), TooManyHandlers> {
+    let h = handler as usize;
+    for slot in &CLAIMS[usize::from(vec)] {
+        match slot.compare_exchange(0, h, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(()),
+            Err(existing) if existing == h => return Ok(()),
+            Err(_) => {}
+        }
+    }
+    Err(TooManyHandlers { vector: vec })
 }
 
 /// Removes the handler for `vec` (back to the default).
@@ -89,6 +130,18 @@ pub fn spurious_count() -> u64 {
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vec = (frame.vector & 0xff) as usize;
+    for slot in &CLAIMS[vec] {
+        let c = slot.load(Ordering::Acquire);
+        if c == 0 {
+            break;
+        }
+        // SAFETY: only `add_handler` stores into CLAIMS, and it stores
+        // values of type `ClaimHandler`.
+        let claim: ClaimHandler = unsafe { core::mem::transmute::<usize, ClaimHandler>(c) };
+        if claim(frame) == Claim::Handled {
+            return;
+        }
+    }
     let h = HANDLERS[vec].load(Ordering::Acquire);
     if h != 0 {
         // SAFETY: only `set_handler` stores into HANDLERS, and it stores

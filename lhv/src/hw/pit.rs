@@ -35,6 +35,16 @@ pub fn init_pic() {
     }
 }
 
+/// Masks every IRQ of both PICs (the BIOS leaves its timer IRQ 0 unmasked).
+pub fn mask_all() {
+    // SAFETY: OCW1 writes to the PICs' mask registers; nothing else in LHV
+    // uses the PICs at that point.
+    unsafe {
+        x86::outb(PIC1_DATA, 0xff);
+        x86::outb(PIC2_DATA, 0xff);
+    }
+}
+
 /// Arms channel 0 in mode 0 ("interrupt on terminal count"): one IRQ 0
 /// after `ticks` PIT ticks.
 pub fn one_shot(ticks: u16) {

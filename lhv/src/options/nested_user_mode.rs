@@ -70,6 +70,8 @@ pub struct NestedUserMode {
     begin: Option<(u64, u64, u64)>,
     /// The exception bitmap outside the section.
     saved_bitmap: u64,
+    /// PFEC_MASK and PFEC_MATCH at BEGIN, restored at END.
+    saved_pfec: (u64, u64),
     sections: u64,
     interrupt_exits: u64,
 }
@@ -80,6 +82,7 @@ impl NestedUserMode {
         Self {
             begin: None,
             saved_bitmap: 0,
+            saved_pfec: (0, 0),
             sections: 0,
             interrupt_exits: 0,
         }
@@ -163,8 +166,15 @@ impl TestOption for NestedUserMode {
                 self.begin = Some((ctx.exits, ctx.interrupt_exits, ctx.regs.gpr[gpr::RBX]));
                 self.saved_bitmap = ctx.read(F::ExceptionBitmap);
                 ctx.write(F::ExceptionBitmap, self.saved_bitmap & !L2_OWNED_EXCEPTIONS);
-                test_assert_eq!(ctx.read(F::PageFaultErrorCodeMask), 0u64, "PFEC_MASK");
-                test_assert_eq!(ctx.read(F::PageFaultErrorCodeMatch), 0u64, "PFEC_MATCH");
+                // With bit 14 of the bitmap clear, a #PF exits iff
+                // (PFEC & MASK) != MATCH (SDM 25.6.3): MASK = MATCH = 0
+                // keeps every #PF in L2, whatever other options left there.
+                self.saved_pfec = (
+                    ctx.read(F::PageFaultErrorCodeMask),
+                    ctx.read(F::PageFaultErrorCodeMatch),
+                );
+                ctx.write(F::PageFaultErrorCodeMask, 0);
+                ctx.write(F::PageFaultErrorCodeMatch, 0);
                 ctx.skip_instruction(exit);
                 Handled::Yes
             }
@@ -197,6 +207,8 @@ impl TestOption for NestedUserMode {
                     "system calls from L2's ring 3 before exit"
                 );
                 ctx.write(F::ExceptionBitmap, self.saved_bitmap);
+                ctx.write(F::PageFaultErrorCodeMask, self.saved_pfec.0);
+                ctx.write(F::PageFaultErrorCodeMatch, self.saved_pfec.1);
                 self.interrupt_exits += int_during;
                 self.sections += 1;
                 ctx.skip_instruction(exit);

@@ -8,7 +8,7 @@
 
 use ::core::sync::atomic::{AtomicBool, Ordering};
 use shared::percpu::{self, MAX_CPUS};
-use shared::trap::{self, TrapFrame, vector};
+use shared::trap::{self, Claim, TrapFrame, vector};
 
 /// Set while this CPU runs a guarded RDMSR/WRMSR.
 static GUARDED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -19,20 +19,27 @@ static FAULTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_
 const RDMSR: [u8; 2] = [0x0f, 0x32];
 const WRMSR: [u8; 2] = [0x0f, 0x30];
 
-fn gp_handler(frame: &mut TrapFrame) {
+/// Claims the #GP of a guarded RDMSR/WRMSR on this CPU.
+fn gp_handler(frame: &mut TrapFrame) -> Claim {
     let cpu = percpu::current().index();
-    // SAFETY: RIP points at the faulting instruction in LHV's image.
+    if !GUARDED[cpu].load(Ordering::Acquire) || frame.cs & 3 != 0 {
+        return Claim::NotMine;
+    }
+    // SAFETY: a guarded #GP at CPL 0 comes from LHV's own code, so RIP
+    // points at the faulting instruction in LHV's image.
     let bytes = unsafe { ::core::ptr::read_unaligned(frame.rip as *const [u8; 2]) };
-    if !GUARDED[cpu].load(Ordering::Acquire) || (bytes != RDMSR && bytes != WRMSR) {
-        trap::fatal_exception(frame);
+    if bytes != RDMSR && bytes != WRMSR {
+        return Claim::NotMine;
     }
     FAULTED[cpu].store(true, Ordering::Release);
     frame.rip += 2;
+    Claim::Handled
 }
 
 /// Installs the #GP handler (idempotent; every CPU shares the IDT).
 pub fn install() {
-    trap::set_handler(vector::GP, gp_handler);
+    // #GP has room for four claiming handlers; LHV adds at most two.
+    let _ = trap::add_handler(vector::GP, gp_handler);
 }
 
 fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {

@@ -158,6 +158,8 @@ pub fn run(boot: &BootInfo, name: &str, caps: &'static VmxCaps) -> ! {
             shared::platform::shutdown(1);
         }
     };
+    // A reproducer controls every event itself: no legacy interrupts.
+    crate::hw::pit::mask_all();
     let mut controls = Controls::base();
     (repro.request)(&mut controls);
     // Every exception in L2 exits, so that an injected fault shows.

@@ -13,7 +13,7 @@ use ::core::sync::atomic::Ordering;
 
 use lhv::ring3_abi::{self as abi, int_gate_gp_error, pf};
 use shared::percpu::{self, MAX_CPUS, selector};
-use shared::trap::{self, TrapFrame, vector};
+use shared::trap::{self, Claim, TrapFrame, vector};
 use shared::x86::{self, msr};
 
 use super::{Cr2, ExpectedFault, SYS_ADD, SYS_EXIT, Section, TrapStack, USER_RFLAGS};
@@ -103,7 +103,8 @@ pub fn run(n: u64) -> Outcome {
     super::map_user_pages();
     HANDLERS.call_once(|| {
         for v in [vector::UD, vector::GP, vector::PF] {
-            trap::set_handler(v, fault_handler);
+            // Three vectors, each with room for four claiming handlers.
+            let _ = trap::add_handler(v, fault_handler);
         }
     });
     let cpu = percpu::current().index();
@@ -157,11 +158,12 @@ pub fn run(n: u64) -> Outcome {
 
 /// #UD, #GP and #PF on every CPU: from L1's ring 3 during a section, a
 /// checked fault; anything else is fatal as without a handler.
-fn fault_handler(frame: &mut TrapFrame) {
+/// Claims the faults of L1's ring-3 program (CPL 3 during a section).
+fn fault_handler(frame: &mut TrapFrame) -> Claim {
     let cpu = percpu::current().index();
     let section = &SECTIONS[cpu];
     if frame.cs & 3 != 3 || !section.active.load(Ordering::Acquire) {
-        trap::fatal_exception(frame);
+        return Claim::NotMine;
     }
     // SAFETY: the table is emitted by entry.S and never written.
     let sites = super::sites(unsafe { &lhv_ring3_l1_faults });
@@ -174,6 +176,7 @@ fn fault_handler(frame: &mut TrapFrame) {
             format_args!("{g:#x}"),
         );
     }
+    Claim::Handled
 }
 
 /// L1's SYSCALL handler (called by `lhv_ring3_syscall_entry` on the kernel
