@@ -76,3 +76,31 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
         }
     }
 }
+
+/// Ends the blocking of NMIs that an NMI VM exit leaves in VMX root
+/// operation ("an NMI causes subsequent NMIs to be blocked, but only after
+/// the VM exit completes", SDM 28.1): an IRET does (SDM 6.7.1), so L0
+/// returns to itself with one. Without it L0's kicks could wait until the
+/// next VM entry.
+pub fn unblock_host_nmis() {
+    use shared::percpu::selector;
+    // SAFETY: the frame is a valid same-privilege 64-bit IRET frame for the
+    // current stack and flags, returning to the label after IRETQ; RSP and
+    // RFLAGS are as before afterwards (the target has no red zone).
+    unsafe {
+        core::arch::asm!(
+            "mov {sp}, rsp",
+            "push {ss}",
+            "push {sp}",
+            "pushfq",
+            "push {cs}",
+            "lea {sp}, [rip + 2f]",
+            "push {sp}",
+            "iretq",
+            "2:",
+            sp = out(reg) _,
+            ss = in(reg) u64::from(selector::KERNEL_DATA),
+            cs = in(reg) u64::from(selector::KERNEL_CODE),
+        );
+    }
+}

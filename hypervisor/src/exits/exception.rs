@@ -15,6 +15,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, _exit: &Exit) -> Option<
     let info = InterruptionInfo(v.read32(F::VmExitInterruptionInfo));
     if info.kind() == Some(InterruptionType::Nmi) {
         vcpu.nmi_exits = vcpu.nmi_exits.saturating_add(1);
+        crate::events::unblock_host_nmis();
         return Some(Resume::Guest);
     }
     if info.vector() != vector::DB {
