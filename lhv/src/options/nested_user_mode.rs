@@ -64,6 +64,17 @@ fn l2_action(env: &L2Env) {
     l2_assert_eq!(out.result, expected_result(n), "L2 ring-3 program's result");
 }
 
+/// The guest-state fields of L2's descriptor tables, in the order of
+/// `saved_tables`.
+const TABLE_FIELDS: [F; 6] = [
+    F::GuestGdtrBase,
+    F::GuestGdtrLimit,
+    F::GuestIdtrBase,
+    F::GuestIdtrLimit,
+    F::GuestTrBase,
+    F::GuestTrLimit,
+];
+
 /// The NESTED_USER_MODE checks of one CPU.
 pub struct NestedUserMode {
     /// (exits, interrupt exits, n) at BEGIN, while a section runs.
@@ -72,6 +83,11 @@ pub struct NestedUserMode {
     saved_bitmap: u64,
     /// PFEC_MASK and PFEC_MATCH at BEGIN, restored at END.
     saved_pfec: (u64, u64),
+    /// L2's own GDT, IDT and TSS (built in `setup`, in force BEGIN..END).
+    tables: Option<ring3::Built>,
+    /// L2's GDTR, IDTR and TR (base, limit) at BEGIN, restored at END, so
+    /// that other options' L2 code keeps LHV's tables.
+    saved_tables: [u64; 6],
     sections: u64,
     interrupt_exits: u64,
 }
@@ -83,6 +99,8 @@ impl NestedUserMode {
             begin: None,
             saved_bitmap: 0,
             saved_pfec: (0, 0),
+            tables: None,
+            saved_tables: [0; 6],
             sections: 0,
             interrupt_exits: 0,
         }
@@ -96,12 +114,7 @@ impl TestOption for NestedUserMode {
 
     fn setup(&mut self, ctx: &mut Ctx) {
         let t = ring3::build(ctx.cpu);
-        ctx.write(F::GuestGdtrBase, t.gdt_base);
-        ctx.write(F::GuestGdtrLimit, t.gdt_limit);
-        ctx.write(F::GuestIdtrBase, t.idt_base);
-        ctx.write(F::GuestIdtrLimit, t.idt_limit);
-        ctx.write(F::GuestTrBase, t.tss_base);
-        ctx.write(F::GuestTrLimit, ring3::TSS_LIMIT.into());
+        self.tables = Some(t);
         // The guest state must describe the descriptors L2 will reload
         // (SDM 26.3.1.2 checks the VMCS; L2's own loads check memory).
         let segs = [
@@ -175,6 +188,25 @@ impl TestOption for NestedUserMode {
                 );
                 ctx.write(F::PageFaultErrorCodeMask, 0);
                 ctx.write(F::PageFaultErrorCodeMatch, 0);
+                // L2's own tables for the section only. Its segment
+                // selectors mean the same in both GDTs (checked in `setup`),
+                // so only the table registers and TR's base/limit change.
+                for (slot, f) in self.saved_tables.iter_mut().zip(TABLE_FIELDS) {
+                    *slot = ctx.read(f);
+                }
+                if let Some(t) = self.tables {
+                    let own = [
+                        t.gdt_base,
+                        t.gdt_limit,
+                        t.idt_base,
+                        t.idt_limit,
+                        t.tss_base,
+                        ring3::TSS_LIMIT.into(),
+                    ];
+                    for (f, v) in TABLE_FIELDS.into_iter().zip(own) {
+                        ctx.write(f, v);
+                    }
+                }
                 ctx.skip_instruction(exit);
                 Handled::Yes
             }
@@ -209,6 +241,9 @@ impl TestOption for NestedUserMode {
                 ctx.write(F::ExceptionBitmap, self.saved_bitmap);
                 ctx.write(F::PageFaultErrorCodeMask, self.saved_pfec.0);
                 ctx.write(F::PageFaultErrorCodeMatch, self.saved_pfec.1);
+                for (f, v) in TABLE_FIELDS.into_iter().zip(self.saved_tables) {
+                    ctx.write(f, v);
+                }
                 self.interrupt_exits += int_during;
                 self.sections += 1;
                 ctx.skip_instruction(exit);
