@@ -16,3 +16,4 @@ pub mod msr_bitmap;
 pub mod opt;
 pub mod real_mode_calc;
 pub mod ring3_abi;
+pub mod va_layout;

@@ -50,9 +50,8 @@ const PF_MODE: u64 = l2::call_number(LhvOpt::INTERCEPTS, 2);
 /// L1: inject event RBX (see [`Inject`]).
 const INJECT: u64 = l2::call_number(LhvOpt::INTERCEPTS, 3);
 
-/// An address no page table maps (PML4 entry 1 is empty: LHV maps only
-/// [0, 4 GiB) and the high-half window).
-const UNMAPPED: u64 = 0x80_0000_0000;
+/// An address no page table maps (see `lhv::va_layout`).
+const UNMAPPED: u64 = lhv::va_layout::UNMAPPED;
 /// CR0.TS, owned by L1.
 const CR0_TS: u64 = 1 << 3;
 /// CR4.VMXE, owned by L1 (shadow 0: L2 sees no VMX).
