@@ -51,8 +51,33 @@ pub fn parse_l0_region(line: &str) -> Option<(u64, u64)> {
     (a < b).then_some((a, b))
 }
 
-/// Parses `... LINUX: e820 [0x<start>, 0x<end>] <type>` (inclusive end).
+/// Parses a guest's E820 line: Linux's /init prints
+/// `... LINUX: e820 [0x<start>, 0x<end>] <type>` (inclusive end, the type as
+/// /sys/firmware/memmap names it); LHV's probe prints
+/// `... E820: [0x<start>, 0x<end>) type <n>` (half-open, the E820 number;
+/// type 1 is usable RAM, reported as [`USABLE`]).
 pub fn parse_e820(line: &str) -> Option<E820Line> {
+    parse_linux_e820(line).or_else(|| parse_lhv_e820(line))
+}
+
+fn parse_lhv_e820(line: &str) -> Option<E820Line> {
+    let rest = &line[line.find("E820: [")? + "E820: [".len()..];
+    let (a, rest) = rest.split_once(',')?;
+    let (b, kind) = rest.split_once(')')?;
+    let (start, end) = (hex(a)?, hex(b)?);
+    let n: u32 = kind.trim().strip_prefix("type ")?.trim().parse().ok()?;
+    (start < end).then(|| E820Line {
+        start,
+        end: end - 1,
+        kind: if n == 1 {
+            USABLE.to_string()
+        } else {
+            format!("type {n}")
+        },
+    })
+}
+
+fn parse_linux_e820(line: &str) -> Option<E820Line> {
     let rest = &line[line.find("LINUX: e820 [")? + "LINUX: e820 [".len()..];
     let (a, rest) = rest.split_once(',')?;
     let (b, kind) = rest.split_once(']')?;
@@ -102,7 +127,7 @@ impl Checker {
         let r = self.region?;
         overlaps(u, r).then(|| {
             format!(
-                "Linux's E820 usable range [{:#x}, {:#x}] overlaps L0's region [{:#x}, {:#x})",
+                "the guest's E820 usable range [{:#x}, {:#x}] overlaps L0's region [{:#x}, {:#x})",
                 u.0, u.1, r.0, r.1
             )
         })
@@ -116,9 +141,9 @@ impl Checker {
             Check::E820AvoidsL0Region if self.region.is_none() => {
                 Some("L0 never printed its `L0: region [0x.., 0x..)` line".into())
             }
-            Check::E820AvoidsL0Region if self.usable.is_empty() => Some(format!(
-                "Linux printed no usable (`{USABLE}`) `LINUX: e820` range"
-            )),
+            Check::E820AvoidsL0Region if self.usable.is_empty() => {
+                Some(format!("the guest printed no usable E820 range"))
+            }
             Check::E820AvoidsL0Region => None,
         }
     }
@@ -159,6 +184,19 @@ mod tests {
             Some("Reserved".into())
         );
         assert_eq!(parse_e820("LINUX: e820 [0x10, 0x0] System RAM"), None);
+        assert_eq!(
+            parse_e820("E820: [0x100000, 0x1be00000) type 1"),
+            Some(E820Line {
+                start: 0x100000,
+                end: 0x1bdf_ffff,
+                kind: USABLE.into()
+            })
+        );
+        assert_eq!(
+            parse_e820("E820: [0x1be00000, 0x1fe00000) type 2").map(|e| e.kind),
+            Some("type 2".into())
+        );
+        assert_eq!(parse_e820("E820: [0x10, 0x10) type 1"), None);
         assert_eq!(parse_e820("LINUX: e820 [zz, 0x0] System RAM"), None);
         assert_eq!(parse_e820("LINUX: cpus=2"), None);
     }

@@ -188,6 +188,30 @@ pub const SELFTEST_BOCHS: Scenario = Scenario {
     ..BOCHS_L0
 };
 
+/// L0 boots LHV in probe mode (no VMX needed in the guest).
+const L0_PROBE: Scenario = Scenario {
+    name: "l0-probe",
+    lhv_args: "mode=probe",
+    pass: &[
+        "L0: region [",
+        "SMP: {cpus} CPUs online",
+        "PROBE: memory pattern OK",
+        "PROBE: L0 stats",
+        "PROBE: L0 region",
+        "PROBE: L0 alive",
+        "PROBE: done",
+    ],
+    fail: &[
+        "unhandled VM exit",
+        "VM-entry failure",
+        "failed: VMfail",
+        "did not start",
+    ],
+    timeout_s: 300,
+    check: Check::E820AvoidsL0Region,
+    ..BOCHS_L0
+};
+
 /// Every CPU of an LHV test run reaches `iters` with no failed check.
 const LHV_DONE: &[&str] = &[
     "LHV_OPT = 0x{lhv_opt}",
@@ -257,25 +281,13 @@ pub const SCENARIOS: &[Scenario] = &[
         ..BOCHS_L0
     },
     // L0 boots LHV in probe mode: LHV starts its APs itself (INIT-SIPI-SIPI
-    // through L0), RAM pattern on every CPU, L0 stats, L0's region unbacked.
+    // through L0), RAM pattern on every CPU, E820 without L0's region, L0
+    // stats, L0's region unbacked.
+    L0_PROBE,
     Scenario {
-        name: "l0-probe",
-        lhv_args: "mode=probe",
-        pass: &[
-            "L0: region [",
-            "PROBE: L0 stats",
-            "PROBE: L0 region",
-            "PROBE: L0 alive",
-            "PROBE: done",
-        ],
-        fail: &[
-            "unhandled VM exit",
-            "VM-entry failure",
-            "failed: VMfail",
-            "did not start",
-        ],
-        timeout_s: 300,
-        ..BOCHS_L0
+        name: "l0-probe-4cpu",
+        cpus: 4,
+        ..L0_PROBE
     },
     // LHV's test loop alone on Bochs (lhv/src/test_loop.rs): every option alone, with the
     // options it needs, and combinations; 0xedfd is every option but NO_EFLAGS_IF and
