@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(s.page_type(0), MemoryType::WriteBack);
         assert_eq!(s.page_type(0x9_f000), MemoryType::WriteBack);
         assert_eq!(s.page_type(0xA_0000), MemoryType::Uncacheable);
-        assert_eq!(s.page_type(0xB_f000), MemoryType::Uncacheable);
+        assert_eq!(s.page_type(0xb_f000), MemoryType::Uncacheable);
         assert_eq!(s.page_type(0xC_0000), MemoryType::WriteBack);
         assert_eq!(s.page_type(0x1000_0000), MemoryType::WriteBack);
         assert_eq!(s.page_type(0xFEE0_0000), MemoryType::Uncacheable);

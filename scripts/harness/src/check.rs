@@ -142,7 +142,7 @@ impl Checker {
                 Some("L0 never printed its `L0: region [0x.., 0x..)` line".into())
             }
             Check::E820AvoidsL0Region if self.usable.is_empty() => {
-                Some(format!("the guest printed no usable E820 range"))
+                Some("the guest printed no usable E820 range".to_string())
             }
             Check::E820AvoidsL0Region => None,
         }
