@@ -147,10 +147,65 @@ pub fn apic_id() -> u32 {
     percpu::current().apic_id()
 }
 
+/// `IA32_APIC_BASE` and its fields (SDM Vol. 3A 11.4.4): x2APIC mode
+/// (EXTD) and the xAPIC register page.
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_EXTD: u64 = 1 << 10;
+const APIC_BASE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+/// xAPIC offset of the ICR's high half (the destination, bits 63:32).
+const XAPIC_ICR_HIGH: u64 = 0x310;
+
+/// The xAPIC ICR high half of this CPU, as a pointer; `None` in x2APIC
+/// mode, whose ICR is one MSR written at once.
+fn xapic_icr_high() -> Option<*mut u32> {
+    // SAFETY: IA32_APIC_BASE is architectural (P6 on) and RDMSR of it has
+    // no side effect.
+    let base = unsafe { shared::x86::rdmsr(IA32_APIC_BASE) };
+    (base & APIC_BASE_EXTD == 0).then(|| ((base & APIC_BASE_ADDRESS) + XAPIC_ICR_HIGH) as *mut u32)
+}
+
+/// The xAPIC ICR high half (the next IPI's destination in bits 31:24);
+/// `None` in x2APIC mode.
+pub fn icr_high() -> Option<u32> {
+    // SAFETY: in xAPIC mode the register page is identity-mapped
+    // uncacheable by LHV (as `LocalApic` relies on); a volatile 32-bit
+    // load of the ICR high half has no side effect.
+    xapic_icr_high().map(|p| unsafe { p.read_volatile() })
+}
+
+/// Writes the xAPIC ICR high half (nothing in x2APIC mode). Sends nothing:
+/// only the low half's store does.
+pub fn set_icr_high(value: u32) {
+    if let Some(p) = xapic_icr_high() {
+        // SAFETY: as in `icr_high`; the store only sets the destination of
+        // the next IPI.
+        unsafe { p.write_volatile(value) };
+    }
+}
+
 /// Sends an NMI to the CPU with `apic_id` (physical destination; also the
-/// way to NMI oneself). Returns false if the ICR stayed busy.
+/// way to NMI oneself) and leaves the ICR's high half as it found it.
+/// Returns false if the ICR stayed busy.
+///
+/// L1 and L2 drive the same local APIC (LHV passes it through, without
+/// APIC virtualization), and in xAPIC mode an IPI is two stores: the
+/// destination into the ICR's high half, then the low half, which sends
+/// (SDM Vol. 3A 11.6.1). A VM exit can come between L2's two stores: an
+/// NMI exit does exactly when the previous CPU NMIs this one while this
+/// one NMIs the next. If L1's exit handler then sent its own IPI (the
+/// self-NMI after an NMI exit) and left its destination in the high half,
+/// L2's second store would send L2's NMI to L1's destination (this CPU),
+/// and the next CPU would never get it. So the sender puts the high half
+/// back once its IPI has been accepted: a hypervisor leaves the state of a
+/// device it shares with its guest as the guest left it.
 pub fn send_nmi(apic_id: u32) -> bool {
-    LocalApic::current().send_nmi(apic_id).is_ok()
+    let apic = LocalApic::current();
+    let saved = icr_high();
+    let sent = apic.send_nmi(apic_id).is_ok() && apic.wait_icr_idle().is_ok();
+    if let Some(v) = saved {
+        set_icr_high(v);
+    }
+    sent
 }
 
 /// Polls `done` at most `polls` times; whether it became true.

@@ -8,7 +8,9 @@
 //!    NMI (SDM 28.5.5: "VM exits caused directly by NMIs cause blocking by
 //!    NMI"): a self-NMI stays pending until L1's IRET, then reaches LHV's
 //!    NMI handler exactly once;
-//! 2. asks L1 to NMI itself in VMX root: LHV's handler counts it;
+//! 2. asks L1 to NMI itself in VMX root: LHV's handler counts it, and the
+//!    xAPIC ICR high half L2 wrote before the VMCALL is still there after
+//!    it (L1 shares the local APIC with L2; see `events::send_nmi`);
 //! 3. asks L1 to inject a virtual NMI with NMI-window exiting on: L2's NMI
 //!    handler runs first (the injection sets virtual-NMI blocking, SDM
 //!    27.6.1.2), and only its IRET opens the window (SDM 26.3): the NMI-window
@@ -49,6 +51,9 @@ const BLOCK_VNMI: u64 = l2::call_number(LhvOpt::NMI, 3);
 /// Interruptibility-state bit 3: blocking by NMI (virtual-NMI blocking
 /// with virtual NMIs), SDM 25.4.2 Table 25-3.
 pub const BLOCKING_BY_NMI: u64 = 1 << 3;
+/// A destination L2 writes to the xAPIC ICR high half (bits 31:24) that
+/// differs from its own APIC ID, which L1's self-NMI writes.
+const ICR_HIGH_MARK: u32 = 0xa5 << 24;
 /// Polls for an NMI that must come.
 const POLLS: u64 = 5_000_000;
 /// Polls at the barrier (the other CPU may be starting or printing).
@@ -110,8 +115,19 @@ fn l2_action(env: &L2Env) {
         "NMIs delivered through L2's IDT with NMI exiting (SDM 26.2)"
     );
 
-    // 2. L1 NMIs itself in VMX root.
+    // 2. L1 NMIs itself in VMX root, and leaves the ICR destination L2
+    //    wrote as it was (L2 may be between the two stores of an IPI when
+    //    an exit comes, see `events::send_nmi`).
+    let dest = ICR_HIGH_MARK ^ (me << 24);
+    events::set_icr_high(dest);
     l2::vmcall(ROOT_NMI, Args::default());
+    if let Some(high) = events::icr_high() {
+        l2_assert_eq!(
+            high,
+            dest,
+            "L2's ICR high half across an exit where L1 sent an IPI"
+        );
+    }
 
     // 3. Injected virtual NMI, then the NMI window.
     l2::vmcall(INJECT_VNMI, Args::default());
