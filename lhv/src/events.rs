@@ -184,28 +184,18 @@ pub fn set_icr_high(value: u32) {
 }
 
 /// Sends an NMI to the CPU with `apic_id` (physical destination; also the
-/// way to NMI oneself) and leaves the ICR's high half as it found it.
-/// Returns false if the ICR stayed busy.
+/// way to NMI oneself) and waits until it is accepted. Returns false if the
+/// ICR stayed busy.
 ///
 /// L1 and L2 drive the same local APIC (LHV passes it through, without
-/// APIC virtualization), and in xAPIC mode an IPI is two stores: the
-/// destination into the ICR's high half, then the low half, which sends
-/// (SDM Vol. 3A 11.6.1). A VM exit can come between L2's two stores: an
-/// NMI exit does exactly when the previous CPU NMIs this one while this
-/// one NMIs the next. If L1's exit handler then sent its own IPI (the
-/// self-NMI after an NMI exit) and left its destination in the high half,
-/// L2's second store would send L2's NMI to L1's destination (this CPU),
-/// and the next CPU would never get it. So the sender puts the high half
-/// back once its IPI has been accepted: a hypervisor leaves the state of a
-/// device it shares with its guest as the guest left it.
+/// APIC virtualization), and a VM exit can come between L2's two ICR stores
+/// (an NMI exit does exactly when the previous CPU NMIs this one while this
+/// one NMIs the next). `shared::apic` puts the ICR's high half back after
+/// each IPI, so L1's IPIs in exit handlers do not redirect L2's; step 2 of
+/// the NMI option checks that.
 pub fn send_nmi(apic_id: u32) -> bool {
     let apic = LocalApic::current();
-    let saved = icr_high();
-    let sent = apic.send_nmi(apic_id).is_ok() && apic.wait_icr_idle().is_ok();
-    if let Some(v) = saved {
-        set_icr_high(v);
-    }
-    sent
+    apic.send_nmi(apic_id).is_ok() && apic.wait_icr_idle().is_ok()
 }
 
 /// Polls `done` at most `polls` times; whether it became true.

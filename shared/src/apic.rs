@@ -652,13 +652,24 @@ impl LocalApic {
     }
 
     /// Writes the ICR, which sends the IPI.
+    ///
+    /// In xAPIC mode an IPI is two stores (destination into the high half,
+    /// then the low half, which sends: SDM Vol. 3A 11.6.1), and the ICR is
+    /// shared with whatever this code interrupted: an interrupted sender, or,
+    /// in a VM-exit handler, a guest that drives the same local APIC and may
+    /// be between its own two stores. So the high half is put back as it was
+    /// found once the IPI has been accepted. Maskable interrupts are off
+    /// meanwhile; an NMI handler that sends an IPI is covered by the restore.
     fn write_icr(&self, value: u64) {
         match self.mode {
-            // The high half must not change between the two writes, so an
-            // interrupt handler sending an IPI must not run in between.
             ApicMode::XApic => interrupts::without_interrupts(|| {
+                let found = self.read_mmio(XAPIC_ICR_HIGH);
                 self.write_mmio(XAPIC_ICR_HIGH, (value >> 32) as u32);
                 self.write_mmio(XAPIC_ICR_LOW, value as u32);
+                // Bounded; the destination is latched by the low store, so
+                // a timeout only means the IPI is still being delivered.
+                let _ = self.wait_icr_idle();
+                self.write_mmio(XAPIC_ICR_HIGH, found);
             }),
             // SAFETY: x2APIC mode is enabled, so the ICR MSR exists; `value`
             // is an encoded IPI.
