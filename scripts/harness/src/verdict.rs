@@ -163,7 +163,14 @@ impl Judge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{BOCHS_L0, BOCHS_L0_LINUX, BOCHS_LHV, QEMU_NO_VMX_LHV};
+    use crate::scenario::{BOCHS_L0, BOCHS_L0_LINUX, BOCHS_LHV, QEMU_NO_VMX_LHV, Scenario};
+
+    /// L0 judged on VMXON alone (the scenario `l0-vmxon`).
+    const L0_VMXON: Scenario = Scenario {
+        name: "l0-vmxon",
+        pass: &["CPU({cpu}): VMXON done"],
+        ..BOCHS_L0
+    };
 
     fn feed(j: &mut Judge, log: &str) -> Option<Outcome> {
         log.lines()
@@ -172,14 +179,24 @@ mod tests {
 
     #[test]
     fn l0_passes_when_every_cpu_reports() {
-        let mut j = Judge::new(&BOCHS_L0);
+        let mut j = Judge::new(&L0_VMXON);
         let log = "\x1b[2J\nL0 starting\nCPU(1): VMXON done\nSMP: 2 CPUs online\nCPU(0): VMXON done\nmore\n";
         assert_eq!(feed(&mut j, log), Some(Outcome::Pass));
     }
 
     #[test]
-    fn one_cpu_missing_is_a_timeout_naming_it() {
+    fn the_main_job_needs_the_guest_to_boot() {
+        let l0 = "L0: region [0x1be00000, 0x1fe00000)\nCPU(1): VMXON done\nCPU(0): VMXON done\n\
+                  L0: booting the guest from drive 0x81 at 0000:7c00\n";
         let mut j = Judge::new(&BOCHS_L0);
+        assert_eq!(feed(&mut j, l0), None);
+        let lhv = "LHV 0.1.0 starting\nLHV_OPT = 0x0\nVMX is not available: CPUID.1:ECX.VMX[bit 5] is 0\n";
+        assert_eq!(feed(&mut j, lhv), Some(Outcome::Pass));
+    }
+
+    #[test]
+    fn one_cpu_missing_is_a_timeout_naming_it() {
+        let mut j = Judge::new(&L0_VMXON);
         assert_eq!(
             feed(&mut j, "CPU(0): VMXON done\nSMP: 2 CPUs online\n"),
             None
@@ -221,7 +238,7 @@ mod tests {
                 "`VMX is not available`",
             ),
         ] {
-            let mut j = Judge::new(&BOCHS_L0);
+            let mut j = Judge::new(&L0_VMXON);
             match feed(&mut j, log) {
                 Some(Outcome::Fail(r)) => assert!(r.starts_with(want), "{r}"),
                 other => panic!("{log}: {other:?}"),
@@ -246,18 +263,18 @@ mod tests {
 
     #[test]
     fn grub_errors_and_silence_are_explained() {
-        let mut j = Judge::new(&BOCHS_L0);
+        let mut j = Judge::new(&L0_VMXON);
         assert_eq!(
             feed(&mut j, "\x1b[H\nerror: no multiboot header found.\n"),
             Some(Outcome::Fail(
                 "GRUB: error: no multiboot header found.".into()
             ))
         );
-        let j = Judge::new(&BOCHS_L0);
+        let j = Judge::new(&L0_VMXON);
         assert!(
             matches!(j.timed_out(5), Outcome::Fail(r) if r.contains("no serial output at all"))
         );
-        let mut j = Judge::new(&BOCHS_L0);
+        let mut j = Judge::new(&L0_VMXON);
         assert_eq!(feed(&mut j, "\n  Booting `L0 hypervisor'\n\n"), None);
         assert!(
             matches!(j.timed_out(5), Outcome::Fail(r) if r.contains("no serial output after GRUB"))
@@ -320,7 +337,7 @@ LINUX: init reached
 
     #[test]
     fn bochs_log_fatal_lines() {
-        let mut j = Judge::new(&BOCHS_L0);
+        let mut j = Judge::new(&L0_VMXON);
         let power_on = "00000000000i[SYS   ] bx_pc_system_c::Reset(HARDWARE) called";
         assert_eq!(j.bochs_log_line(power_on), None);
         assert_eq!(
@@ -328,7 +345,7 @@ LINUX: init reached
             None
         );
         assert!(j.bochs_log_line(power_on).is_some());
-        let mut j = Judge::new(&BOCHS_L0);
+        let mut j = Judge::new(&L0_VMXON);
         assert!(
             j.bochs_log_line("e[CPU1  ] exception(): 3rd (13) exception with no resolution")
                 .is_some()
