@@ -77,7 +77,7 @@ fn start(mut cmd: Command, l: &Launch) -> Result<Running, String> {
         drains.push(drain(out, l.dir.join("emulator.out")));
     }
     if let Some(err) = child.stderr.take() {
-        drains.push(drain(err, l.dir.join("emulator.err")));
+        drains.push(drain_stderr(err, l.dir.join("emulator.err")));
     }
     let guard = watchdog(pid);
     Ok(Running {
@@ -88,27 +88,86 @@ fn start(mut cmd: Command, l: &Launch) -> Result<Running, String> {
     })
 }
 
-/// Keeps reading a pipe (Bochs blocks for ever when its term display output
-/// is not read), saving the first [`DRAIN_CAP`] bytes.
-fn drain(mut from: impl Read + Send + 'static, to: PathBuf) -> JoinHandle<()> {
+/// Keeps reading a pipe, saving the first [`DRAIN_CAP`] bytes.
+fn drain(from: impl Read + Send + 'static, to: PathBuf) -> JoinHandle<()> {
+    std::thread::spawn(move || copy_capped(from, File::create(&to).ok(), |_| {}))
+}
+
+/// Like [`drain`], for the emulator's stderr: when Bochs's term display
+/// says which pseudo-terminal it draws on, that terminal is drained too.
+/// Bochs (built with its debugger, as Debian's is) keeps stdin and stdout
+/// for the debugger and opens a pty of its own for the screen; nobody
+/// reads that pty, so once its buffer is full (after some minutes of
+/// screen updates) Bochs blocks for ever in write() and the guest stops.
+fn drain_stderr(from: impl Read + Send + 'static, to: PathBuf) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut file = File::create(&to).ok();
-        let mut kept = 0u64;
-        let mut buf = [0u8; 8192];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if let Some(f) = file.as_mut()
-                        && kept < DRAIN_CAP
-                    {
-                        let _ = f.write_all(&buf[..n]);
-                        kept += n as u64;
-                    }
+        let mut screen: Option<JoinHandle<()>> = None;
+        let mut line = Vec::new();
+        copy_capped(from, File::create(&to).ok(), |chunk| {
+            for &b in chunk {
+                if b != b'\n' {
+                    line.push(b);
+                    continue;
+                }
+                if screen.is_none()
+                    && let Some(path) = bochs_screen(&String::from_utf8_lossy(&line))
+                {
+                    screen = drain_tty(Path::new(path));
+                }
+                line.clear();
+            }
+        });
+        // The emulator has closed stderr: it is gone, and so is the pty's
+        // master side, which ends the screen drain.
+        if let Some(s) = screen {
+            let _ = s.join();
+        }
+    })
+}
+
+/// The pty Bochs's term display draws on, from the line it prints on
+/// stderr at start-up: `Bochs connected to screen "/dev/pts/N"`.
+fn bochs_screen(line: &str) -> Option<&str> {
+    let rest = line.trim().strip_prefix("Bochs connected to screen \"")?;
+    let path = rest.strip_suffix('"')?;
+    path.starts_with("/dev/").then_some(path)
+}
+
+/// Reads (and drops) what is written to the terminal `path` until its
+/// other side closes. Opened without becoming the harness's controlling
+/// terminal.
+fn drain_tty(path: &Path) -> Option<JoinHandle<()>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const O_NOCTTY: i32 = 0o400;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOCTTY)
+        .open(path)
+        .ok()?;
+    Some(std::thread::spawn(move || copy_capped(tty, None, |_| {})))
+}
+
+/// Copies `from` to `file` (its first [`DRAIN_CAP`] bytes) until end of
+/// file or an error, showing every chunk to `seen`.
+fn copy_capped(mut from: impl Read, mut file: Option<File>, mut seen: impl FnMut(&[u8])) {
+    let mut kept = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        match from.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A pty whose other side has closed reads as an error (EIO).
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                seen(&buf[..n]);
+                if let Some(f) = file.as_mut()
+                    && kept < DRAIN_CAP
+                {
+                    let _ = f.write_all(&buf[..n]);
+                    kept += n as u64;
                 }
             }
         }
-    })
+    }
 }
 
 /// A shell in its own process group that SIGKILLs `pid` once the harness
@@ -180,5 +239,39 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_pty_bochs_draws_its_screen_on() {
+        assert_eq!(
+            bochs_screen("Bochs connected to screen \"/dev/pts/3\""),
+            Some("/dev/pts/3")
+        );
+        assert_eq!(
+            bochs_screen("Bochs connected to screen \"/dev/pts/12\"\r"),
+            Some("/dev/pts/12")
+        );
+        assert_eq!(
+            bochs_screen("00000000000i[      ] installing term module"),
+            None
+        );
+        assert_eq!(bochs_screen("Bochs connected to screen \"/tmp/x"), None);
+        assert_eq!(bochs_screen("Bochs connected to screen \"pts/3\""), None);
+    }
+
+    #[test]
+    fn a_tty_drain_ends_when_its_writer_closes() {
+        // A pipe stands in for the pty: the drain must end at end of file.
+        let (r, w) = std::io::pipe().unwrap();
+        let t = std::thread::spawn(move || copy_capped(r, None, |_| {}));
+        let mut w = w;
+        w.write_all(&[b'x'; 100_000]).unwrap();
+        drop(w);
+        t.join().unwrap();
     }
 }
