@@ -13,7 +13,7 @@
 //! 28.3.4) against the page's contents.
 
 use lhv::ept_layout::{self, IdentityEpt, TablePhys};
-use lhv::low_mem::{self, CODE};
+use lhv::low_mem::{self, CODE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, gdt};
 use shared::boot::layout::phys_of;
 use shared::trap::vector;
 use shared::vmx::controls::SecondaryProcBased;
@@ -29,8 +29,11 @@ use crate::test_loop::{Ctx, enter_once};
 use crate::vmcs_setup::Controls;
 
 ::core::arch::global_asm!(
+    include_str!("../mode_switch.S"),
     include_str!("kvm216212.S"),
     low = const CODE,
+    gdt_data = const gdt::DATA,
+    gdt_code32 = const gdt::CODE32,
     call_ready = const CALL_READY,
     call_paging = const CALL_PAGING,
     options(att_syntax)
@@ -59,11 +62,6 @@ const CALL_READY: u64 = 0x4c48_f001;
 /// L2 runs with PAE paging.
 const CALL_PAGING: u64 = 0x4c48_f002;
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 /// PAE PDPTE and PDE bits (SDM Vol. 3A Tables 4-8, 4-9).
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
