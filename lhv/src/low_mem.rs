@@ -3,7 +3,9 @@
 //! and per-CPU stacks, all below 1 MiB so that real-mode code reaches them
 //! (SDM Vol. 3A 21.1.1: real-mode addresses are 20 bits), apart from the AP
 //! trampoline page (0x8000). Before use, the loader's memory map must say
-//! the pages are usable RAM: [`range_usable`].
+//! the pages are usable RAM: [`range_usable`]. This is the layout (pure,
+//! host-tested); the kernel checks the memory map and installs code with
+//! the binary's `low_code` module.
 
 /// Selectors of the low GDT the code in the code page loads (its first
 /// entries: `LOW_GDT_64_32` in `mode_switch.S`).

@@ -22,7 +22,7 @@ use super::{Handled, TestOption};
 use crate::assert::{test_assert, test_assert_eq};
 use crate::exit::{Exit, gpr};
 use crate::l2::{self, Args, L2Env, l2_assert_eq};
-use crate::lowmem;
+use crate::low_code;
 use crate::test_loop::Ctx;
 use crate::vmcs_setup::Controls;
 
@@ -70,7 +70,7 @@ fn blob() -> (*const u8, *const u8) {
 }
 
 fn low(sym: *const u8) -> u64 {
-    lowmem::low_address(blob().0, sym)
+    low_code::low_address(blob().0, sym)
 }
 
 fn l2_action(env: &L2Env) {
@@ -195,7 +195,7 @@ impl TestOption for UnrestrictedGuest {
     fn unsupported(&self, caps: &VmxCaps) -> Option<&'static str> {
         if !caps.has_unrestricted_guest() {
             Some("the CPU lacks unrestricted guest")
-        } else if !lowmem::usable() {
+        } else if !low_code::usable() {
             Some("the low pages it needs are not usable RAM")
         } else {
             None
@@ -221,7 +221,7 @@ impl TestOption for UnrestrictedGuest {
             "real-mode table in the assembly vs real_mode_calc::TABLE"
         );
         let (start, end) = blob();
-        lowmem::install(start, end);
+        low_code::install(start, end);
         self.l1_cr3 = x86::read_cr3();
     }
 

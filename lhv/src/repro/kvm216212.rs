@@ -24,7 +24,7 @@ use shared::vmx::{VmcsField as F, VmxCaps};
 use super::{Reproducer, Verdict};
 use crate::assert::{test_assert, test_assert_eq};
 use crate::exit::{Exit, gpr};
-use crate::lowmem;
+use crate::low_code;
 use crate::test_loop::{Ctx, enter_once};
 use crate::vmcs_setup::Controls;
 
@@ -81,7 +81,7 @@ fn unsupported(caps: &VmxCaps) -> Option<&'static str> {
         Some("the CPU lacks EPT or unrestricted guest")
     } else if !(e.walk_length_4 && e.memory_type_wb && e.pages_2m && e.invept_single_context) {
         Some("EPT lacks a 4-level walk, WB, 2-MiB pages or single-context INVEPT")
-    } else if !lowmem::usable() {
+    } else if !low_code::usable() {
         Some("the low pages it needs are not usable RAM")
     } else {
         None
@@ -93,7 +93,7 @@ fn request(c: &mut Controls) {
 }
 
 fn low(sym: *const u8) -> u64 {
-    lowmem::low_address(&raw const lhv_k216212_start, sym)
+    low_code::low_address(&raw const lhv_k216212_start, sym)
 }
 
 fn is_call(ctx: &Ctx, exit: &Exit, call: u64) -> bool {
@@ -156,7 +156,7 @@ fn run(ctx: &mut Ctx) -> Verdict {
     ctx.write(F::EptPointer, eptp);
     flush(eptp);
 
-    lowmem::install(&raw const lhv_k216212_start, &raw const lhv_k216212_end);
+    low_code::install(&raw const lhv_k216212_start, &raw const lhv_k216212_end);
     let area = low_mem::area(0).unwrap_or(low_mem::STACKS);
     ctx.write(F::GuestRip, low(&raw const lhv_k216212_entry64));
     ctx.write(F::GuestRsp, area + low_mem::AREA);
