@@ -111,6 +111,22 @@ pub fn vmcall(number: u64, args: Args) -> Args {
     out
 }
 
+/// RDMSR from L2. Unlike `shared::x86::rdmsr` it is not `nomem`: in L2 an
+/// RDMSR may exit to L1, which may change memory L2 reads next (counters,
+/// plans), so the compiler must not move memory accesses across it.
+///
+/// # Safety
+/// The MSR must exist, or the MSR bitmap must send the read to L1.
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: delegated to the caller (see above); RDMSR writes no memory.
+    unsafe {
+        ::core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi,
+            options(nostack, preserves_flags));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
 /// Reports a failed L2 check to L1 (which halts the CPU).
 pub fn report_failure(what: &'static str, expected: u64, got: u64) {
     vmcall(

@@ -3,7 +3,33 @@
 //! and per-CPU stacks, all below 1 MiB so that real-mode code reaches them
 //! (SDM Vol. 3A 21.1.1: real-mode addresses are 20 bits), apart from the AP
 //! trampoline page (0x8000). Before use, the loader's memory map must say
-//! the pages are usable RAM: [`range_usable`].
+//! the pages are usable RAM: [`range_usable`]. This is the layout (pure,
+//! host-tested); the kernel checks the memory map and installs code with
+//! the binary's `low_code` module.
+
+/// Selectors of the low GDT the code in the code page loads (its first
+/// entries: `LOW_GDT_64_32` in `mode_switch.S`).
+pub mod gdt {
+    /// 64-bit code.
+    pub const CODE64: u64 = 0x08;
+    /// Flat data.
+    pub const DATA: u64 = 0x10;
+    /// 32-bit code.
+    pub const CODE32: u64 = 0x18;
+}
+
+/// CR0.PE. This and the next bits are those the low code changes on the
+/// way out of 64-bit mode and back (SDM Vol. 3A 2.5 "Control Registers",
+/// 2.2.1 "Extended Feature Enable Register").
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0.PG.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE.
+pub const CR4_PAE: u64 = 1 << 5;
+/// IA32_EFER.LME.
+pub const EFER_LME: u64 = 1 << 8;
+/// IA32_EFER.LMA.
+pub const EFER_LMA: u64 = 1 << 10;
 
 /// Physical (and identity-mapped linear) address of the code page.
 pub const CODE: u64 = 0x7000;

@@ -16,7 +16,7 @@ mod exit;
 mod hw;
 mod irq;
 mod l2;
-mod lowmem;
+mod low_code;
 mod options;
 mod percpu_cell;
 mod probe;
@@ -58,7 +58,7 @@ fn main(boot: &'static BootInfo) -> ! {
         }
     };
     println!("{}", caps.summary());
-    lowmem::check(boot);
+    low_code::check(boot);
     if let Some(name) = cmdline::get(boot.cmdline(), "lhv_repro") {
         repro::run(boot, name, caps);
     }

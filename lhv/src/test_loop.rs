@@ -54,7 +54,7 @@ per_cpu_static!(
 );
 
 /// Whether the ACPI RSDP says the firmware is Bochs's (OEM id "BOCHS ").
-fn firmware_is_bochs(boot: &BootInfo) -> bool {
+pub fn firmware_is_bochs(boot: &BootInfo) -> bool {
     boot.rsdp.get(9..15) == Some(b"BOCHS ".as_slice())
 }
 
@@ -124,6 +124,59 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// This CPU's test state around `region`, stamped with the VMCS
+    /// revision identifier and made the current VMCS (VMCLEAR then
+    /// VMPTRLD, SDM 25.11.3); `region` stays allocated for the whole run.
+    pub fn new(
+        cpu: usize,
+        vmx: Vmxon,
+        caps: &'static VmxCaps,
+        opt: LhvOpt,
+        on_bochs: bool,
+        region: &'static mut VmcsRegion,
+    ) -> Self {
+        region.stamp(caps.basic.revision_id, false);
+        let vmcs_pa = layout::phys_of(region as *const VmcsRegion);
+        // SAFETY: the region is 4-KiB aligned, stamped, owned by this CPU
+        // and static.
+        let loaded = unsafe {
+            shared::vmx::insn::vmclear(vmcs_pa).and_then(|()| shared::vmx::insn::vmptrld(vmcs_pa))
+        };
+        test_assert!(
+            loaded.is_ok(),
+            "VMCLEAR and VMPTRLD of the VMCS",
+            "success",
+            loaded
+        );
+        Self {
+            cpu,
+            vmx: Some(vmx),
+            caps,
+            opt,
+            on_bochs,
+            regs: GuestRegs::default(),
+            vmcs_pa,
+            launched: false,
+            iter: 0,
+            exits: 0,
+            interrupt_exits: 0,
+        }
+    }
+
+    /// Fills the current VMCS: `controls`, this CPU's host state, the base
+    /// guest state entering at `rip` with stack `rsp` and `rflags`, and the
+    /// all-zero MSR bitmap.
+    pub fn init_vmcs(&mut self, controls: &Controls, rip: u64, rsp: u64, rflags: u64) {
+        {
+            let caps = self.caps;
+            let mut vmcs = self.token().current_vmcs();
+            controls.apply(caps, &mut vmcs);
+            vmcs_setup::write_host_state(&mut vmcs, exit::host_rip());
+            vmcs_setup::write_guest_state(&mut vmcs, rip, rsp, rflags);
+        }
+        self.write(F::MsrBitmapAddress, layout::phys_of(&MSR_BITMAP));
+    }
+
     fn token(&self) -> &Vmxon {
         match &self.vmx {
             Some(v) => v,
@@ -206,21 +259,6 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
         );
     }
 
-    let region = VMCS.claim(cpu);
-    region.stamp(caps.basic.revision_id, false);
-    let vmcs_pa = layout::phys_of(region as *const VmcsRegion);
-    // SAFETY: the region is this CPU's own, 4-KiB aligned, stamped, and
-    // stays allocated (a static) for the whole run.
-    let loaded = unsafe {
-        shared::vmx::insn::vmclear(vmcs_pa).and_then(|()| shared::vmx::insn::vmptrld(vmcs_pa))
-    };
-    test_assert!(
-        loaded.is_ok(),
-        "VMCLEAR and VMPTRLD of the VMCS",
-        "success",
-        loaded
-    );
-
     let plan = L2_PLAN.claim(cpu);
     plan.cpu = cpu;
     let mut n = 0;
@@ -233,35 +271,16 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
     let stack = L2_STACK.claim(cpu);
     let stack_top = stack.0.as_ptr_range().end as u64;
 
-    let mut ctx = Ctx {
-        cpu,
-        vmx: Some(vmx),
-        caps,
-        opt: active,
-        on_bochs: cfg.on_bochs,
-        regs: GuestRegs::default(),
-        vmcs_pa,
-        launched: false,
-        iter: 0,
-        exits: 0,
-        interrupt_exits: 0,
-    };
-    {
-        let token = ctx.vmx.as_ref().expect("just set");
-        let mut vmcs = token.current_vmcs();
-        controls.apply(caps, &mut vmcs);
-        vmcs_setup::write_host_state(&mut vmcs, exit::host_rip());
-        // L2 never executes STI either; with NO_EFLAGS_IF its IF is still
-        // set through the VMCS so that external interrupts exit (Bochs
-        // does not exit on them while the guest has IF = 0).
-        vmcs_setup::write_guest_state(
-            &mut vmcs,
-            l2::l2_main as *const () as u64,
-            stack_top - 8,
-            RFLAGS_IF,
-        );
-    }
-    ctx.write(F::MsrBitmapAddress, layout::phys_of(&MSR_BITMAP));
+    let mut ctx = Ctx::new(cpu, vmx, caps, active, cfg.on_bochs, VMCS.claim(cpu));
+    // L2 never executes STI either; with NO_EFLAGS_IF its IF is still set
+    // through the VMCS so that external interrupts exit (Bochs does not
+    // exit on them while the guest has IF = 0).
+    ctx.init_vmcs(
+        &controls,
+        l2::l2_main as *const () as u64,
+        stack_top - 8,
+        RFLAGS_IF,
+    );
     ctx.regs.gpr[gpr::RDI] = plan as *const L2Plan as u64;
     registry.for_each(active, &mut |o| o.setup(&mut ctx));
 

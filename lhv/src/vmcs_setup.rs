@@ -140,22 +140,51 @@ pub const RFLAGS_IF: u64 = 1 << 9;
 /// DR7's value after reset.
 const DR7_INIT: u64 = 0x400;
 
+/// This CPU's control registers, descriptor tables and MSRs as it runs now, which L2 starts
+/// with and VM exits return to.
+struct Current {
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    gdt: tables::TableRegister,
+    idt: tables::TableRegister,
+    fs: u64,
+    gs: u64,
+    efer: u64,
+    pat: u64,
+}
+
+impl Current {
+    fn read() -> Self {
+        // SAFETY: these MSRs exist on every 64-bit processor with VMX.
+        let (fs, gs, efer, pat) = unsafe {
+            (
+                x86::rdmsr(msr::IA32_FS_BASE),
+                x86::rdmsr(msr::IA32_GS_BASE),
+                x86::rdmsr(msr::IA32_EFER),
+                x86::rdmsr(msr::IA32_PAT),
+            )
+        };
+        Self {
+            cr0: x86::read_cr0(),
+            cr3: x86::read_cr3(),
+            cr4: x86::read_cr4(),
+            gdt: tables::sgdt(),
+            idt: tables::sidt(),
+            fs,
+            gs,
+            efer,
+            pat,
+        }
+    }
+}
+
 /// Writes the host-state area from this CPU's current state (SDM 25.5).
 pub fn write_host_state(vmcs: &mut impl VmcsAccess, host_rip: u64) {
-    let gdt = tables::sgdt();
-    let idt = tables::sidt();
-    // SAFETY: these MSRs exist on every 64-bit processor with VMX.
-    let (fs, gs, efer, pat) = unsafe {
-        (
-            x86::rdmsr(msr::IA32_FS_BASE),
-            x86::rdmsr(msr::IA32_GS_BASE),
-            x86::rdmsr(msr::IA32_EFER),
-            x86::rdmsr(msr::IA32_PAT),
-        )
-    };
-    vmcs.write(F::HostCr0, x86::read_cr0());
-    vmcs.write(F::HostCr3, x86::read_cr3());
-    vmcs.write(F::HostCr4, x86::read_cr4());
+    let c = Current::read();
+    vmcs.write(F::HostCr0, c.cr0);
+    vmcs.write(F::HostCr3, c.cr3);
+    vmcs.write(F::HostCr4, c.cr4);
     vmcs.write(F::HostCsSelector, selector::KERNEL_CODE.into());
     for f in [F::HostSsSelector, F::HostDsSelector, F::HostEsSelector] {
         vmcs.write(f, selector::KERNEL_DATA.into());
@@ -163,38 +192,28 @@ pub fn write_host_state(vmcs: &mut impl VmcsAccess, host_rip: u64) {
     vmcs.write(F::HostFsSelector, 0);
     vmcs.write(F::HostGsSelector, 0);
     vmcs.write(F::HostTrSelector, selector::TSS.into());
-    vmcs.write(F::HostFsBase, fs);
-    vmcs.write(F::HostGsBase, gs);
+    vmcs.write(F::HostFsBase, c.fs);
+    vmcs.write(F::HostGsBase, c.gs);
     vmcs.write(F::HostTrBase, tables::tss_base());
-    vmcs.write(F::HostGdtrBase, gdt.base);
-    vmcs.write(F::HostIdtrBase, idt.base);
+    vmcs.write(F::HostGdtrBase, c.gdt.base);
+    vmcs.write(F::HostIdtrBase, c.idt.base);
     vmcs.write(F::HostIa32SysenterCs, 0);
     vmcs.write(F::HostIa32SysenterEsp, 0);
     vmcs.write(F::HostIa32SysenterEip, 0);
-    vmcs.write(F::HostIa32Efer, efer);
-    vmcs.write(F::HostIa32Pat, pat);
+    vmcs.write(F::HostIa32Efer, c.efer);
+    vmcs.write(F::HostIa32Pat, c.pat);
     vmcs.write(F::HostRip, host_rip);
 }
 
 /// Writes the guest-state area: L2 starts at `rip` with `rsp`, in 64-bit
 /// mode with LHV's CR0/CR3/CR4, segments, tables and EFER (SDM 25.4).
 pub fn write_guest_state(vmcs: &mut impl VmcsAccess, rip: u64, rsp: u64, rflags: u64) {
-    let gdt = tables::sgdt();
-    let idt = tables::sidt();
-    // SAFETY: these MSRs exist on every 64-bit processor with VMX.
-    let (fs, gs, efer, pat) = unsafe {
-        (
-            x86::rdmsr(msr::IA32_FS_BASE),
-            x86::rdmsr(msr::IA32_GS_BASE),
-            x86::rdmsr(msr::IA32_EFER),
-            x86::rdmsr(msr::IA32_PAT),
-        )
-    };
-    vmcs.write(F::GuestCr0, x86::read_cr0());
-    vmcs.write(F::GuestCr3, x86::read_cr3());
-    vmcs.write(F::GuestCr4, x86::read_cr4());
-    vmcs.write(F::Cr0ReadShadow, x86::read_cr0());
-    vmcs.write(F::Cr4ReadShadow, x86::read_cr4());
+    let c = Current::read();
+    vmcs.write(F::GuestCr0, c.cr0);
+    vmcs.write(F::GuestCr3, c.cr3);
+    vmcs.write(F::GuestCr4, c.cr4);
+    vmcs.write(F::Cr0ReadShadow, c.cr0);
+    vmcs.write(F::Cr4ReadShadow, c.cr4);
     vmcs.write(F::GuestDr7, DR7_INIT);
     vmcs.write(F::GuestRip, rip);
     vmcs.write(F::GuestRsp, rsp);
@@ -243,7 +262,7 @@ pub fn write_guest_state(vmcs: &mut impl VmcsAccess, rip: u64, rsp: u64, rflags:
             F::GuestFsLimit,
             F::GuestFsAccessRights,
             selector::KERNEL_DATA,
-            fs,
+            c.fs,
             AR_DATA,
         ),
         (
@@ -252,7 +271,7 @@ pub fn write_guest_state(vmcs: &mut impl VmcsAccess, rip: u64, rsp: u64, rflags:
             F::GuestGsLimit,
             F::GuestGsAccessRights,
             selector::KERNEL_DATA,
-            gs,
+            c.gs,
             AR_DATA,
         ),
     ];
@@ -271,12 +290,12 @@ pub fn write_guest_state(vmcs: &mut impl VmcsAccess, rip: u64, rsp: u64, rflags:
     vmcs.write(F::GuestLdtrBase, 0);
     vmcs.write(F::GuestLdtrLimit, 0);
     vmcs.write(F::GuestLdtrAccessRights, AR_UNUSABLE);
-    vmcs.write(F::GuestGdtrBase, gdt.base);
-    vmcs.write(F::GuestGdtrLimit, gdt.limit.into());
-    vmcs.write(F::GuestIdtrBase, idt.base);
-    vmcs.write(F::GuestIdtrLimit, idt.limit.into());
-    vmcs.write(F::GuestIa32Efer, efer);
-    vmcs.write(F::GuestIa32Pat, pat);
+    vmcs.write(F::GuestGdtrBase, c.gdt.base);
+    vmcs.write(F::GuestGdtrLimit, c.gdt.limit.into());
+    vmcs.write(F::GuestIdtrBase, c.idt.base);
+    vmcs.write(F::GuestIdtrLimit, c.idt.limit.into());
+    vmcs.write(F::GuestIa32Efer, c.efer);
+    vmcs.write(F::GuestIa32Pat, c.pat);
     vmcs.write(F::GuestIa32SysenterCs, 0);
     vmcs.write(F::GuestIa32SysenterEsp, 0);
     vmcs.write(F::GuestIa32SysenterEip, 0);

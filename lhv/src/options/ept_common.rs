@@ -1,15 +1,18 @@
 //! What SWITCH_EPT and LARGE_PAGE share on the kernel side: physical
 //! memory through LHV's identity map, each CPU's scratch chunk of free RAM
 //! (layout in [`lhv::ept_variants::scratch`]), MAXPHYADDR, and INVEPT with
-//! raw operands (for the types that must fail).
+//! raw operands (for the types that must fail), and the start of their
+//! `setup` ([`base`]).
 
 use ::core::arch::asm;
 use lhv::ept_variants::{self, PAGE_2M, scratch};
 use shared::boot::{MemoryKind, layout};
-use shared::ept::EptConfig;
+use shared::cpu_println;
+use shared::ept::{EptConfig, Eptp};
 use shared::mem::{MemError, PhysMemory};
 use shared::vmx::{VmFail, VmInstructionError, VmcsField as F};
 
+use crate::assert::test_assert;
 use crate::test_loop::{Ctx, boot_info};
 
 /// LHV's identity map of physical memory ends here.
@@ -63,7 +66,7 @@ pub fn zero(mem: &mut IdentityMem, addr: u64, len: u64) {
     let mut a = addr;
     while a < addr + len {
         let r = mem.write(a, &zeros[..(addr + len - a).min(512) as usize]);
-        crate::assert::test_assert!(r.is_ok(), "scratch RAM write", "success", r);
+        test_assert!(r.is_ok(), "scratch RAM write", "success", r);
         a += 512;
     }
 }
@@ -142,10 +145,47 @@ pub fn invept_raw(ctx: &Ctx, kind: u64, eptp: u64) -> Result<(), VmFail> {
 /// INVEPT that must succeed.
 pub fn invept_ok(ctx: &Ctx, kind: u64, eptp: u64, what: &str) {
     let r = invept_raw(ctx, kind, eptp);
-    crate::assert::test_assert!(
+    test_assert!(
         r.is_ok(),
         format_args!("INVEPT {what} (EPTP {eptp:#x})"),
         "success",
         r
     );
+}
+
+/// What an option deriving from the EPT option's tables starts from: this
+/// CPU's scratch chunk, the EPT configuration and the root of the EPT
+/// option's (4-level) hierarchy.
+pub struct EptBase {
+    pub chunk: u64,
+    pub cfg: EptConfig,
+    pub root: u64,
+}
+
+/// The common start of SWITCH_EPT's and LARGE_PAGE's `setup`: `None`
+/// (nothing to do) without the EPT option, or, after printing `SKIP
+/// <name>: no free RAM for CPU n's <what>`, without a scratch chunk. The
+/// EPT option (earlier in the registry) has set up its EPTP, which must
+/// be a valid 4-level one.
+pub fn base(ctx: &Ctx, name: &str, what: &str) -> Option<EptBase> {
+    if !ctx.opt.contains(lhv::opt::LhvOpt::EPT) {
+        return None;
+    }
+    let Some(chunk) = chunk(ctx.cpu) else {
+        cpu_println!("SKIP {name}: no free RAM for CPU {}'s {what}", ctx.cpu);
+        return None;
+    };
+    let cfg = ept_config(ctx);
+    let base = Eptp(ctx.read(F::EptPointer));
+    test_assert!(
+        base.validate(&cfg).is_ok() && base.levels() == 4,
+        format_args!("{name}: the EPT option's EPTP"),
+        "a valid 4-level EPTP",
+        base.0
+    );
+    Some(EptBase {
+        chunk,
+        cfg,
+        root: base.root(),
+    })
 }

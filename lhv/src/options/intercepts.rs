@@ -37,7 +37,7 @@ use shared::vmx::{VmcsField as F, VmxCaps};
 
 use super::{Handled, TestOption};
 use crate::assert::{fail, test_assert, test_assert_eq};
-use crate::events::{self, EXTINT_VECTOR, INT_N_VECTOR, NMI_COUNT, NMI_LAST_RIP, RECORDS};
+use crate::events::{self, EXTINT_VECTOR, INT_N_VECTOR, NMI_COUNT, NMI_LAST_RIP, RECORDS, Record};
 use crate::exit::{Exit, gpr};
 use crate::l2::{self, Args, L2Env, l2_assert_eq};
 use crate::test_loop::Ctx;
@@ -242,6 +242,31 @@ fn fault(c: usize, write: bool) -> u64 {
     rip
 }
 
+/// A field of L2's event recorder.
+#[derive(Clone, Copy)]
+enum Field {
+    Count,
+    Vector,
+    ErrorCode,
+    Rip,
+    Cr2,
+}
+
+/// Checks fields of L2's event recorder, in order: (field, the value it
+/// must hold, the failure message).
+fn check_record(r: &Record, checks: &[(Field, u64, &'static str)]) {
+    for &(f, want, what) in checks {
+        let got = match f {
+            Field::Count => &r.count,
+            Field::Vector => &r.vector,
+            Field::ErrorCode => &r.error_code,
+            Field::Rip => &r.rip,
+            Field::Cr2 => &r.cr2,
+        };
+        l2_assert_eq!(got.load(Ordering::Acquire), want, what);
+    }
+}
+
 fn pf_part(c: usize) {
     let r = &RECORDS[c];
     // Bit 14 set: exits iff PFEC & 2 == 2 (writes). Bit 14 clear: iff not
@@ -266,30 +291,19 @@ fn pf_part(c: usize) {
                 u64::from(write == exits_on_write),
                 "#PF exits for one fault (SDM 25.6.3 error-code mask/match)"
             );
-            l2_assert_eq!(
-                r.count.load(Ordering::Acquire),
-                seen + 1,
-                "#PFs reaching L2"
-            );
-            l2_assert_eq!(
-                r.vector.load(Ordering::Acquire),
-                vector::PF,
-                "vector in L2's handler"
-            );
-            l2_assert_eq!(
-                r.error_code.load(Ordering::Acquire),
-                pfec,
-                "#PF error code in L2"
-            );
-            l2_assert_eq!(
-                r.cr2.load(Ordering::Acquire),
-                UNMAPPED,
-                "CR2 in L2's #PF handler"
-            );
-            l2_assert_eq!(
-                r.rip.load(Ordering::Acquire),
-                rip,
-                "#PF RIP in L2's handler"
+            check_record(
+                r,
+                &[
+                    (Field::Count, seen + 1, "#PFs reaching L2"),
+                    (
+                        Field::Vector,
+                        u64::from(vector::PF),
+                        "vector in L2's handler",
+                    ),
+                    (Field::ErrorCode, pfec, "#PF error code in L2"),
+                    (Field::Cr2, UNMAPPED, "CR2 in L2's #PF handler"),
+                    (Field::Rip, rip, "#PF RIP in L2's handler"),
+                ],
             );
         }
     }
@@ -395,25 +409,26 @@ fn inject_part(c: usize) {
             );
             continue;
         }
-        l2_assert_eq!(
-            r.count.load(Ordering::Acquire),
-            seen + 1,
-            "injected events taken by L2"
-        );
-        l2_assert_eq!(
-            r.vector.load(Ordering::Acquire),
-            info.vector(),
-            "vector of the injected event"
-        );
-        l2_assert_eq!(
-            r.error_code.load(Ordering::Acquire),
-            error.unwrap_or(0),
-            "error code of the injected event"
-        );
-        l2_assert_eq!(
-            r.rip.load(Ordering::Acquire),
-            rip,
-            "return RIP of the injected event (SDM 27.6.1.1)"
+        check_record(
+            r,
+            &[
+                (Field::Count, seen + 1, "injected events taken by L2"),
+                (
+                    Field::Vector,
+                    u64::from(info.vector()),
+                    "vector of the injected event",
+                ),
+                (
+                    Field::ErrorCode,
+                    error.unwrap_or(0),
+                    "error code of the injected event",
+                ),
+                (
+                    Field::Rip,
+                    rip,
+                    "return RIP of the injected event (SDM 27.6.1.1)",
+                ),
+            ],
         );
         if kind == Inject::Pf {
             l2_assert_eq!(
@@ -432,20 +447,17 @@ fn inject_part(c: usize) {
     unsafe {
         ::core::arch::asm!("int3", "2:", "lea {a}, [rip + 2b]", a = out(reg) after, options(nostack));
     }
-    l2_assert_eq!(
-        r.count.load(Ordering::Acquire),
-        seen + 1,
-        "reflected #BP taken by L2"
-    );
-    l2_assert_eq!(
-        r.vector.load(Ordering::Acquire),
-        vector::BP,
-        "vector of the reflected #BP"
-    );
-    l2_assert_eq!(
-        r.rip.load(Ordering::Acquire),
-        after,
-        "return RIP of the reflected INT3"
+    check_record(
+        r,
+        &[
+            (Field::Count, seen + 1, "reflected #BP taken by L2"),
+            (
+                Field::Vector,
+                u64::from(vector::BP),
+                "vector of the reflected #BP",
+            ),
+            (Field::Rip, after, "return RIP of the reflected INT3"),
+        ],
     );
 }
 

@@ -175,26 +175,12 @@ impl TestOption for LargePage {
     }
 
     fn setup(&mut self, ctx: &mut Ctx) {
-        if !ctx.opt.contains(LhvOpt::EPT) {
-            return;
-        }
-        let Some(chunk) = ept_common::chunk(ctx.cpu) else {
-            cpu_println!(
-                "SKIP LARGE_PAGE: no free RAM for CPU {}'s 2-MiB pages",
-                ctx.cpu
-            );
+        let Some(base) = ept_common::base(ctx, "LARGE_PAGE", "2-MiB pages") else {
             return;
         };
-        let cfg = ept_common::ept_config(ctx);
-        self.cfg = Some(cfg);
-        let base = Eptp(ctx.read(F::EptPointer));
-        test_assert!(
-            base.validate(&cfg).is_ok() && base.levels() == 4,
-            "LARGE_PAGE: the EPT option's EPTP",
-            "a valid 4-level EPTP",
-            base.0
-        );
-        self.base_root = base.root();
+        let chunk = base.chunk;
+        self.cfg = Some(base.cfg);
+        self.base_root = base.root;
         self.a = chunk + scratch::LARGE_A;
         self.b = chunk + scratch::LARGE_B;
         for r in [self.a, self.b] {

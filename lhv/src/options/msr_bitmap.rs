@@ -103,13 +103,8 @@ const fn base_value(cpu: usize, iter: u64, k: usize) -> u64 {
 }
 
 fn l2_rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: RDMSR of an MSR that exists or that the bitmap sends to L1.
-    unsafe {
-        ::core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi,
-            options(nostack, preserves_flags));
-    }
-    (u64::from(hi) << 32) | u64::from(lo)
+    unsafe { l2::rdmsr(msr) }
 }
 
 fn l2_wrmsr(msr: u32, v: u64) {

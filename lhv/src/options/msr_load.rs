@@ -127,13 +127,8 @@ const fn l2_written(msr: u32, cpu: usize, iter: u64, i: usize) -> u64 {
 }
 
 fn l2_rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: L1 puts only MSRs it probed into the list.
-    unsafe {
-        ::core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi,
-            options(nostack, preserves_flags));
-    }
-    (u64::from(hi) << 32) | u64::from(lo)
+    unsafe { l2::rdmsr(msr) }
 }
 
 fn l2_action(env: &L2Env) {

@@ -23,8 +23,7 @@ use lhv::ept_variants::{
 };
 use lhv::invvpid_cases::Expect;
 use lhv::opt::LhvOpt;
-use shared::cpu_println;
-use shared::ept::{EptConfig, EptPerms, Eptp, walk};
+use shared::ept::{EptConfig, EptPerms, walk};
 use shared::mem::PhysMemory;
 use shared::vmx::exit::ExitReason;
 use shared::vmx::{VmFail, VmInstructionError, VmcsField as F, VmxCaps};
@@ -204,27 +203,12 @@ impl TestOption for SwitchEpt {
     }
 
     fn setup(&mut self, ctx: &mut Ctx) {
-        if !ctx.opt.contains(LhvOpt::EPT) {
-            return;
-        }
-        let Some(chunk) = ept_common::chunk(ctx.cpu) else {
-            cpu_println!(
-                "SKIP SWITCH_EPT: no free RAM for CPU {}'s EPT tables",
-                ctx.cpu
-            );
+        let Some(base) = ept_common::base(ctx, "SWITCH_EPT", "EPT tables") else {
             return;
         };
-        let cfg = ept_common::ept_config(ctx);
+        let (chunk, cfg) = (base.chunk, base.cfg);
         self.cfg = Some(cfg);
-        // The EPT option (earlier in the registry) has set up its EPTP.
-        let base = Eptp(ctx.read(F::EptPointer));
-        test_assert!(
-            base.validate(&cfg).is_ok() && base.levels() == 4,
-            "SWITCH_EPT: the EPT option's EPTP",
-            "a valid 4-level EPTP",
-            base.0
-        );
-        self.base_root = base.root();
+        self.base_root = base.root;
         let mem = &mut IdentityMem;
         self.frames = Bump {
             next: chunk + scratch::FRAMES,

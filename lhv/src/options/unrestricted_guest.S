@@ -47,23 +47,13 @@ lhv_ug_enter64:
     movl %edi, %ebp
     movq %rsp, (%rbp)
     sgdt 8(%rbp)
-    lgdt ({low} + ug_gdt_ptr - lhv_ug_start)
     leal {area}(%rbp), %esp
-    pushq $0x18
-    pushq ${low} + ug_32 - lhv_ug_start
-    lretq
+    ENTER_COMPAT32 ({low}+ug_gdt_ptr-lhv_ug_start), ({low}+ug_32-lhv_ug_start)
 
 .code32
 ug_32:
-    movl $0x10, %eax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movl %cr0, %eax
-    andl $0x7fffffff, %eax
-    movl %eax, %cr0
-    jmp 1f
-1:
+    FLAT_DATA_SEGMENTS
+    PAGING_OFF32
     movl ${call_pm32}, %eax
     movl %esi, %ebx
 .global lhv_ug_vmcall_pm32
@@ -102,10 +92,7 @@ lhv_ug_vmcall_real:
 
 .code32
 ug_32b:
-    movl $0x10, %eax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
+    FLAT_DATA_SEGMENTS
     movl %cr0, %eax
     orl $0x80000000, %eax
     movl %eax, %cr0
@@ -116,10 +103,7 @@ ug_64b:
     movl %ebp, %ebp
     lgdt 8(%rbp)
     movq (%rbp), %rsp
-    movl $0x10, %eax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
+    FLAT_DATA_SEGMENTS
     pushq $0x08
     leaq 2f(%rip), %rax
     pushq %rax
@@ -168,10 +152,7 @@ ug_table:
 /* Accessed bits preset: loading a selector writes nothing. */
 .balign 8
 ug_gdt:
-    .quad 0
-    .quad 0x00AF9B000000FFFF        /* 0x08: 64-bit code */
-    .quad 0x00CF93000000FFFF        /* 0x10: flat data */
-    .quad 0x00CF9B000000FFFF        /* 0x18: 32-bit code */
+    LOW_GDT_64_32
     .quad 0x00009B000000FFFF        /* 0x20: 16-bit code, base 0, 64 KiB */
     .quad 0x000093000000FFFF        /* 0x28: 16-bit data, base 0, 64 KiB */
 ug_gdt_end:

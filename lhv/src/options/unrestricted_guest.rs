@@ -10,7 +10,7 @@
 //! With "unrestricted guest", CR0.PE and CR0.PG may be 0 in VMX non-root
 //! operation (SDM 24.8, 27.3.1.1).
 
-use lhv::low_mem::{self, CODE};
+use lhv::low_mem::{self, CODE, CR0_PE, CR0_PG, EFER_LMA, EFER_LME, gdt};
 use lhv::opt::LhvOpt;
 use lhv::real_mode_calc::{self, TABLE};
 use shared::vmx::controls::{EntryControls, SecondaryProcBased};
@@ -22,13 +22,16 @@ use super::{Handled, TestOption};
 use crate::assert::{test_assert, test_assert_eq};
 use crate::exit::{Exit, gpr};
 use crate::l2::{self, Args, L2Env, l2_assert_eq};
-use crate::lowmem;
+use crate::low_code;
 use crate::test_loop::Ctx;
 use crate::vmcs_setup::Controls;
 
 ::core::arch::global_asm!(
+    include_str!("../mode_switch.S"),
     include_str!("unrestricted_guest.S"),
     low = const CODE,
+    gdt_data = const gdt::DATA,
+    gdt_code32 = const gdt::CODE32,
     low_seg = const CODE >> 4,
     area = const low_mem::AREA,
     call_pm32 = const CALL_PM32,
@@ -52,16 +55,9 @@ const CALL_REAL: u64 = l2::call_number(LhvOpt::UNRESTRICTED_GUEST, 2);
 /// VMCALL from 64-bit mode after the round trip (RBX = input).
 const CALL_BACK: u64 = l2::call_number(LhvOpt::UNRESTRICTED_GUEST, 3);
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_PG: u64 = 1 << 31;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 /// Access-rights bits L (13) and D/B (14) (SDM 25.4.1, Table 25-2).
 const AR_L: u64 = 1 << 13;
 const AR_DB: u64 = 1 << 14;
-/// Selectors of the low GDT (`unrestricted_guest.S`).
-const SEL_CODE32: u64 = 0x18;
-const SEL_CODE64: u64 = 0x08;
 /// Real-mode CS: the code page's paragraph.
 const REAL_CS: u64 = CODE >> 4;
 
@@ -74,7 +70,7 @@ fn blob() -> (*const u8, *const u8) {
 }
 
 fn low(sym: *const u8) -> u64 {
-    lowmem::low_address(blob().0, sym)
+    low_code::low_address(blob().0, sym)
 }
 
 fn l2_action(env: &L2Env) {
@@ -199,7 +195,7 @@ impl TestOption for UnrestrictedGuest {
     fn unsupported(&self, caps: &VmxCaps) -> Option<&'static str> {
         if !caps.has_unrestricted_guest() {
             Some("the CPU lacks unrestricted guest")
-        } else if !lowmem::usable() {
+        } else if !low_code::usable() {
             Some("the low pages it needs are not usable RAM")
         } else {
             None
@@ -225,7 +221,7 @@ impl TestOption for UnrestrictedGuest {
             "real-mode table in the assembly vs real_mode_calc::TABLE"
         );
         let (start, end) = blob();
-        lowmem::install(start, end);
+        low_code::install(start, end);
         self.l1_cr3 = x86::read_cr3();
     }
 
@@ -257,7 +253,7 @@ impl TestOption for UnrestrictedGuest {
             let ar = ctx.read(F::GuestCsAccessRights);
             test_assert_eq!(
                 (cs, ar & (AR_L | AR_DB)),
-                (SEL_CODE32, AR_DB),
+                (gdt::CODE32, AR_DB),
                 "guest CS selector and L/D bits in protected mode"
             );
             test_assert_eq!(
@@ -292,7 +288,7 @@ impl TestOption for UnrestrictedGuest {
             let ar = ctx.read(F::GuestCsAccessRights);
             test_assert_eq!(
                 (ctx.read(F::GuestCsSelector), ar & (AR_L | AR_DB)),
-                (SEL_CODE64, AR_L),
+                (gdt::CODE64, AR_L),
                 "guest CS selector and L/D bits back in 64-bit mode"
             );
             test_assert_eq!(

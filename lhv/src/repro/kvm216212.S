@@ -22,22 +22,12 @@ lhv_k216212_start:
 .code64
 .global lhv_k216212_entry64
 lhv_k216212_entry64:
-    lgdt ({low} + k_gdt_ptr - lhv_k216212_start)
-    pushq $0x18
-    pushq ${low} + k_32 - lhv_k216212_start
-    lretq
+    ENTER_COMPAT32 ({low}+k_gdt_ptr-lhv_k216212_start), ({low}+k_32-lhv_k216212_start)
 
 .code32
 k_32:
-    movl $0x10, %eax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movl %cr0, %eax
-    andl $0x7fffffff, %eax
-    movl %eax, %cr0
-    jmp 1f
-1:
+    FLAT_DATA_SEGMENTS
+    PAGING_OFF32
     movl $0xc0000080, %ecx
     rdmsr
     andl $0xfffffeff, %eax
@@ -62,10 +52,7 @@ lhv_k216212_vmcall_paging:
 
 .balign 8
 k_gdt:
-    .quad 0
-    .quad 0x00AF9B000000FFFF        /* 0x08: 64-bit code */
-    .quad 0x00CF93000000FFFF        /* 0x10: flat data */
-    .quad 0x00CF9B000000FFFF        /* 0x18: 32-bit code */
+    LOW_GDT_64_32
 k_gdt_end:
 .balign 8
 k_gdt_ptr:

@@ -13,7 +13,7 @@
 //! 28.3.4) against the page's contents.
 
 use lhv::ept_layout::{self, IdentityEpt, TablePhys};
-use lhv::low_mem::{self, CODE};
+use lhv::low_mem::{self, CODE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, gdt};
 use shared::boot::layout::phys_of;
 use shared::trap::vector;
 use shared::vmx::controls::SecondaryProcBased;
@@ -24,13 +24,16 @@ use shared::vmx::{VmcsField as F, VmxCaps};
 use super::{Reproducer, Verdict};
 use crate::assert::{test_assert, test_assert_eq};
 use crate::exit::{Exit, gpr};
-use crate::lowmem;
+use crate::low_code;
 use crate::test_loop::{Ctx, enter_once};
 use crate::vmcs_setup::Controls;
 
 ::core::arch::global_asm!(
+    include_str!("../mode_switch.S"),
     include_str!("kvm216212.S"),
     low = const CODE,
+    gdt_data = const gdt::DATA,
+    gdt_code32 = const gdt::CODE32,
     call_ready = const CALL_READY,
     call_paging = const CALL_PAGING,
     options(att_syntax)
@@ -59,11 +62,6 @@ const CALL_READY: u64 = 0x4c48_f001;
 /// L2 runs with PAE paging.
 const CALL_PAGING: u64 = 0x4c48_f002;
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 /// PAE PDPTE and PDE bits (SDM Vol. 3A Tables 4-8, 4-9).
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
@@ -83,7 +81,7 @@ fn unsupported(caps: &VmxCaps) -> Option<&'static str> {
         Some("the CPU lacks EPT or unrestricted guest")
     } else if !(e.walk_length_4 && e.memory_type_wb && e.pages_2m && e.invept_single_context) {
         Some("EPT lacks a 4-level walk, WB, 2-MiB pages or single-context INVEPT")
-    } else if !lowmem::usable() {
+    } else if !low_code::usable() {
         Some("the low pages it needs are not usable RAM")
     } else {
         None
@@ -95,7 +93,7 @@ fn request(c: &mut Controls) {
 }
 
 fn low(sym: *const u8) -> u64 {
-    lowmem::low_address(&raw const lhv_k216212_start, sym)
+    low_code::low_address(&raw const lhv_k216212_start, sym)
 }
 
 fn is_call(ctx: &Ctx, exit: &Exit, call: u64) -> bool {
@@ -158,7 +156,7 @@ fn run(ctx: &mut Ctx) -> Verdict {
     ctx.write(F::EptPointer, eptp);
     flush(eptp);
 
-    lowmem::install(&raw const lhv_k216212_start, &raw const lhv_k216212_end);
+    low_code::install(&raw const lhv_k216212_start, &raw const lhv_k216212_end);
     let area = low_mem::area(0).unwrap_or(low_mem::STACKS);
     ctx.write(F::GuestRip, low(&raw const lhv_k216212_entry64));
     ctx.write(F::GuestRsp, area + low_mem::AREA);

@@ -12,15 +12,13 @@
 
 use ::core::fmt::{self, Write};
 
-use shared::boot::{BootInfo, layout};
+use shared::boot::BootInfo;
+use shared::vmx::VmxCaps;
 use shared::vmx::insn::VmcsRegion;
-use shared::vmx::{VmcsField as F, VmxCaps};
 use shared::{println, vmx_root};
 
-use crate::assert::test_assert;
-use crate::exit::GuestRegs;
 use crate::test_loop::Ctx;
-use crate::vmcs_setup::{self, Controls, RFLAGS_FIXED};
+use crate::vmcs_setup::{Controls, RFLAGS_FIXED};
 
 pub mod kvm216212;
 pub mod nmi_blocking;
@@ -125,11 +123,6 @@ pub fn find(name: &str) -> Option<&'static Reproducer> {
     REGISTRY.iter().copied().find(|r| r.name == name)
 }
 
-/// The MSR bitmap of the reproducers' VMCS: all zeros, no MSR exits.
-#[repr(C, align(4096))]
-struct MsrBitmap([u8; 4096]);
-static MSR_BITMAP: MsrBitmap = MsrBitmap([0; 4096]);
-
 /// The BSP's only VMCS in reproducer mode.
 static mut VMCS: VmcsRegion = VmcsRegion::new();
 
@@ -174,40 +167,11 @@ pub fn run(boot: &BootInfo, name: &str, caps: &'static VmxCaps) -> ! {
     // SAFETY: reproducer mode runs on the BSP only, once; nothing else
     // touches this static.
     let region = unsafe { exclusive(&raw mut VMCS) };
-    region.stamp(caps.basic.revision_id, false);
-    let vmcs_pa = layout::phys_of(region as *const VmcsRegion);
-    // SAFETY: the region is 4-KiB aligned, stamped and static.
-    let loaded = unsafe {
-        shared::vmx::insn::vmclear(vmcs_pa).and_then(|()| shared::vmx::insn::vmptrld(vmcs_pa))
-    };
-    test_assert!(
-        loaded.is_ok(),
-        "VMCLEAR and VMPTRLD of the VMCS",
-        "success",
-        loaded
-    );
-    let mut ctx = Ctx {
-        cpu: 0,
-        vmx: Some(vmx),
-        caps,
-        opt: lhv::opt::LhvOpt::empty(),
-        on_bochs: boot.rsdp.get(9..15) == Some(b"BOCHS ".as_slice()),
-        regs: GuestRegs::default(),
-        vmcs_pa,
-        launched: false,
-        iter: 0,
-        exits: 0,
-        interrupt_exits: 0,
-    };
-    {
-        let token = ctx.vmx.as_ref().expect("just set");
-        let mut vmcs = token.current_vmcs();
-        controls.apply(caps, &mut vmcs);
-        vmcs_setup::write_host_state(&mut vmcs, crate::exit::host_rip());
-        // The reproducer sets RIP and RSP; interrupts stay off in L2.
-        vmcs_setup::write_guest_state(&mut vmcs, 0, 0, RFLAGS_FIXED);
-    }
-    ctx.write(F::MsrBitmapAddress, layout::phys_of(&MSR_BITMAP));
+    let on_bochs = crate::test_loop::firmware_is_bochs(boot);
+    let empty = lhv::opt::LhvOpt::empty();
+    let mut ctx = Ctx::new(0, vmx, caps, empty, on_bochs, region);
+    // The reproducer sets RIP and RSP; interrupts stay off in L2.
+    ctx.init_vmcs(&controls, 0, 0, RFLAGS_FIXED);
     let verdict = (repro.run)(&mut ctx);
     let word = if verdict.good { "GOOD" } else { "BAD" };
     println!("repro {}: {word} {}", repro.name, verdict.why.as_str());

@@ -34,12 +34,7 @@ const FMASK: u64 = (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14);
 
 /// The faults of L1's program, in order (see `entry.S`).
 pub const FAULTS: [ExpectedFault; 7] = [
-    ExpectedFault {
-        what: "#PF reading a supervisor page (P|U)",
-        vector: vector::PF as u64,
-        error_code: pf::P | pf::U,
-        cr2: Some(Cr2::Probe),
-    },
+    ExpectedFault::PF_SUPERVISOR_READ,
     ExpectedFault {
         what: "#PF writing the read-only user code page (P|W|U)",
         vector: vector::PF as u64,
@@ -52,30 +47,13 @@ pub const FAULTS: [ExpectedFault; 7] = [
         error_code: pf::U,
         cr2: Some(Cr2::NotPresent),
     },
-    ExpectedFault {
-        what: "#GP(0) from HLT at CPL 3",
-        vector: vector::GP as u64,
-        error_code: 0,
-        cr2: None,
-    },
-    ExpectedFault {
-        what: "#GP(0) from MOV from CR0 at CPL 3",
-        vector: vector::GP as u64,
-        error_code: 0,
-        cr2: None,
-    },
-    ExpectedFault {
-        what: "#GP(0x80 << 3 | IDT) from INT 0x80 through a DPL-0 gate",
-        vector: vector::GP as u64,
-        error_code: int_gate_gp_error(0x80),
-        cr2: None,
-    },
-    ExpectedFault {
-        what: "#UD from UD2",
-        vector: vector::UD as u64,
-        error_code: 0,
-        cr2: None,
-    },
+    ExpectedFault::GP_HLT,
+    ExpectedFault::gp0("#GP(0) from MOV from CR0 at CPL 3"),
+    ExpectedFault::gp(
+        "#GP(0x80 << 3 | IDT) from INT 0x80 through a DPL-0 gate",
+        int_gate_gp_error(0x80),
+    ),
+    ExpectedFault::UD2,
 ];
 
 static SECTIONS: [Section; MAX_CPUS] = [const { Section::new() }; MAX_CPUS];

@@ -14,13 +14,13 @@
 use ::core::cell::UnsafeCell;
 use ::core::sync::atomic::Ordering;
 
-use lhv::ring3_abi::{self as abi, int_gate_gp_error, pf};
+use lhv::ring3_abi::{self as abi, int_gate_gp_error};
 use shared::percpu::{self, MAX_CPUS, selector};
 use shared::trap::{TrapFrame, vector};
 use x86_64::VirtAddr;
 use x86_64::structures::tss::TaskStateSegment;
 
-use super::{Cr2, ExpectedFault, SYS_ADD, SYS_EXIT, Section, TrapStack};
+use super::{ExpectedFault, SYS_ADD, SYS_EXIT, Section, TrapStack};
 use crate::hw::tables;
 use crate::l2 as guest;
 
@@ -39,30 +39,13 @@ pub const SYSCALL_GATE: u8 = 0x80;
 
 /// The faults of L2's program, in order (see `entry.S`).
 pub const FAULTS: [ExpectedFault; 4] = [
-    ExpectedFault {
-        what: "#PF reading a supervisor page (P|U)",
-        vector: vector::PF as u64,
-        error_code: pf::P | pf::U,
-        cr2: Some(Cr2::Probe),
-    },
-    ExpectedFault {
-        what: "#GP(0) from HLT at CPL 3",
-        vector: vector::GP as u64,
-        error_code: 0,
-        cr2: None,
-    },
-    ExpectedFault {
-        what: "#GP(0x81 << 3 | IDT) from INT 0x81 through a DPL-0 gate",
-        vector: vector::GP as u64,
-        error_code: int_gate_gp_error(0x81),
-        cr2: None,
-    },
-    ExpectedFault {
-        what: "#UD from UD2",
-        vector: vector::UD as u64,
-        error_code: 0,
-        cr2: None,
-    },
+    ExpectedFault::PF_SUPERVISOR_READ,
+    ExpectedFault::GP_HLT,
+    ExpectedFault::gp(
+        "#GP(0x81 << 3 | IDT) from INT 0x81 through a DPL-0 gate",
+        int_gate_gp_error(0x81),
+    ),
+    ExpectedFault::UD2,
 ];
 
 /// GDT slots.

@@ -17,11 +17,11 @@ use ::core::cell::UnsafeCell;
 use ::core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use lhv::ring3_abi::{
-    self as abi, USER_CODE_PT_INDEX, USER_NOT_PRESENT_PT_INDEX, USER_PML4_INDEX, pte,
+    self as abi, USER_CODE_PT_INDEX, USER_NOT_PRESENT_PT_INDEX, USER_PML4_INDEX, pf, pte,
 };
 use shared::boot::layout;
 use shared::percpu::{MAX_CPUS, selector};
-use shared::trap::TrapFrame;
+use shared::trap::{TrapFrame, vector};
 use shared::x86;
 
 pub mod l1;
@@ -84,6 +84,40 @@ pub struct ExpectedFault {
     pub error_code: u64,
     /// CR2 (page faults only).
     pub cr2: Option<Cr2>,
+}
+
+impl ExpectedFault {
+    /// #PF reading a supervisor page (both programs).
+    pub const PF_SUPERVISOR_READ: Self = Self {
+        what: "#PF reading a supervisor page (P|U)",
+        vector: vector::PF as u64,
+        error_code: pf::P | pf::U,
+        cr2: Some(Cr2::Probe),
+    };
+    /// #GP(0) from HLT at CPL 3 (both programs).
+    pub const GP_HLT: Self = Self::gp0("#GP(0) from HLT at CPL 3");
+    /// #UD from UD2 (both programs).
+    pub const UD2: Self = Self {
+        what: "#UD from UD2",
+        vector: vector::UD as u64,
+        error_code: 0,
+        cr2: None,
+    };
+
+    /// #GP(0) from a privileged instruction.
+    pub const fn gp0(what: &'static str) -> Self {
+        Self::gp(what, 0)
+    }
+
+    /// #GP with `error_code`.
+    pub const fn gp(what: &'static str, error_code: u64) -> Self {
+        Self {
+            what,
+            vector: vector::GP as u64,
+            error_code,
+            cr2: None,
+        }
+    }
 }
 
 /// The CR2 a page fault must report.

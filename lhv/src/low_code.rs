@@ -1,5 +1,6 @@
-//! The low pages of [`lhv::low_mem`] in the running kernel: whether the
-//! loader's memory map lets LHV use them, and installing a code blob into
+//! The low code page in the running kernel (its layout, and that of the
+//! low stacks, is the host-tested [`lhv::low_mem`]): whether the loader's
+//! memory map lets LHV use the low pages, and installing a code blob into
 //! the code page (once per boot: one blob per boot, shared by every CPU).
 
 use lhv::low_mem::{self, CODE, CODE_SIZE, RANGE};
