@@ -63,18 +63,13 @@ fn fail(what: &str, e: impl core::fmt::Display) -> ! {
 fn main(boot: &'static BootInfo) -> ! {
     println!("L0 hypervisor {} starting", env!("CARGO_PKG_VERSION"));
     boot.print();
-    let caps = match vmx_root::probe(Needs {
-        ept: true,
-        unrestricted_guest: true,
-        vpid: true,
-    }) {
-        Ok(c) => CAPS.call_once(|| c),
-        Err(e) => {
-            println!("VMX is not available: {e}");
-            shared::platform::shutdown(1);
-        }
-    };
-    println!("{}", caps.summary());
+    let caps = CAPS.call_once(|| {
+        vmx_root::probe_or_shutdown(Needs {
+            ept: true,
+            unrestricted_guest: true,
+            vpid: true,
+        })
+    });
     let ctl = vmcs01::Controls::from_caps(caps).unwrap_or_else(|e| fail("VMX controls", e));
     CONTROLS.call_once(|| ctl);
 
@@ -167,16 +162,7 @@ fn wait_for_aps(n: usize) {
 
 fn cpu_main(bsp: bool) -> ! {
     let caps = caps();
-    let vmxon = match vmx_root::enter(caps) {
-        Ok(v) => {
-            cpu_println!("VMXON done");
-            v
-        }
-        Err(e) => {
-            cpu_println!("VMX is not available: {e}");
-            shared::x86::halt_forever()
-        }
-    };
+    let vmxon = vmx_root::enter_or_halt(caps);
     enable_osxsave();
     let setup = SETUP.get().expect("set by the BSP before starting APs");
     let index = shared::percpu::current().index();

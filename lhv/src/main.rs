@@ -28,7 +28,7 @@ mod vmcs_setup;
 use shared::boot::BootInfo;
 use shared::vmx::VmxCaps;
 use shared::vmx_root::{self, Needs};
-use shared::{cmdline, cpu_println, println};
+use shared::{cmdline, println};
 
 shared::kernel_entry!(main);
 
@@ -50,14 +50,7 @@ fn main(boot: &'static BootInfo) -> ! {
             shared::platform::shutdown(1);
         }
     };
-    let caps = match vmx_root::probe(Needs::default()) {
-        Ok(c) => CAPS.call_once(|| c),
-        Err(e) => {
-            println!("VMX is not available: {e}");
-            shared::platform::shutdown(1);
-        }
-    };
-    println!("{}", caps.summary());
+    let caps = CAPS.call_once(|| vmx_root::probe_or_shutdown(Needs::default()));
     low_code::check(boot);
     if let Some(name) = cmdline::get(boot.cmdline(), "lhv_repro") {
         repro::run(boot, name, caps);
@@ -80,16 +73,8 @@ fn cpu_main() -> ! {
     let caps = CAPS
         .get()
         .expect("the BSP reads the capabilities before starting APs");
-    match vmx_root::enter(caps) {
-        Ok(vmxon) => {
-            cpu_println!("VMXON done");
-            test_loop::run_cpu(vmxon, caps)
-        }
-        Err(e) => {
-            cpu_println!("VMX is not available: {e}");
-            shared::x86::halt_forever()
-        }
-    }
+    let vmxon = vmx_root::enter_or_halt(caps);
+    test_loop::run_cpu(vmxon, caps)
 }
 
 #[panic_handler]

@@ -139,3 +139,34 @@ pub fn enter(caps: &VmxCaps) -> Result<Vmxon, Unavailable> {
 pub fn is_in_vmx(cpu: usize) -> bool {
     IN_VMX.get(cpu).is_some_and(|f| f.load(Ordering::Acquire))
 }
+
+/// The BSP's VMX check as both kernels report it: the capabilities and their
+/// one-line summary, or `VMX is not available: <reason>` and the machine
+/// stops (the line the harness's `no-vmx-*` scenarios expect).
+pub fn probe_or_shutdown(needs: Needs) -> VmxCaps {
+    match probe(needs) {
+        Ok(caps) => {
+            crate::println!("{}", caps.summary());
+            caps
+        }
+        Err(e) => {
+            crate::println!("VMX is not available: {e}");
+            crate::platform::shutdown(1)
+        }
+    }
+}
+
+/// [`enter`] as both kernels report it on each CPU: `CPU(n): VMXON done`, or
+/// `CPU(n): VMX is not available: <reason>` and this CPU stops.
+pub fn enter_or_halt(caps: &VmxCaps) -> Vmxon {
+    match enter(caps) {
+        Ok(vmxon) => {
+            crate::cpu_println!("VMXON done");
+            vmxon
+        }
+        Err(e) => {
+            crate::cpu_println!("VMX is not available: {e}");
+            x86::halt_forever()
+        }
+    }
+}
