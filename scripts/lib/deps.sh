@@ -80,7 +80,23 @@ deps_check_rust() {
     fi
 }
 
+# The Linux guest image is made from Debian packages fetched with
+# `apt-get download` (scripts/harness/src/linux.rs), which needs apt's
+# package lists; a fresh machine whose packages came preinstalled may have
+# none. Not fatal: only the Linux scenarios need them, and they say so.
+deps_check_apt_lists() {
+    command -v apt-cache >/dev/null 2>&1 || return 0
+    apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" -eq 0 ]; then
+        deps_say "apt has no package lists (needed for the Linux guest image): running apt-get update"
+        apt-get update -q >/dev/null || deps_say "apt-get update failed: the Linux scenarios need a cached kernel"
+    else
+        deps_say "apt has no package lists; the Linux guest image needs:  sudo apt-get update"
+    fi
+}
+
 deps_check_all() {
     deps_check_packages
+    deps_check_apt_lists
     deps_check_rust
 }
