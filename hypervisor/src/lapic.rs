@@ -86,32 +86,16 @@ pub fn write_icr(mode: ApicMode, value: u64) {
     }
 }
 
-/// Sends an NMI to `apic_id` from L0 (not the guest): in xAPIC mode the
-/// guest's ICR high half is put back afterwards, as the guest may read it.
+/// Sends an NMI to `apic_id` from L0 (not the guest). `shared::apic` puts
+/// the guest's xAPIC ICR high half back afterwards (the guest may be between
+/// its own two ICR stores, and may read it). Nothing is sent while the
+/// guest keeps its APIC globally disabled: `LocalApic::current` would
+/// enable it, changing guest state.
 pub fn send_nmi(apic_id: u32) {
-    let Some(mode) = mode() else { return };
-    let nmi = shared::apic::Icr::nmi(apic_id);
-    let Ok(value) = nmi.encode(mode) else { return };
-    match mode {
-        ApicMode::XApic => {
-            let page = xapic_page();
-            let high = mmio_read(page + reg::ICR_HIGH);
-            wait_idle(page);
-            write_icr(mode, value);
-            wait_idle(page);
-            mmio_write(page + reg::ICR_HIGH, high);
-        }
-        ApicMode::X2Apic => write_icr(mode, value),
-    }
-}
-
-/// Waits (bounded) until the xAPIC has accepted the last IPI.
-fn wait_idle(page: u64) {
-    const SEND_PENDING: u32 = 1 << 12;
-    for _ in 0..shared::apic::ICR_IDLE_POLLS {
-        if mmio_read(page + reg::ICR_LOW) & SEND_PENDING == 0 {
-            return;
-        }
-        core::hint::spin_loop();
+    if mode().is_some() {
+        // A busy ICR or an id out of range for xAPIC: the kick is lost,
+        // as an IPI to a missing CPU would be, and the sender's bounded
+        // wait for the target (`guest_smp`) gives up.
+        let _ = shared::apic::LocalApic::current().send_nmi(apic_id);
     }
 }
