@@ -78,6 +78,8 @@ pub mod controls;
 pub mod exit;
 pub mod fields;
 pub mod insn;
+pub mod insn_info;
+pub mod nested;
 
 pub use access::{MemVmcs, VmcsAccess};
 pub use caps::VmxCaps;

@@ -1,0 +1,1 @@
+//! TEMPORARY stub (the exit-reflect branch replaces this file).
