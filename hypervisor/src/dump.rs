@@ -1,7 +1,7 @@
-//! A parseable dump of the current VMCS: one `field = value` line per field
-//! of the shared field table, then the guest's general registers.
+//! A parseable dump of the current VMCS (`CPU(n): VMCS01 <encoding> <name>
+//! = <value>`, or VMCS02 while L2 runs, then L1's VMCS12), then the guest's
+//! general registers.
 
-use shared::vmx::VmcsField;
 use shared::vmx::insn::CurrentVmcs;
 
 use crate::vcpu::Vcpu;
@@ -11,20 +11,17 @@ const GPR_NAMES: [&str; 16] = [
     "r14", "r15",
 ];
 
-/// Prints every VMCS field (`unavailable` where VMREAD fails) and the
-/// guest's registers, prefixed with `CPU(n): VMCS `.
-pub fn vmcs(v: &CurrentVmcs<'_>, vcpu: &Vcpu) {
-    shared::cpu_println!("VMCS dump begin");
-    for &f in VmcsField::ALL {
-        match v.try_read(f) {
-            Ok(x) => shared::cpu_println!("VMCS {} = {:#x}", f.name(), x),
-            Err(_) => shared::cpu_println!("VMCS {} = unavailable", f.name()),
-        }
+/// Prints every field of the current VMCS (`unavailable` where VMREAD
+/// fails), VMCS12 when L1 has one, and the guest's registers.
+pub fn vmcs(_v: &CurrentVmcs<'_>, vcpu: &Vcpu) {
+    let kind = if vcpu.nested.in_l2() { "02" } else { "01" };
+    crate::nested::dump::current(kind);
+    if vcpu.nested.current_vmcs12().is_some() {
+        crate::nested::dump::vmcs12(vcpu);
     }
     for (i, name) in GPR_NAMES.iter().enumerate() {
         if i != crate::vcpu::reg::RSP {
             shared::cpu_println!("GPR {} = {:#x}", name, vcpu.regs.gpr[i]);
         }
     }
-    shared::cpu_println!("VMCS dump end");
 }

@@ -34,7 +34,11 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     if seen > 0 && crate::guest_smp::guest_nmis(vcpu.index, seen) > 0 {
         vcpu.nmi_pending = true;
     }
-    if crate::guest_smp::take_init_request(vcpu.index) {
+    // While L2 runs, NMIs and INITs L1 intercepts are exits to L1 (this
+    // may make VMCS01 current).
+    crate::nested::exit::pending_events(vcpu, v);
+    // INIT is blocked in VMX root operation (SDM 24.8): it waits for VMXOFF.
+    if vcpu.nested.vmxon.is_none() && crate::guest_smp::take_init_request(vcpu.index) {
         crate::exits::enter_init_state(vcpu, v);
     }
     // The guest never runs in SMM, where alone blocking by SMI may be set
@@ -56,11 +60,16 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
         vcpu.step.is_some(),
     );
     let window = u64::from(PrimaryProcBased::NMI_WINDOW_EXITING.bits());
+    // L1's own NMI-window exiting of L2 stays as L1 set it.
+    let keep_window = crate::nested::exit::l1_nmi_window(vcpu);
     match step {
+        NmiStep::Wait if keep_window => {}
         NmiStep::Wait => v.clear_bits(F::PrimaryProcBasedVmExecControls, window),
         NmiStep::OpenWindow => v.set_bits(F::PrimaryProcBasedVmExecControls, window),
         NmiStep::Inject => {
-            v.clear_bits(F::PrimaryProcBasedVmExecControls, window);
+            if !keep_window {
+                v.clear_bits(F::PrimaryProcBasedVmExecControls, window);
+            }
             let info = InterruptionInfo::new(NMI_VECTOR, InterruptionType::Nmi, false);
             v.write(F::VmEntryInterruptionInfo, u64::from(info.0));
             // Delivery wakes a halted processor (as KVM, leave HLT so the

@@ -14,6 +14,7 @@ mod lapic;
 mod launch;
 mod memory;
 mod msr_bitmap;
+mod nested;
 mod vcpu;
 mod vmcs01;
 
@@ -37,6 +38,7 @@ static SETUP: spin::Once<Setup> = spin::Once::new();
 static APS_READY: AtomicUsize = AtomicUsize::new(0);
 
 struct Setup {
+    cmdline: &'static str,
     msr_bitmap: u64,
     eptp: u64,
     boot_drive: u8,
@@ -116,7 +118,17 @@ fn main(boot: &'static BootInfo) -> ! {
     for e in gm.map.entries() {
         println!("  [{:#014x}, {:#014x}) type {}", e.base, e.end(), e.kind);
     }
+    nested::init(boot.cmdline());
+    println!(
+        "L0: VMX for the guest: {}",
+        if nested::enabled() {
+            "on (nested VMX)"
+        } else {
+            "hidden (vmx=off)"
+        }
+    );
     SETUP.call_once(|| Setup {
+        cmdline: boot.cmdline(),
         msr_bitmap: msr_bitmap::init(),
         eptp,
         boot_drive,
@@ -166,7 +178,8 @@ fn cpu_main(bsp: bool) -> ! {
     enable_osxsave();
     let setup = SETUP.get().expect("set by the BSP before starting APs");
     let index = shared::percpu::current().index();
-    let Some(mut cpu) = vcpu::take(index) else {
+    let trace = shared::cmdline::get(setup.cmdline, "nested_trace") == Some("1");
+    let Some(mut cpu) = vcpu::take(index, trace) else {
         cpu_println!("no VMX slot for this CPU");
         shared::x86::halt_forever()
     };
@@ -194,7 +207,7 @@ fn cpu_main(bsp: bool) -> ! {
     }
     // SAFETY: the current VMCS is this CPU's VMCS01, fully set up by
     // `vmcs01::setup` (host state: the exit stub and this Vcpu's stack).
-    unsafe { vcpu::launch(cpu.vcpu) }
+    unsafe { vcpu::launch(cpu.vcpu, cpu.host_rsp) }
 }
 
 /// Sets CR4.OSXSAVE when the processor has XSAVE, so that L0 can perform

@@ -81,6 +81,8 @@ pub struct Vcpu {
     pub nmis_injected: u64,
     /// Physical address of this CPU's VMCS01.
     pub vmcs_phys: u64,
+    /// L1's VMX operation and L0's state for it (see `nested`).
+    pub nested: crate::nested::Nested,
 }
 
 impl Vcpu {
@@ -89,6 +91,14 @@ impl Vcpu {
         match n {
             reg::RSP => vmcs.read(VmcsField::GuestRsp),
             n => self.regs.gpr[n & 15],
+        }
+    }
+
+    /// Writes a guest register by number (RSP into the VMCS).
+    pub fn set_gpr(&mut self, vmcs: &mut impl VmcsAccess, n: usize, value: u64) {
+        match n {
+            reg::RSP => vmcs.write(VmcsField::GuestRsp, value),
+            n => self.regs.gpr[n & 15] = value,
         }
     }
 }
@@ -100,6 +110,7 @@ const EXIT_STACK_SIZE: usize = 32 * 1024;
 struct ExitStack([u8; EXIT_STACK_SIZE]);
 
 struct PerCpuVmx {
+    taken: core::sync::atomic::AtomicBool,
     vcpu: UnsafeCell<MaybeUninit<Vcpu>>,
     vmcs: UnsafeCell<VmcsRegion>,
     stack: UnsafeCell<ExitStack>,
@@ -111,6 +122,7 @@ unsafe impl Sync for PerCpuVmx {}
 
 static SLOTS: [PerCpuVmx; MAX_CPUS] = [const {
     PerCpuVmx {
+        taken: core::sync::atomic::AtomicBool::new(false),
         vcpu: UnsafeCell::new(MaybeUninit::uninit()),
         vmcs: UnsafeCell::new(VmcsRegion::new()),
         stack: UnsafeCell::new(ExitStack([0; EXIT_STACK_SIZE])),
@@ -126,11 +138,17 @@ pub struct CpuVmx {
     pub host_rsp: u64,
 }
 
-/// Takes this CPU's VMX slot (once per CPU).
-pub fn take(index: usize) -> Option<CpuVmx> {
+/// Takes this CPU's VMX slot (once per CPU: a second call for the same
+/// index finds the slot taken and returns `None`, so no two references to
+/// one slot can exist).
+pub fn take(index: usize, nested_trace: bool) -> Option<CpuVmx> {
     let slot = SLOTS.get(index)?;
-    // SAFETY: only CPU `index` calls this, once (cpu_main); nothing else
-    // holds references into its slot.
+    if slot.taken.swap(true, core::sync::atomic::Ordering::AcqRel) {
+        return None;
+    }
+    let nested = crate::nested::Nested::take(index, nested_trace)?;
+    // SAFETY: `taken` was false: this is the only call for slot `index`,
+    // so nothing else holds references into it.
     let (vcpu, vmcs, stack) = unsafe {
         (
             &mut *slot.vcpu.get(),
@@ -147,6 +165,7 @@ pub fn take(index: usize) -> Option<CpuVmx> {
         nmi_pending: false,
         nmis_injected: 0,
         vmcs_phys: shared::boot::layout::phys_of(vmcs as *const VmcsRegion),
+        nested,
     });
     // The top 16 bytes hold the Vcpu pointer; host RSP is 16-byte aligned.
     let top = stack.0.as_mut_ptr() as u64 + EXIT_STACK_SIZE as u64 - 16;
@@ -166,7 +185,7 @@ pub fn exit_stub() -> u64 {
 
 unsafe extern "C" {
     fn l0_vm_exit();
-    fn l0_vm_launch(vcpu: *mut core::ffi::c_void) -> !;
+    fn l0_vm_launch(vcpu: *mut core::ffi::c_void, host_rsp: u64) -> !;
 }
 
 /// Enters the guest with VMLAUNCH on the current VMCS. Never returns: the
@@ -176,29 +195,43 @@ unsafe extern "C" {
 /// # Safety
 /// The current VMCS must be this CPU's fully set-up VMCS01 whose host state
 /// points at the exit stub and `vcpu`'s exit stack.
-pub unsafe fn launch(vcpu: &'static mut Vcpu) -> ! {
-    // SAFETY: forwarded to the caller.
-    unsafe { l0_vm_launch((vcpu as *mut Vcpu).cast()) }
+pub unsafe fn launch(vcpu: &'static mut Vcpu, host_rsp: u64) -> ! {
+    // SAFETY: forwarded to the caller; `host_rsp` is the exit stack's top,
+    // which holds the Vcpu pointer.
+    unsafe { l0_vm_launch((vcpu as *mut Vcpu).cast(), host_rsp) }
 }
 
-/// Called by the exit stub with the guest registers saved.
-extern "C" fn exit_entry(vcpu: &mut Vcpu) {
+/// How the exit stub enters the guest next: VMLAUNCH for a VMCS that was
+/// never launched (a new VMCS02), VMRESUME otherwise.
+fn next_entry(vcpu: &Vcpu) -> u64 {
+    u64::from(vcpu.nested.needs_launch())
+}
+
+/// Called by the exit stub with the guest registers saved; returns 1 for
+/// VMLAUNCH, 0 for VMRESUME.
+extern "C" fn exit_entry(vcpu: &mut Vcpu) -> u64 {
     vcpu.exits += 1;
     if crate::exits::handle_exit(vcpu) == Resume::Stop {
         stop_cpu();
     }
+    next_entry(vcpu)
 }
 
-/// VMLAUNCH failed (the stub returns here with the guest registers loaded).
-extern "C" fn launch_failed(vcpu: &mut Vcpu) -> ! {
-    report_entry_failure("VMLAUNCH", vcpu);
-    stop_cpu()
-}
-
-/// VMRESUME failed.
-extern "C" fn resume_failed(vcpu: &mut Vcpu) -> ! {
-    report_entry_failure("VMRESUME", vcpu);
-    stop_cpu()
+/// VMLAUNCH or VMRESUME failed (the stub comes here with the guest
+/// registers loaded). A VMCS02 that the processor refuses means L0's
+/// checks missed something: reported, and L1 gets a VM-entry failure;
+/// VMCS01 failing stops the CPU. Returns as [`exit_entry`].
+extern "C" fn entry_failed(vcpu: &mut Vcpu) -> u64 {
+    let what = if vcpu.nested.in_l2() {
+        "VMCS02 entry"
+    } else {
+        "VMRESUME/VMLAUNCH"
+    };
+    report_entry_failure(what, vcpu);
+    if !crate::nested::exit::entry_refused(vcpu) {
+        stop_cpu();
+    }
+    next_entry(vcpu)
 }
 
 fn report_entry_failure(what: &str, vcpu: &Vcpu) {
@@ -246,25 +279,33 @@ core::arch::global_asm!(
     "mov rdi, rax",
     "cld",
     "call {exit_entry}",
+    // rax: 1 = VMLAUNCH, 0 = VMRESUME; [rsp] is the Vcpu pointer.
+    "4:",
+    "mov rcx, rax",
     "mov rax, [rsp]",
+    "test rcx, rcx",
+    "jnz 5f",
     "call 3f",
     "vmresume",
-    "mov rdi, [rsp]",
-    "call {resume_failed}",
-    "ud2",
-    // l0_vm_launch(vcpu: rdi)
-    ".global l0_vm_launch",
-    "l0_vm_launch:",
-    "push rdi",
-    "mov rax, rdi",
+    "jmp 6f",
+    "5:",
     "call 3f",
     "vmlaunch",
-    "pop rdi",
-    "sub rsp, 8",
-    "call {launch_failed}",
-    "ud2",
+    // The entry failed: report, and enter whatever the handler chose.
+    "6:",
+    "mov rdi, [rsp]",
+    "cld",
+    "call {entry_failed}",
+    "jmp 4b",
+    // l0_vm_launch(vcpu: rdi, host_rsp: rsi): the first entry, from the
+    // exit stack as every later one.
+    ".global l0_vm_launch",
+    "l0_vm_launch:",
+    "mov rsp, rsi",
+    "mov eax, 1",
+    "jmp 4b",
     // Loads the guest registers from the Vcpu at rax (rax last). Called,
-    // so it leaves the stack as it found it.
+    // so it leaves the stack as it found it; only MOVs: flags survive.
     "3:",
     "mov rcx, [rax + {rcx}]",
     "mov rdx, [rax + {rdx}]",
@@ -298,8 +339,7 @@ core::arch::global_asm!(
     r14 = const slot(14),
     r15 = const slot(15),
     exit_entry = sym exit_entry,
-    launch_failed = sym launch_failed,
-    resume_failed = sym resume_failed,
+    entry_failed = sym entry_failed,
 );
 
 /// Offset in `Vcpu` of guest register number `n`.

@@ -37,6 +37,8 @@ pub mod percpu;
 #[cfg(target_os = "none")]
 pub mod platform;
 #[cfg(target_os = "none")]
+pub mod safe_msr;
+#[cfg(target_os = "none")]
 pub mod smp;
 pub mod store_insn;
 #[cfg(target_os = "none")]

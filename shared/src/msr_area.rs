@@ -106,6 +106,9 @@ pub enum MsrAreaFailure {
     TooManyEntries,
     /// The entry could not be read from (or written to) memory.
     Memory(MemError),
+    /// The RDMSR or WRMSR the entry stands for would raise #GP (an MSR
+    /// that does not exist, is read-only or locked, or a reserved value).
+    Refused,
 }
 
 impl fmt::Display for MsrAreaError {

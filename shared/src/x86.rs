@@ -119,6 +119,16 @@ pub unsafe fn write_cr0(v: u64) {
     unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
 }
 
+/// Writes CR2 (the page-fault linear address).
+///
+/// # Safety
+/// Only the next page fault's handler reads CR2; the caller must be the one
+/// that decides what that handler sees (a hypervisor injecting a #PF).
+pub unsafe fn write_cr2(v: u64) {
+    // SAFETY: delegated to the caller; CR2 has no other effect.
+    unsafe { asm!("mov cr2, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Writes CR3.
 ///
 /// # Safety

@@ -1,4 +1,5 @@
-//! CPUID (exit reason 10): the processor's answer, with VMX hidden, the
+//! CPUID (exit reason 10): the processor's answer, with VMX shown (nested
+//! VMX) or hidden (`vmx=off`), the
 //! hypervisor-present bit set, L0's leaves at 0x40000000, and the bits that
 //! reflect the guest's CR4 recomputed (CPUID runs here in VMX root, with
 //! L0's CR4).
@@ -51,6 +52,9 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
     match leaf {
         1 => {
             r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_OSXSAVE);
+            if crate::nested::enabled() {
+                r.ecx |= LEAF1_ECX_VMX;
+            }
             r.ecx |= LEAF1_ECX_HYPERVISOR;
             if guest_cr4 & cr4::OSXSAVE != 0 {
                 r.ecx |= LEAF1_ECX_OSXSAVE;

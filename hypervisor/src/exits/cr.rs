@@ -24,7 +24,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     let q = CrAccessQual(exit.qualification);
     let ok = match (q.access_type(), q.cr()) {
         (CrAccessType::MovToCr, 0) => set_cr0(v, vcpu.gpr(v, usize::from(q.gpr()))),
-        (CrAccessType::MovToCr, 4) => set_cr4(v, vcpu.gpr(v, usize::from(q.gpr()))),
+        (CrAccessType::MovToCr, 4) => set_cr4(vcpu, v, vcpu.gpr(v, usize::from(q.gpr()))),
         (CrAccessType::Clts, _) => {
             let shadow = vmcs01::guest_cr0(v);
             set_cr0(v, shadow & !(1 << 3))
@@ -82,12 +82,20 @@ fn set_cr0(v: &mut impl VmcsAccess, val: u64) -> bool {
     true
 }
 
-/// MOV to CR4 of a value that changes bits L0 owns: VMXE (VMX is hidden)
-/// and bits the processor does not support are #GP.
-fn set_cr4(v: &mut impl VmcsAccess, val: u64) -> bool {
+/// MOV to CR4 of a value that changes bits L0 owns: bits the processor
+/// does not support are #GP, and so is VMXE when VMX is hidden, or clearing
+/// it in VMX operation (SDM 24.8); the processor keeps VMXE set (L0's own
+/// VMX operation), the read shadow shows the guest's value.
+fn set_cr4(vcpu: &Vcpu, v: &mut impl VmcsAccess, val: u64) -> bool {
     let caps = crate::caps();
     let efer = v.read(F::GuestIa32Efer);
-    let unsupported = !caps.cr4_fixed1 | cr4::VMXE;
+    let mut unsupported = !caps.cr4_fixed1;
+    if !crate::nested::enabled() {
+        unsupported |= cr4::VMXE;
+    }
+    if vcpu.nested.vmxon.is_some() && val & cr4::VMXE == 0 {
+        return false;
+    }
     if val & unsupported != 0 || (efer & efer::LMA != 0 && val & cr4::PAE == 0) {
         return false;
     }

@@ -16,7 +16,6 @@ mod msr;
 mod single_step;
 mod triple_fault;
 mod vmcall;
-mod vmx_insn;
 mod xsetbv;
 
 use shared::vmx::exit::{ExitReasonField, InterruptionInfo, InterruptionType};
@@ -25,7 +24,10 @@ use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 
 use crate::vcpu::{Resume, Vcpu};
 
+pub use ept_violation::handle as ept_violation;
+pub use exception::handle as exception;
 pub use init_sipi::enter_init_state;
+pub use msr::{emulated_rdmsr, rdmsr, write_mtrr, wrmsr};
 
 /// A decoded VM exit.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +39,7 @@ pub struct Exit {
 }
 
 impl Exit {
-    fn read(v: &impl VmcsAccess) -> Self {
+    pub fn read(v: &impl VmcsAccess) -> Self {
         Self {
             reason: ExitReasonField(v.read32(F::VmExitReason)),
             qualification: v.read(F::ExitQualification),
@@ -47,12 +49,17 @@ impl Exit {
     }
 }
 
-/// The one entry point of the exit path (called by the exit stub).
+/// The one entry point of the exit path (called by the exit stub). Exits
+/// of L2 (VMCS02 current) go to `nested::exit`; L1's are handled here.
 pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
     // SAFETY: the exit stub runs in VMX root operation, with this CPU's
-    // VMCS01 current.
+    // VMCS01 or one of its VMCS02s current.
     let vmx = unsafe { Vmxon::assume_enabled() };
     let mut v = vmx.current_vmcs();
+    if vcpu.nested.in_l2() {
+        let handled = crate::nested::exit::handle(vcpu, &mut v);
+        return finish(vcpu, &mut v, handled, None);
+    }
     let exit = Exit::read(&v);
     if exit.reason.is_entry_failure() {
         return unhandled(vcpu, &v, &exit, "VM-entry failure");
@@ -84,16 +91,30 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
         | ExitReason::Vmxon
         | ExitReason::Invept
         | ExitReason::Invvpid
-        | ExitReason::Vmfunc => vmx_insn::handle(&mut v),
+        | ExitReason::Vmfunc => crate::nested::insn::handle(vcpu, &mut v, &exit),
         _ => None,
     };
+    finish(vcpu, &mut v, handled, Some(&exit))
+}
+
+/// After a handler: the events of the next entry, or the report of an exit
+/// nobody handled.
+fn finish(
+    vcpu: &mut Vcpu,
+    v: &mut CurrentVmcs<'_>,
+    handled: Option<Resume>,
+    exit: Option<&Exit>,
+) -> Resume {
     match handled {
         Some(Resume::Guest) => {
-            crate::events::before_entry(vcpu, &mut v);
+            crate::events::before_entry(vcpu, v);
             Resume::Guest
         }
         Some(r) => r,
-        None => unhandled(vcpu, &v, &exit, "unhandled VM exit"),
+        None => {
+            let exit = exit.copied().unwrap_or_else(|| Exit::read(v));
+            unhandled(vcpu, v, &exit, "unhandled VM exit")
+        }
     }
 }
 
@@ -105,7 +126,7 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
 /// after IRET unblocked virtual NMIs and faulted (bit 12 of the exit
 /// interruption information or EPT qualification) must block them again
 /// (SDM 28.2.3), as the IRET will run again.
-fn reinject_vectored_event(v: &mut impl VmcsAccess, exit: &Exit) {
+pub fn reinject_vectored_event(v: &mut impl VmcsAccess, exit: &Exit) {
     use shared::nmi_inject::BLOCKING_BY_NMI;
     let idt = InterruptionInfo(v.read32(F::IdtVectoringInfo));
     if idt.is_valid() {

@@ -1,9 +1,10 @@
 //! RDMSR (31) and WRMSR (32) of the MSRs the bitmap traps, and of MSRs
 //! outside the bitmap's ranges (which always exit).
 //!
-//! - VMX capability MSRs: #GP, as on a processor without VMX.
-//! - IA32_FEATURE_CONTROL: reads as locked with VMX disabled; writes #GP
-//!   (a locked register).
+//! - VMX capability MSRs: what L1 may use of VMX (`nested::l1_msrs`),
+//!   read-only; #GP with `vmx=off`, as on a processor without VMX.
+//! - IA32_FEATURE_CONTROL: reads as locked, with VMX outside SMX enabled
+//!   (disabled with `vmx=off`); writes #GP (a locked register).
 //! - IA32_EFER: kept in the VMCS ("load/save IA32_EFER"); LMA is preserved
 //!   and follows CR0.PG (see `cr`), as KVM does.
 //! - MTRRs: checked, performed on the hardware, then EPT01 is re-typed.
@@ -21,6 +22,20 @@ use crate::vcpu::{Resume, Vcpu, reg};
 use crate::vmcs01::{cr0, efer};
 
 const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
+/// IA32_FEATURE_CONTROL bit 2: VMXON allowed outside SMX operation.
+const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+
+/// The value of an MSR that L0 emulates for reads (None: #GP).
+pub fn emulated_rdmsr(index: u32) -> Option<u64> {
+    match index {
+        msr::IA32_FEATURE_CONTROL if crate::nested::enabled() => {
+            Some(FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMX_OUTSIDE_SMX)
+        }
+        msr::IA32_FEATURE_CONTROL => Some(FEATURE_CONTROL_LOCKED),
+        m if VMX_CAPS.contains(&m) && crate::nested::enabled() => crate::nested::l1_msrs()?.get(m),
+        _ => None,
+    }
+}
 
 fn msr_index(vcpu: &Vcpu) -> u32 {
     vcpu.regs.gpr[reg::RCX] as u32
@@ -31,10 +46,12 @@ pub fn rdmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
         return inject_gp(v);
     }
     let value = match msr_index(vcpu) {
-        msr::IA32_FEATURE_CONTROL => FEATURE_CONTROL_LOCKED,
         msr::IA32_EFER => v.read(F::GuestIa32Efer),
         // Trapped for writes only; reads of MTRRs pass through.
-        _ => return inject_gp(v),
+        m => match emulated_rdmsr(m) {
+            Some(value) => value,
+            None => return inject_gp(v),
+        },
     };
     vcpu.regs.gpr[reg::RAX] = value & 0xffff_ffff;
     vcpu.regs.gpr[reg::RDX] = value >> 32;
@@ -87,7 +104,7 @@ fn write_efer(v: &mut impl VmcsAccess, value: u64) -> bool {
 
 /// WRMSR to an MTRR: checked like the hardware would, performed, and
 /// EPT01's memory types follow.
-fn write_mtrr(index: u32, value: u64) -> bool {
+pub fn write_mtrr(index: u32, value: u64) -> bool {
     let Some(state) = crate::ept01::read_mtrrs() else {
         return false;
     };

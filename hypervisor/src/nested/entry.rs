@@ -1,0 +1,267 @@
+//! A nested VM entry: L1's VMLAUNCH or VMRESUME (SDM Vol. 3C chapter 27).
+//!
+//! Phases: the instruction's own checks (current VMCS, MOV-SS blocking,
+//! launch state) -> the VM-entry checks on VMCS12's controls and host state
+//! (27.2: VMfailValid 7 or 8) -> from here the entry happens and failures
+//! are VM exits to L1: guest state (27.3: exit reason 33) -> VM-entry MSR
+//! loads (27.4: exit reason 34) -> VMCS02 prepared and made current -> the
+//! exit stub enters it. All checks are L0's, in software, so that L1 gets
+//! the hardware's answers and the processor never refuses VMCS02.
+
+use shared::nmi_inject::BLOCKING_BY_NMI;
+use shared::vmx::controls::{PinBased, PrimaryProcBased, SecondaryProcBased};
+use shared::vmx::insn::{self as hw, InvvpidDescriptor, InvvpidType, VmInstructionError as E};
+use shared::vmx::nested::entry_checks::{self, CheckCtx, EntryFailure};
+use shared::vmx::nested::vmcs02::{self, ExitInfo, L0Part, L1State};
+use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
+
+use super::insn::{Outcome, finish, vmfail};
+use super::{Loaded, msr_areas};
+use crate::exits::Exit;
+use crate::memory::GuestMemory;
+use crate::vcpu::{Resume, Vcpu};
+use crate::vmcs01;
+
+/// Interruptibility state: blocking by MOV SS (SDM 25.4.2).
+const BLOCKING_BY_MOV_SS: u64 = 1 << 1;
+/// Bit 31 of the exit reason: VM-entry failure.
+pub const ENTRY_FAILURE: u32 = 1 << 31;
+
+/// VMLAUNCH (`launch`) or VMRESUME of L1, VMCS01 current.
+pub fn enter(
+    vcpu: &mut Vcpu,
+    v: &mut impl VmcsAccess,
+    exit: &Exit,
+    launch: bool,
+) -> Option<Resume> {
+    // An NMI for L1 that it can take now comes first: it is delivered
+    // before the instruction, which L1 executes again after its handler.
+    if vcpu.nmi_pending && v.read32(F::GuestInterruptibilityState) & BLOCKING_BY_NMI == 0 {
+        return Some(Resume::Guest);
+    }
+    let Some(slot) = vcpu.nested.current else {
+        return finish(vcpu, v, exit, Outcome::FailInvalid);
+    };
+    if v.read(F::GuestInterruptibilityState) & BLOCKING_BY_MOV_SS != 0 {
+        return finish(vcpu, v, exit, vmfail(vcpu, E::EntryEventsBlockedByMovSs));
+    }
+    let launched = vcpu.nested.cache.meta(slot).launched;
+    if launch && launched {
+        return finish(vcpu, v, exit, vmfail(vcpu, E::VmlaunchNonClearVmcs));
+    }
+    if !launch && !launched {
+        return finish(vcpu, v, exit, vmfail(vcpu, E::VmresumeNonLaunchedVmcs));
+    }
+    let Some(msrs) = super::l1_msrs() else {
+        return finish(vcpu, v, exit, Outcome::FailInvalid);
+    };
+    let l1_caps = msrs.caps();
+    let ctx = CheckCtx {
+        caps: &l1_caps,
+        mem: &GuestMemory,
+        maxphyaddr: crate::ept01::max_phys_addr(),
+        vmcs_revision: crate::caps().basic.revision_id,
+    };
+    let vmcs12 = &vcpu.nested.store.vmcs12[slot];
+    match entry_checks::check_all(vmcs12, &ctx) {
+        Ok(()) => {}
+        Err(EntryFailure::VmFail { error, check }) => {
+            trace_failure(vcpu, check);
+            return finish(vcpu, v, exit, Outcome::FailValid(error));
+        }
+        Err(EntryFailure::InvalidGuestState {
+            qualification,
+            check,
+        }) => {
+            trace_failure(vcpu, check);
+            return fail_entry(vcpu, v, ExitReason::EntryFailureGuestState, qualification);
+        }
+    }
+    // The entry happens: L1's state is what its VM exits start from.
+    let nested = &mut vcpu.nested;
+    nested.l1_cr0 = vmcs01::guest_cr0(v);
+    nested.l1_cr4 = vmcs01::guest_cr4(v);
+    let l1 = L1State {
+        dr7: v.read(F::GuestDr7),
+        debugctl: v.read(F::GuestIa32Debugctl),
+        efer: v.read(F::GuestIa32Efer),
+        pat: v.read(F::GuestIa32Pat),
+    };
+    let mut loads = msr_areas::FieldLoads::new();
+    if let Err(e) = msr_areas::entry_load(&nested.store.vmcs12[slot], &mut loads) {
+        return fail_entry(
+            vcpu,
+            v,
+            ExitReason::EntryFailureMsrLoading,
+            u64::from(e.index),
+        );
+    }
+    let host = HostState::read(v);
+    let l0 = l0_part(vcpu, slot);
+    if load_vmcs02(vcpu, slot, &host).is_err() {
+        shared::cpu_println!("nested: VMPTRLD of VMCS02 failed");
+        return fail_entry(vcpu, v, ExitReason::EntryFailureGuestState, 0);
+    }
+    let nested = &mut vcpu.nested;
+    vmcs02::prepare_vmcs02(&nested.store.vmcs12[slot], &l1, &l0, crate::caps(), v);
+    for (f, value) in loads {
+        v.write(f, value);
+    }
+    nested.cache.meta_mut(slot).launched = true;
+    nested.entries += 1;
+    if nested.trace {
+        shared::cpu_println!(
+            "nested entry {} L2 RIP {:#x}",
+            if launch { "VMLAUNCH" } else { "VMRESUME" },
+            v.read(F::GuestRip)
+        );
+    }
+    // L1 has no VPID: a VM entry flushes L2's linear mappings (SDM 29.4.3.1).
+    flush_vpid(vpid02(vcpu.index));
+    Some(Resume::Guest)
+}
+
+fn trace_failure(vcpu: &Vcpu, check: &str) {
+    if vcpu.nested.trace {
+        shared::cpu_println!("nested entry fails: {check}");
+    }
+}
+
+/// VMCS02's VPID (VMCS01 uses index + 1).
+pub fn vpid02(index: usize) -> u16 {
+    (index + 1 + shared::percpu::MAX_CPUS) as u16
+}
+
+/// Invalidates the linear mappings of `vpid` (single context, else all).
+pub fn flush_vpid(vpid: u16) {
+    let d = InvvpidDescriptor::new(vpid, 0);
+    // SAFETY: INVVPID only drops TLB entries; L0 runs in VMX root.
+    unsafe {
+        if hw::invvpid(InvvpidType::SingleContext, &d).is_err() {
+            let _ = hw::invvpid(InvvpidType::AllContext, &d);
+        }
+    }
+}
+
+/// A VM-entry failure after the checks of 27.2 (SDM 27.8): L1 gets a VM
+/// exit with the reason's bit 31 set, its host state and VM-exit MSR loads.
+fn fail_entry(
+    vcpu: &mut Vcpu,
+    v: &mut impl VmcsAccess,
+    reason: ExitReason,
+    qualification: u64,
+) -> Option<Resume> {
+    let Some(slot) = vcpu.nested.current else {
+        return Some(Resume::Guest);
+    };
+    vcpu.nested.l1_cr0 = vmcs01::guest_cr0(v);
+    vcpu.nested.l1_cr4 = vmcs01::guest_cr4(v);
+    let info = ExitInfo::synthetic(reason.number() | ENTRY_FAILURE, qualification);
+    vmcs02::write_exit_info(&mut vcpu.nested.store.vmcs12[slot], &info);
+    super::exit::load_l1(vcpu, v, false);
+    Some(Resume::Guest)
+}
+
+/// VMCS01's host-state fields, which every VMCS02 shares (VMCS02's exits
+/// come to L0's exit stub on the same stack).
+const HOST_FIELDS: &[F] = &[
+    F::HostEsSelector,
+    F::HostCsSelector,
+    F::HostSsSelector,
+    F::HostDsSelector,
+    F::HostFsSelector,
+    F::HostGsSelector,
+    F::HostTrSelector,
+    F::HostIa32Pat,
+    F::HostIa32Efer,
+    F::HostIa32SysenterCs,
+    F::HostCr0,
+    F::HostCr3,
+    F::HostCr4,
+    F::HostFsBase,
+    F::HostGsBase,
+    F::HostTrBase,
+    F::HostGdtrBase,
+    F::HostIdtrBase,
+    F::HostIa32SysenterEsp,
+    F::HostIa32SysenterEip,
+    F::HostRsp,
+    F::HostRip,
+];
+
+/// A copy of VMCS01's host state, taken while VMCS01 is current.
+struct HostState([u64; HOST_FIELDS.len()]);
+
+impl HostState {
+    fn read(v01: &impl VmcsAccess) -> Self {
+        Self(core::array::from_fn(|i| v01.read(HOST_FIELDS[i])))
+    }
+}
+
+/// Makes the slot's VMCS02 current (clearing it and giving it L0's host
+/// state the first time).
+fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: &HostState) -> Result<(), hw::VmFail> {
+    let n = &mut vcpu.nested;
+    let region = &mut n.store.vmcs02[slot];
+    let pa = shared::boot::layout::phys_of(&raw const *region);
+    let fresh = !n.cache.meta(slot).vmcs02_ready;
+    if fresh {
+        region.stamp(crate::caps().basic.revision_id, false);
+        // SAFETY: `pa` is this CPU's VMCS02 region of `slot`, stamped; not
+        // current.
+        unsafe { hw::vmclear(pa)? };
+    }
+    // SAFETY: as above; VMCS01 stays valid in memory and is reloaded on
+    // the way back to L1.
+    unsafe { hw::vmptrld(pa)? };
+    n.loaded = Loaded::Vmcs02 { slot };
+    if fresh {
+        // SAFETY: VMCS02 is current (just loaded).
+        let vmx = unsafe { hw::Vmxon::assume_enabled() };
+        let mut v02 = vmx.current_vmcs();
+        for (&f, &value) in HOST_FIELDS.iter().zip(&host.0) {
+            v02.write(f, value);
+        }
+        let m = n.cache.meta_mut(slot);
+        m.vmcs02_ready = true;
+        m.vmcs02_launched = false;
+    }
+    Ok(())
+}
+
+/// What L0 adds to VMCS02 (see `vmcs02::L0Part`), with L1's bitmaps
+/// copied into L0's pages.
+fn l0_part(vcpu: &mut Vcpu, slot: usize) -> L0Part {
+    let caps = crate::caps();
+    let n = &mut vcpu.nested;
+    let vmcs12 = &n.store.vmcs12[slot];
+    let c = vmcs02::Controls12::read(vmcs12);
+    if c.proc(PrimaryProcBased::USE_MSR_BITMAPS) {
+        super::bitmaps::merge_msr_bitmap(vmcs12.read(F::MsrBitmapAddress), &mut n.store.msr_bitmap);
+    }
+    if c.proc(PrimaryProcBased::USE_IO_BITMAPS) {
+        let [a, b] = &mut n.store.io_bitmaps;
+        super::bitmaps::copy_page(vmcs12.read(F::IoBitmapAAddress), a);
+        super::bitmaps::copy_page(vmcs12.read(F::IoBitmapBAddress), b);
+    }
+    let pdptes = vmcs02::l2_uses_pae_paging(vmcs12).then(|| {
+        let base = vmcs12.read(F::GuestCr3) & 0xffff_ffe0;
+        core::array::from_fn(|i| {
+            use shared::mem::PhysMemory;
+            GuestMemory.read_u64(base + 8 * i as u64).unwrap_or(0)
+        })
+    });
+    let phys = |p: &super::Page| shared::boot::layout::phys_of(p as *const super::Page);
+    L0Part {
+        pin: crate::controls().pin & (PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS).bits(),
+        proc2: (SecondaryProcBased::ENABLE_EPT | SecondaryProcBased::ENABLE_VPID).bits(),
+        eptp: crate::ept01::eptp().map_or(0, |e| e.0),
+        vpid: vpid02(vcpu.index),
+        msr_bitmap: phys(&n.store.msr_bitmap),
+        io_bitmaps: (phys(&n.store.io_bitmaps[0]), phys(&n.store.io_bitmaps[1])),
+        tsc_offset: 0,
+        cr0_fixed_mask: (caps.cr0_fixed0 | !caps.cr0_fixed1) & 0xffff_ffff,
+        cr4_fixed_mask: (caps.cr4_fixed0 | !caps.cr4_fixed1) & 0xffff_ffff,
+        pdptes,
+    }
+}

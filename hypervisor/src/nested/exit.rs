@@ -1,0 +1,269 @@
+//! Exits of L2 (VMCS02 current). One question first: is the exit L0's own
+//! (an NMI, EPT01, L0's single step, L0's NMI window)? If not, does L1 want
+//! it (`shared::vmx::nested::reflect`, a pure function of the exit and
+//! VMCS12)? If yes it is reflected: VMCS02 synced into VMCS12 (SDM 28.2,
+//! 28.3), the VM-exit MSR-store area, VMCS01 made current with L1's host
+//! state (28.5) and the VM-exit MSR-load area (28.6). Otherwise L0 emulates
+//! what the processor would have done for L2.
+//!
+//! Events L0 holds for the virtual CPU go the same way before every entry
+//! ([`pending_events`]): an NMI while L2 runs is an NMI exit to L1 when L1
+//! has "NMI exiting", an INIT an INIT-signal exit (SDM 26.2).
+
+use shared::nmi_inject::BLOCKING_BY_NMI;
+use shared::vmx::controls::{PinBased, PrimaryProcBased};
+use shared::vmx::exit::{InterruptionInfo, InterruptionType};
+use shared::vmx::insn as hw;
+use shared::vmx::nested::reflect::{self, L2Exit};
+use shared::vmx::nested::vmcs02::{self, Controls12, ExitInfo};
+use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
+
+use super::Loaded;
+use super::entry::ENTRY_FAILURE;
+use crate::exits::{Exit, inject_gp};
+use crate::memory::GuestMemory;
+use crate::vcpu::{Resume, Vcpu};
+use crate::vmcs01;
+
+/// VMX-abort indicators (SDM 28.7).
+const ABORT_SAVING_GUEST_MSRS: u32 = 1;
+const ABORT_LOADING_HOST_MSRS: u32 = 4;
+/// The activity state "shutdown" (SDM 25.4.2).
+const ACTIVITY_SHUTDOWN: u64 = 2;
+
+/// Handles one exit of L2. `v` is VMCS02 (current); on return the current
+/// VMCS is whichever the CPU enters next (VMCS01 after a reflection).
+pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
+    let Loaded::Vmcs02 { slot } = vcpu.nested.loaded else {
+        return None;
+    };
+    let exit = Exit::read(v);
+    if exit.reason.is_entry_failure() {
+        // The processor refused VMCS02: L0's checks missed something.
+        // L1 gets the processor's answer; the log gets the evidence.
+        shared::cpu_println!(
+            "nested: VMCS02 entry failed (reason {}, qualification {:#x}); VMCS12 and VMCS02:",
+            exit.reason,
+            exit.qualification
+        );
+        super::dump::vmcs12(vcpu);
+        super::dump::current("02");
+        switch_to_vmcs01(vcpu);
+        let info = ExitInfo::synthetic(exit.reason.0, exit.qualification);
+        vmcs02::write_exit_info(&mut vcpu.nested.store.vmcs12[slot], &info);
+        load_l1(vcpu, v, false);
+        return Some(Resume::Guest);
+    }
+    vcpu.nested.cache.meta_mut(slot).vmcs02_launched = true;
+
+    if let Some(r) = l0_exit(vcpu, v, &exit) {
+        return Some(r);
+    }
+    let l2_exit = L2Exit {
+        reason: exit.reason,
+        qualification: exit.qualification,
+        intr_info: InterruptionInfo(v.read32(F::VmExitInterruptionInfo)),
+        intr_error_code: v.read32(F::VmExitInterruptionErrorCode),
+        instruction_info: v.read32(F::VmExitInstructionInfo),
+        gpr: core::array::from_fn(|i| vcpu.gpr(v, i)),
+    };
+    if reflect::l1_wants_exit(&l2_exit, &vcpu.nested.store.vmcs12[slot], &GuestMemory) {
+        reflect_exit(vcpu, v, ExitInfo::read(v));
+        return Some(Resume::Guest);
+    }
+    // L1 does not want it: the exit exists for L0's own interceptions.
+    crate::exits::reinject_vectored_event(v, &exit);
+    match exit.reason.basic() {
+        ExitReason::Rdmsr => crate::exits::rdmsr(vcpu, v, &exit),
+        ExitReason::Wrmsr => crate::exits::wrmsr(vcpu, v, &exit),
+        // VMCS02 adds the bits fixed in VMX operation to L1's CR masks: an
+        // exit L1 does not want tried to change one of those, which is
+        // #GP (SDM 24.8 "Restrictions on VMX Operation").
+        ExitReason::ControlRegisterAccess => inject_gp(v),
+        _ => {
+            // Nothing else exits only for L0; give L1 what it would get.
+            reflect_exit(vcpu, v, ExitInfo::read(v));
+            Some(Resume::Guest)
+        }
+    }
+}
+
+/// Exits that are L0's whatever L1 asked for.
+fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    let c = Controls12::read(vcpu.nested.current_vmcs12()?);
+    match exit.reason.basic() {
+        ExitReason::ExceptionOrNmi => {
+            let info = InterruptionInfo(v.read32(F::VmExitInterruptionInfo));
+            // NMIs are L0's to sort out: its kicks, or NMIs for the virtual
+            // CPU (see `pending_events`).
+            if info.kind() == Some(InterruptionType::Nmi) || vcpu.step.is_some() {
+                crate::exits::reinject_vectored_event(v, exit);
+                return crate::exits::exception(vcpu, v, exit);
+            }
+            None
+        }
+        // L1 has no EPT: VMCS02 uses EPT01, whose faults are L0's.
+        ExitReason::EptViolation | ExitReason::EptMisconfiguration => {
+            crate::exits::reinject_vectored_event(v, exit);
+            crate::exits::ept_violation(vcpu, v, exit)
+        }
+        ExitReason::NmiWindow if !c.proc(PrimaryProcBased::NMI_WINDOW_EXITING) => {
+            Some(Resume::Guest)
+        }
+        _ => None,
+    }
+}
+
+/// Before every VM entry while L1 is in VMX operation: NMIs and INITs that
+/// L1 intercepts become exits to it.
+pub fn pending_events(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
+    if !vcpu.nested.in_l2() {
+        return;
+    }
+    let Some(vmcs12) = vcpu.nested.current_vmcs12() else {
+        return;
+    };
+    let c = Controls12::read(vmcs12);
+    if crate::guest_smp::take_init_request(vcpu.index) {
+        // INIT in VMX non-root operation is a VM exit (SDM 26.2).
+        reflect_event(
+            vcpu,
+            v,
+            ExitInfo::synthetic(ExitReason::InitSignal.number(), 0),
+        );
+        return;
+    }
+    if vcpu.nmi_pending && c.pin(PinBased::NMI_EXITING) {
+        let nmi = InterruptionInfo::new(2, InterruptionType::Nmi, false);
+        let info = ExitInfo {
+            intr_info: nmi.0,
+            ..ExitInfo::synthetic(ExitReason::ExceptionOrNmi.number(), 0)
+        };
+        vcpu.nmi_pending = false;
+        reflect_event(vcpu, v, info);
+    }
+}
+
+/// Whether L1 asked for NMI-window exits of L2 (L0 must keep the control).
+pub fn l1_nmi_window(vcpu: &Vcpu) -> bool {
+    vcpu.nested.in_l2()
+        && vcpu
+            .nested
+            .current_vmcs12()
+            .is_some_and(|v| Controls12::read(v).proc(PrimaryProcBased::NMI_WINDOW_EXITING))
+}
+
+/// Reflects an exit L0 makes up for an event: an event VMCS02 was about to
+/// deliver to L2 (L0's re-injection) is what L1 sees as IDT-vectoring
+/// information, and is not delivered (SDM 28.2.4).
+fn reflect_event(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, mut info: ExitInfo) {
+    let pending = InterruptionInfo(v.read32(F::VmEntryInterruptionInfo));
+    if pending.is_valid() {
+        info.idt_vectoring_info = pending.0;
+        info.idt_vectoring_error_code = v.read32(F::VmEntryExceptionErrorCode);
+        info.instruction_len = v.read32(F::VmEntryInstructionLength);
+        v.write(F::VmEntryInterruptionInfo, 0);
+    }
+    reflect_exit(vcpu, v, info);
+}
+
+/// Gives L1 the exit `info` of L2 (VMCS02 current; VMCS01 current after).
+pub fn reflect_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, info: ExitInfo) {
+    let Loaded::Vmcs02 { slot } = vcpu.nested.loaded else {
+        return;
+    };
+    let nested = &mut vcpu.nested;
+    let vmcs12 = &mut nested.store.vmcs12[slot];
+    vmcs02::save_guest_state(v, vmcs12);
+    vmcs02::write_exit_info(vmcs12, &info);
+    nested.reflected += 1;
+    if nested.trace {
+        shared::cpu_println!(
+            "nested exit reason {:#x} qualification {:#x} L2 RIP {:#x} intr {:#x}",
+            info.reason,
+            info.qualification,
+            v.read(F::GuestRip),
+            info.intr_info
+        );
+    }
+    let store_failed = super::msr_areas::exit_store(vmcs12, v).is_err();
+    switch_to_vmcs01(vcpu);
+    if store_failed {
+        vmx_abort(vcpu, v, ABORT_SAVING_GUEST_MSRS);
+        return;
+    }
+    let nmi = info.reason == ExitReason::ExceptionOrNmi.number()
+        && InterruptionInfo(info.intr_info).kind() == Some(InterruptionType::Nmi);
+    load_l1(vcpu, v, nmi);
+}
+
+/// The processor refused to enter VMCS02 (VMfail of VMLAUNCH/VMRESUME,
+/// reported by the exit stub): L1 gets a VM-entry failure, as L0's checks
+/// should have given it. False if L2 was not being entered.
+pub fn entry_refused(vcpu: &mut Vcpu) -> bool {
+    let Loaded::Vmcs02 { slot } = vcpu.nested.loaded else {
+        return false;
+    };
+    super::dump::vmcs12(vcpu);
+    switch_to_vmcs01(vcpu);
+    // SAFETY: the exit stub runs in VMX root operation; VMCS01 is current.
+    let vmx = unsafe { hw::Vmxon::assume_enabled() };
+    let mut v = vmx.current_vmcs();
+    let info = ExitInfo::synthetic(
+        ExitReason::EntryFailureGuestState.number() | ENTRY_FAILURE,
+        0,
+    );
+    vmcs02::write_exit_info(&mut vcpu.nested.store.vmcs12[slot], &info);
+    load_l1(vcpu, &mut v, false);
+    true
+}
+
+/// Makes VMCS01 current again.
+fn switch_to_vmcs01(vcpu: &mut Vcpu) {
+    // SAFETY: VMCS01 is this CPU's, set up by `vmcs01::setup`.
+    if unsafe { hw::vmptrld(vcpu.vmcs_phys) }.is_err() {
+        shared::cpu_println!("nested: VMPTRLD of VMCS01 failed");
+    }
+    vcpu.nested.loaded = Loaded::Vmcs01;
+}
+
+/// L1's side of a VM exit, VMCS01 current: host state from VMCS12
+/// (SDM 28.5), the VM-exit MSR-load area (28.6); `nmi`: the exit was an
+/// NMI, which leaves NMIs blocked (SDM 28.1 / 6.7.1).
+pub fn load_l1(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, nmi: bool) {
+    let Some(slot) = vcpu.nested.current else {
+        return;
+    };
+    let caps = super::l1_msrs().map(|m| m.caps()).unwrap_or(*crate::caps());
+    let nested = &mut vcpu.nested;
+    let vmcs12 = &nested.store.vmcs12[slot];
+    vmcs02::load_host_state(vmcs12, nested.l1_cr0, nested.l1_cr4, &caps, v);
+    let hw_caps = crate::caps();
+    let cr0 = v.read(F::Cr0ReadShadow);
+    let cr4 = v.read(F::Cr4ReadShadow);
+    v.write(F::GuestCr0, vmcs01::cr0_real(hw_caps, cr0));
+    v.write(F::GuestCr4, vmcs01::cr4_real(hw_caps, cr4));
+    v.write(F::VmEntryInterruptionInfo, 0);
+    if nmi {
+        v.set_bits(F::GuestInterruptibilityState, u64::from(BLOCKING_BY_NMI));
+    }
+    let load = super::msr_areas::exit_load(vmcs12, v);
+    // L1 has no VPID: a VM exit flushes its linear mappings (SDM 29.4.3.1).
+    super::entry::flush_vpid(vcpu.index as u16 + 1);
+    if load.is_err() {
+        vmx_abort(vcpu, v, ABORT_LOADING_HOST_MSRS);
+    }
+    // L1 resumes where its host state says; the general registers are
+    // L2's, as after a real VM exit.
+}
+
+/// A VMX abort (SDM 28.7): the indicator in VMCS12's region, and L1's CPU
+/// shut down (L0 and the other CPUs carry on).
+fn vmx_abort(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, indicator: u32) {
+    use shared::mem::PhysMemory;
+    shared::cpu_println!("nested: VMX abort {indicator}: L1's CPU shuts down");
+    if let Some(addr) = vcpu.nested.current_vmcs12_addr() {
+        let _ = GuestMemory.write_u32(addr + super::vmcs12::ABORT_OFFSET, indicator);
+    }
+    v.write(F::GuestActivityState, ACTIVITY_SHUTDOWN);
+}

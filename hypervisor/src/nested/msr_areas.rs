@@ -1,0 +1,141 @@
+//! VMCS12's MSR areas, emulated MSR by MSR as KVM does (never by pointing
+//! the processor at L1's memory): the VM-entry MSR-load area (SDM 27.4),
+//! the VM-exit MSR-store area (28.4) and the VM-exit MSR-load area (28.6).
+//! Entries are checked by `shared::msr_area`; each MSR goes where its class
+//! says (`shared::vmx::nested::msr_class`): a VMCS field, L0's MTRR
+//! emulation, the hardware (MSRs nobody switches), or nowhere (MSRs L0
+//! owns: loading one fails as a WRMSR that raises #GP would).
+
+use heapless::Vec;
+use shared::msr_area::{self, AreaKind, MsrAreaError, MsrAreaFailure};
+use shared::vmx::nested::msr_class::{MsrClass, classify};
+use shared::vmx::{VmcsAccess, VmcsField as F};
+
+use crate::memory::GuestMemory;
+
+/// VMCS-field MSR loads of one VM entry, applied to VMCS02 once it is
+/// current (the MSR-load area comes after the guest-state loads, 27.4).
+pub type FieldLoads = Vec<(F, u64), 16>;
+
+/// The recommended maximum number of entries of one area (IA32_VMX_MISC
+/// bits 27:25, SDM A.6): 512 * (N + 1).
+fn max_entries() -> u32 {
+    let misc = super::l1_msrs().and_then(|m| m.get(0x485)).unwrap_or(0);
+    512 * (((misc >> 25) & 7) as u32 + 1)
+}
+
+/// What an MSR value may be, where the hardware's answer is known without
+/// trying: IA32_EFER's reserved bits, IA32_PAT's memory types.
+fn value_ok(f: F, value: u64) -> bool {
+    match f {
+        F::GuestIa32Efer => value & !((1 << 0) | (1 << 8) | (1 << 10) | (1 << 11)) == 0,
+        F::GuestIa32Pat => {
+            (0..8).all(|i| matches!((value >> (8 * i)) & 0xff, 0 | 1 | 4 | 5 | 6 | 7))
+        }
+        _ => true,
+    }
+}
+
+/// Performs a WRMSR of one area entry for L1 or L2: a field goes to
+/// `fields` (or is written into `vmcs` at once when `vmcs` is given).
+fn load_one(
+    msr: u32,
+    value: u64,
+    fields: &mut FieldLoads,
+    vmcs: Option<&mut dyn VmcsAccess>,
+) -> Result<(), MsrAreaFailure> {
+    let refused = Err(MsrAreaFailure::Refused);
+    match classify(msr) {
+        MsrClass::VmcsField(f) => {
+            if !value_ok(f, value) {
+                return refused;
+            }
+            match vmcs {
+                Some(v) => v.write(f, value),
+                None => {
+                    if let Some(slot) = fields.iter_mut().find(|(g, _)| *g == f) {
+                        slot.1 = value;
+                    } else if fields.push((f, value)).is_err() {
+                        return refused;
+                    }
+                }
+            }
+            Ok(())
+        }
+        MsrClass::Mtrr => {
+            if crate::exits::write_mtrr(msr, value) {
+                Ok(())
+            } else {
+                refused
+            }
+        }
+        MsrClass::L0Owned => refused,
+        MsrClass::Passthrough => {
+            // SAFETY: these MSRs are not switched by VMX and L0 does not
+            // use them; a #GP is caught and becomes the load's failure.
+            if unsafe { shared::safe_msr::wrmsr(msr, value) } {
+                Ok(())
+            } else {
+                refused
+            }
+        }
+    }
+}
+
+/// Emulates VMCS12's VM-entry MSR-load area into `fields` (and the
+/// hardware). `Err` carries the 1-based index of the failing entry
+/// (exit reason 34's qualification).
+pub fn entry_load(vmcs12: &impl VmcsAccess, fields: &mut FieldLoads) -> Result<(), MsrAreaError> {
+    let count = vmcs12.read32(F::VmEntryMsrLoadCount);
+    let addr = vmcs12.read(F::VmEntryMsrLoadAddress);
+    msr_area::process_area(
+        &mut GuestMemory,
+        AreaKind::EntryLoad,
+        addr,
+        count,
+        max_entries(),
+        |_, _, e| load_one(e.index, e.data, fields, None),
+    )
+}
+
+/// Emulates VMCS12's VM-exit MSR-store area: the values L2 had, read from
+/// VMCS02 (`vmcs02`, current) or the hardware.
+pub fn exit_store(vmcs12: &impl VmcsAccess, vmcs02: &impl VmcsAccess) -> Result<(), MsrAreaError> {
+    let count = vmcs12.read32(F::VmExitMsrStoreCount);
+    let addr = vmcs12.read(F::VmExitMsrStoreAddress);
+    msr_area::process_area(
+        &mut GuestMemory,
+        AreaKind::ExitStore,
+        addr,
+        count,
+        max_entries(),
+        |mem, i, e| {
+            let value = match classify(e.index) {
+                MsrClass::VmcsField(f) => Some(vmcs02.read(f)),
+                MsrClass::L0Owned => crate::exits::emulated_rdmsr(e.index),
+                MsrClass::Mtrr | MsrClass::Passthrough => shared::safe_msr::rdmsr(e.index),
+            };
+            let value = value.ok_or(MsrAreaFailure::Refused)?;
+            msr_area::store_data(mem, addr, i, value).map_err(MsrAreaFailure::Memory)
+        },
+    )
+}
+
+/// Emulates VMCS12's VM-exit MSR-load area into L1's state (`vmcs01`,
+/// current).
+pub fn exit_load(
+    vmcs12: &impl VmcsAccess,
+    vmcs01: &mut dyn VmcsAccess,
+) -> Result<(), MsrAreaError> {
+    let count = vmcs12.read32(F::VmExitMsrLoadCount);
+    let addr = vmcs12.read(F::VmExitMsrLoadAddress);
+    let mut unused = FieldLoads::new();
+    msr_area::process_area(
+        &mut GuestMemory,
+        AreaKind::ExitLoad,
+        addr,
+        count,
+        max_entries(),
+        |_, _, e| load_one(e.index, e.data, &mut unused, Some(&mut *vmcs01)),
+    )
+}
