@@ -107,7 +107,8 @@ pub const VMCS_BITMAP_ENCODING_BITS: u64 = 0x7fff;
 /// VMWRITE: Reg2, the register holding the field encoding (SDM 28.2.5).
 pub const VMREAD_INFO_REG2_SHIFT: u32 = 28;
 /// The bit of the ENCLS/ENCLV/PCONFIG-exiting bitmaps that stands for
-/// every leaf number of 63 and above (SDM 25.6.16, 25.6.17, 26.1.3).
+/// every leaf number of 63 and above (SDM 25.6 "ENCLS-Exiting Bitmap",
+/// "ENCLV-Exiting Bitmap", "PCONFIG-Exiting Bitmap"; 26.1.3).
 pub const LEAF_BITMAP_LAST: u64 = 63;
 /// Bits 7:0 of the exit qualification of a virtualized-EOI exit: the
 /// vector (SDM 28.2.1).
@@ -273,13 +274,14 @@ pub fn decide(exit: &L2Exit, vmcs12: &impl VmcsAccess, mem: &impl PhysMemory) ->
             c.primary(PrimaryProcBased::PAUSE_EXITING)
                 || c.secondary(SecondaryProcBased::PAUSE_LOOP_EXITING),
         ),
-        // SDM 30.1.2: only with "use TPR shadow" (hidden from L1 for now).
+        // SDM 30.1.2 "TPR Virtualization": only with "use TPR shadow"
+        // (hidden from L1 for now).
         R::TprBelowThreshold => Decision::control(c.primary(PrimaryProcBased::USE_TPR_SHADOW)),
         R::ApicAccess => {
             Decision::control(c.secondary(SecondaryProcBased::VIRTUALIZE_APIC_ACCESSES))
         }
         R::VirtualizedEoi => virtualized_eoi(exit, &c, vmcs12),
-        // SDM 30.4.3.3 (APIC-write emulation): trap-like exits of APIC-register
+        // SDM 30.4.3.3 "APIC-Write Emulation": trap-like exits of APIC-register
         // virtualization and virtual-interrupt delivery.
         R::ApicWrite => Decision::control(
             c.secondary(SecondaryProcBased::APIC_REGISTER_VIRTUALIZATION)
