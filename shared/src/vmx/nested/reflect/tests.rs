@@ -851,6 +851,51 @@ proptest! {
         prop_assert_eq!(l1_wants_exit(&e, &v, &m), msr_reference(&set, msr, write));
     }
 
+    /// MOV to CR0/CR4 against the SDM's sentence, bit by bit: exits unless
+    /// the source matches the read shadow at every bit set in the mask.
+    #[test]
+    fn mov_to_cr0_cr4_matches_reference(
+        cr4 in any::<bool>(),
+        mask in any::<u64>(),
+        shadow in any::<u64>(),
+        flip in prop::option::of(0u32..64),
+        gpr in 0u8..16,
+    ) {
+        let (cr, mf, sf) = if cr4 {
+            (4, F::Cr4GuestHostMask, F::Cr4ReadShadow)
+        } else {
+            (0, F::Cr0GuestHostMask, F::Cr0ReadShadow)
+        };
+        // Mostly values near the shadow, so both outcomes occur.
+        let value = flip.map_or(shadow, |b| shadow ^ (1 << b));
+        let reference = (0..64).any(|i| mask >> i & 1 == 1 && (value >> i & 1) != (shadow >> i & 1));
+        let v = cr_vmcs(mf, mask, sf, shadow);
+        prop_assert_eq!(wants(&mov_to_cr(cr, gpr, value), &v), reference);
+    }
+
+    /// LMSW against the SDM's two conditions (26.1.3).
+    #[test]
+    fn lmsw_matches_reference(mask in 0u64..16, shadow in 0u64..16, src in any::<u16>()) {
+        let bit = |x: u64, i: u32| x >> i & 1 == 1;
+        let s = u64::from(src);
+        let pe = bit(mask, 0) && bit(s, 0) && !bit(shadow, 0);
+        let others = (1..4).any(|i| bit(mask, i) && bit(s, i) != bit(shadow, i));
+        let v = cr_vmcs(F::Cr0GuestHostMask, mask, F::Cr0ReadShadow, shadow);
+        let e = L2Exit::new(ExitReason::ControlRegisterAccess, (3 << 4) | (s << 16));
+        prop_assert_eq!(wants(&e, &v), pe || others);
+    }
+
+    /// The #PF rule as a truth table.
+    #[test]
+    fn page_fault_matches_reference(bit14 in any::<bool>(), mask in 0u32..32, matched in 0u32..32, ec in 0u32..32) {
+        let mut v = with_exception_bitmap(if bit14 { 1 << 14 } else { 0 });
+        v.write(F::PageFaultErrorCodeMask, mask.into());
+        v.write(F::PageFaultErrorCodeMatch, matched.into());
+        let e = event(InterruptionType::HardwareException, PAGE_FAULT_VECTOR, Some(ec));
+        let reference = if ec & mask == matched { bit14 } else { !bit14 };
+        prop_assert_eq!(wants(&e, &v), reference);
+    }
+
     /// No input panics, and the two entry points agree.
     #[test]
     fn never_panics(
