@@ -195,18 +195,58 @@ pub fn halt_forever() -> ! {
     }
 }
 
-/// Well-known MSR indexes used by both kernels.
+/// Well-known MSR indexes used by both kernels (Intel SDM Vol. 4, Table 2-2
+/// "IA-32 Architectural MSRs").
 pub mod msr {
     pub const IA32_APIC_BASE: u32 = 0x1B;
     pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
+    pub const IA32_SPEC_CTRL: u32 = 0x48;
+    /// Writing the linear address of a microcode update here loads it.
+    pub const IA32_BIOS_UPDT_TRIG: u32 = 0x79;
+    /// The microcode update signature (bits 63:32).
+    pub const IA32_BIOS_SIGN_ID: u32 = 0x8B;
+    pub const IA32_SYSENTER_CS: u32 = 0x174;
+    pub const IA32_SYSENTER_ESP: u32 = 0x175;
+    pub const IA32_SYSENTER_EIP: u32 = 0x176;
+    pub const IA32_DEBUGCTL: u32 = 0x1D9;
+    /// SMRR base; accessible only in SMM.
+    pub const IA32_SMRR_PHYSBASE: u32 = 0x1F2;
+    /// SMRR mask; accessible only in SMM.
+    pub const IA32_SMRR_PHYSMASK: u32 = 0x1F3;
     pub const IA32_PAT: u32 = 0x277;
+    pub const IA32_PERF_GLOBAL_CTRL: u32 = 0x38F;
+    pub const IA32_RTIT_CTL: u32 = 0x570;
+    pub const IA32_S_CET: u32 = 0x6A2;
+    pub const IA32_INTERRUPT_SSP_TABLE_ADDR: u32 = 0x6A8;
+    pub const IA32_PKRS: u32 = 0x6E1;
+    /// First x2APIC MSR (800H-8FFH).
+    pub const X2APIC_FIRST: u32 = 0x800;
+    /// Last x2APIC MSR.
+    pub const X2APIC_LAST: u32 = 0x8FF;
+    pub const IA32_BNDCFGS: u32 = 0xD90;
+    pub const IA32_LBR_CTL: u32 = 0x14CE;
     pub const IA32_EFER: u32 = 0xC000_0080;
     pub const IA32_STAR: u32 = 0xC000_0081;
     pub const IA32_LSTAR: u32 = 0xC000_0082;
+    pub const IA32_CSTAR: u32 = 0xC000_0083;
     pub const IA32_FMASK: u32 = 0xC000_0084;
     pub const IA32_FS_BASE: u32 = 0xC000_0100;
     pub const IA32_GS_BASE: u32 = 0xC000_0101;
     pub const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
+    pub const IA32_TSC_AUX: u32 = 0xC000_0103;
+}
+
+/// IA32_EFER bits (SDM Vol. 3A, 2.2.1 "Extended Feature Enable Register");
+/// the others are reserved on Intel processors.
+pub mod efer {
+    /// SYSCALL enable.
+    pub const SCE: u64 = 1 << 0;
+    /// IA-32e mode enable.
+    pub const LME: u64 = 1 << 8;
+    /// IA-32e mode active (read-only, follows CR0.PG with LME).
+    pub const LMA: u64 = 1 << 10;
+    /// Execute-disable bit enable.
+    pub const NXE: u64 = 1 << 11;
 }
 
 /// This CPU's initial APIC id from CPUID (leaf 0xB's x2APIC id when the leaf

@@ -8,7 +8,7 @@
 
 use heapless::Vec;
 use shared::msr_area::{self, AreaKind, MsrAreaError, MsrAreaFailure};
-use shared::vmx::nested::msr_class::{MsrClass, classify};
+use shared::vmx::nested::msr_class::{MsrClass, classify, entry_load_allowed};
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
 use crate::memory::GuestMemory;
@@ -24,18 +24,6 @@ fn max_entries() -> u32 {
     512 * (((misc >> 25) & 7) as u32 + 1)
 }
 
-/// What an MSR value may be, where the hardware's answer is known without
-/// trying: IA32_EFER's reserved bits, IA32_PAT's memory types.
-fn value_ok(f: F, value: u64) -> bool {
-    match f {
-        F::GuestIa32Efer => value & !((1 << 0) | (1 << 8) | (1 << 10) | (1 << 11)) == 0,
-        F::GuestIa32Pat => {
-            (0..8).all(|i| matches!((value >> (8 * i)) & 0xff, 0 | 1 | 4 | 5 | 6 | 7))
-        }
-        _ => true,
-    }
-}
-
 /// Performs a WRMSR of one area entry for L1 or L2: a field goes to
 /// `fields` (or is written into `vmcs` at once when `vmcs` is given).
 fn load_one(
@@ -45,11 +33,11 @@ fn load_one(
     vmcs: Option<&mut dyn VmcsAccess>,
 ) -> Result<(), MsrAreaFailure> {
     let refused = Err(MsrAreaFailure::Refused);
+    if !entry_load_allowed(msr, value) {
+        return refused;
+    }
     match classify(msr) {
         MsrClass::VmcsField(f) => {
-            if !value_ok(f, value) {
-                return refused;
-            }
             match vmcs {
                 Some(v) => v.write(f, value),
                 None => {
