@@ -78,6 +78,7 @@ pub mod controls;
 pub mod exit;
 pub mod fields;
 pub mod insn;
+pub mod nested;
 
 pub use access::{MemVmcs, VmcsAccess};
 pub use caps::VmxCaps;
