@@ -1575,3 +1575,9 @@ pub fn check_all<M: PhysMemory>(v: &impl VmcsAccess, ctx: &CheckCtx<'_, M>) -> C
     check_host_state(v, ctx)?;
     check_guest_state(v, ctx)
 }
+
+#[cfg(test)]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
