@@ -53,12 +53,7 @@ pub const EFER_64: u64 = 0xd01;
 
 /// L1's capabilities on Bochs corei7_skylake_x with `features`.
 pub fn l1_caps(features: NestedFeatures) -> VmxCaps {
-    let hw = |m: u32| {
-        BOCHS
-            .iter()
-            .find(|&&(i, _)| i == m)
-            .map_or(0, |&(_, v)| v)
-    };
+    let hw = |m: u32| BOCHS.iter().find(|&&(i, _)| i == m).map_or(0, |&(_, v)| v);
     L1VmxMsrs::compute(hw, features).caps()
 }
 
@@ -96,7 +91,12 @@ pub fn ctx<'a>(caps: &'a VmxCaps, mem: &'a SparseMemory) -> CheckCtx<'a, SparseM
 /// area; a 64-bit host with EFER and PAT switched and debug controls
 /// loaded; `entry` added to the VM-entry controls and `proc2` to the
 /// secondary ones.
-fn write_controls(v: &mut MemVmcs, caps: &VmxCaps, entry: EntryControls, proc2: SecondaryProcBased) {
+fn write_controls(
+    v: &mut MemVmcs,
+    caps: &VmxCaps,
+    entry: EntryControls,
+    proc2: SecondaryProcBased,
+) {
     let pin = PinBased::EXTERNAL_INTERRUPT_EXITING | PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS;
     let proc = PrimaryProcBased::HLT_EXITING
         | PrimaryProcBased::USE_IO_BITMAPS
@@ -115,11 +115,23 @@ fn write_controls(v: &mut MemVmcs, caps: &VmxCaps, entry: EntryControls, proc2: 
         | EntryControls::LOAD_DEBUG_CONTROLS;
     let proc2 = proc2 | SecondaryProcBased::ENABLE_RDTSCP;
     let req = |cap: crate::vmx::ControlCap, bits: u32| u64::from(cap.require(bits).unwrap());
-    v.write(F::PinBasedVmExecControls, req(caps.pin.effective(), pin.bits()));
-    v.write(F::PrimaryProcBasedVmExecControls, req(caps.proc.effective(), proc.bits()));
-    v.write(F::SecondaryProcBasedVmExecControls, req(caps.proc2, proc2.bits()));
+    v.write(
+        F::PinBasedVmExecControls,
+        req(caps.pin.effective(), pin.bits()),
+    );
+    v.write(
+        F::PrimaryProcBasedVmExecControls,
+        req(caps.proc.effective(), proc.bits()),
+    );
+    v.write(
+        F::SecondaryProcBasedVmExecControls,
+        req(caps.proc2, proc2.bits()),
+    );
     v.write(F::VmExitControls, req(caps.exit.effective(), exit.bits()));
-    v.write(F::VmEntryControls, req(caps.entry.effective(), entry.bits()));
+    v.write(
+        F::VmEntryControls,
+        req(caps.entry.effective(), entry.bits()),
+    );
     v.write(F::IoBitmapAAddress, IO_BITMAP_A);
     v.write(F::IoBitmapBAddress, IO_BITMAP_B);
     v.write(F::MsrBitmapAddress, MSR_BITMAP);
@@ -159,7 +171,14 @@ fn write_host(v: &mut MemVmcs) {
 }
 
 /// Writes one guest segment register.
-pub fn write_segment(v: &mut MemVmcs, fields: [F; 4], selector: u16, base: u64, limit: u32, ar: u32) {
+pub fn write_segment(
+    v: &mut MemVmcs,
+    fields: [F; 4],
+    selector: u16,
+    base: u64,
+    limit: u32,
+    ar: u32,
+) {
     let [s, b, l, a] = fields;
     v.write(s, selector.into());
     v.write(b, base);
@@ -223,7 +242,10 @@ pub fn real_mode_vmcs12(caps: &VmxCaps) -> MemVmcs {
             | SecondaryProcBased::ENABLE_VPID,
     );
     v.write(F::VirtualProcessorId, 1);
-    v.write(F::EptPointer, Eptp::new(EPT_ROOT, MemoryType::WriteBack, 4, false).0);
+    v.write(
+        F::EptPointer,
+        Eptp::new(EPT_ROOT, MemoryType::WriteBack, 4, false).0,
+    );
     write_host(&mut v);
     write_guest_common(&mut v);
     v.write(F::GuestCr0, 0x30);

@@ -113,16 +113,25 @@ fn order_is_controls_host_guest() {
 fn reserved_execution_control_bits() {
     let (caps, v) = core();
     let mut w = v.clone();
-    w.set_bits(F::PinBasedVmExecControls, PinBased::PROCESS_POSTED_INTERRUPTS.bits().into());
+    w.set_bits(
+        F::PinBasedVmExecControls,
+        PinBased::PROCESS_POSTED_INTERRUPTS.bits().into(),
+    );
     assert_vmfail(&w, &caps, ERR_CONTROLS, "reserved pin-based");
     let mut w = v.clone();
     w.clear_bits(F::PinBasedVmExecControls, u64::from(PinBased::DEFAULT1));
     assert_vmfail(&w, &caps, ERR_CONTROLS, "reserved pin-based");
     let mut w = v.clone();
-    w.set_bits(F::PrimaryProcBasedVmExecControls, PrimaryProcBased::USE_TPR_SHADOW.bits().into());
+    w.set_bits(
+        F::PrimaryProcBasedVmExecControls,
+        PrimaryProcBased::USE_TPR_SHADOW.bits().into(),
+    );
     assert_vmfail(&w, &caps, ERR_CONTROLS, "reserved primary");
     let mut w = v.clone();
-    w.set_bits(F::SecondaryProcBasedVmExecControls, SecondaryProcBased::VMCS_SHADOWING.bits().into());
+    w.set_bits(
+        F::SecondaryProcBasedVmExecControls,
+        SecondaryProcBased::VMCS_SHADOWING.bits().into(),
+    );
     assert_vmfail(&w, &caps, ERR_CONTROLS, "reserved secondary");
     // Secondary controls are ignored while "activate secondary controls" is 0.
     w.clear_bits(
@@ -170,7 +179,11 @@ fn bitmap_addresses_only_when_used() {
             .bits()
             .into(),
     );
-    for f in [F::IoBitmapAAddress, F::IoBitmapBAddress, F::MsrBitmapAddress] {
+    for f in [
+        F::IoBitmapAAddress,
+        F::IoBitmapBAddress,
+        F::MsrBitmapAddress,
+    ] {
         w.write(f, u64::MAX);
     }
     assert_eq!(run(&w, &caps), Ok(()));
@@ -180,15 +193,31 @@ fn bitmap_addresses_only_when_used() {
 fn nmi_control_relations() {
     let (caps, v) = core();
     let mut w = v.clone();
-    w.clear_bits(F::PinBasedVmExecControls, PinBased::NMI_EXITING.bits().into());
-    assert_vmfail(&w, &caps, ERR_CONTROLS, "\"virtual NMIs\" without \"NMI exiting\"");
-    w.clear_bits(F::PinBasedVmExecControls, PinBased::VIRTUAL_NMIS.bits().into());
+    w.clear_bits(
+        F::PinBasedVmExecControls,
+        PinBased::NMI_EXITING.bits().into(),
+    );
+    assert_vmfail(
+        &w,
+        &caps,
+        ERR_CONTROLS,
+        "\"virtual NMIs\" without \"NMI exiting\"",
+    );
+    w.clear_bits(
+        F::PinBasedVmExecControls,
+        PinBased::VIRTUAL_NMIS.bits().into(),
+    );
     assert_eq!(run(&w, &caps), Ok(()));
     w.set_bits(
         F::PrimaryProcBasedVmExecControls,
         PrimaryProcBased::NMI_WINDOW_EXITING.bits().into(),
     );
-    assert_vmfail(&w, &caps, ERR_CONTROLS, "\"NMI-window exiting\" without \"virtual NMIs\"");
+    assert_vmfail(
+        &w,
+        &caps,
+        ERR_CONTROLS,
+        "\"NMI-window exiting\" without \"virtual NMIs\"",
+    );
 }
 
 #[test]
@@ -196,7 +225,10 @@ fn tpr_shadow_rules_under_hardware_caps() {
     // L1 never gets "use TPR shadow"; the hardware does (L0's own VMCS).
     let caps = bochs_caps();
     let mut v = valid_vmcs12(&core_caps());
-    v.set_bits(F::PrimaryProcBasedVmExecControls, PrimaryProcBased::USE_TPR_SHADOW.bits().into());
+    v.set_bits(
+        F::PrimaryProcBasedVmExecControls,
+        PrimaryProcBased::USE_TPR_SHADOW.bits().into(),
+    );
     v.write(F::VirtualApicAddress, 0x18000);
     v.write(F::TprThreshold, 0);
     assert_eq!(run(&v, &caps), Ok(()));
@@ -222,7 +254,9 @@ fn tpr_shadow_rules_under_hardware_caps() {
     let mut w = valid_vmcs12(&core_caps());
     w.set_bits(
         F::SecondaryProcBasedVmExecControls,
-        SecondaryProcBased::APIC_REGISTER_VIRTUALIZATION.bits().into(),
+        SecondaryProcBased::APIC_REGISTER_VIRTUALIZATION
+            .bits()
+            .into(),
     );
     assert_vmfail(&w, &caps, ERR_CONTROLS, "without \"use TPR shadow\"");
     // APIC-access address, when used.
@@ -256,17 +290,28 @@ fn vpid_ept_and_unrestricted_guest() {
         assert_vmfail(&w, &caps, ERR_CONTROLS, "EPTP");
     }
     w = v.clone();
-    w.write(F::EptPointer, Eptp::new(EPT_ROOT, MemoryType::Uncacheable, 4, false).0);
+    w.write(
+        F::EptPointer,
+        Eptp::new(EPT_ROOT, MemoryType::Uncacheable, 4, false).0,
+    );
     assert_eq!(run(&w, &caps), Ok(()));
     // The hardware has A/D.
-    w.write(F::EptPointer, Eptp::new(EPT_ROOT, MemoryType::WriteBack, 4, true).0);
+    w.write(
+        F::EptPointer,
+        Eptp::new(EPT_ROOT, MemoryType::WriteBack, 4, true).0,
+    );
     assert_eq!(run(&w, &bochs_caps()), Ok(()));
     w = v.clone();
     w.clear_bits(
         F::SecondaryProcBasedVmExecControls,
         SecondaryProcBased::ENABLE_EPT.bits().into(),
     );
-    assert_vmfail(&w, &caps, ERR_CONTROLS, "\"unrestricted guest\" without \"enable EPT\"");
+    assert_vmfail(
+        &w,
+        &caps,
+        ERR_CONTROLS,
+        "\"unrestricted guest\" without \"enable EPT\"",
+    );
 }
 
 #[test]
@@ -307,12 +352,21 @@ fn hardware_only_secondary_features() {
 fn exit_controls() {
     let (caps, v) = core();
     let mut w = v.clone();
-    w.set_bits(F::VmExitControls, ExitControls::LOAD_IA32_PERF_GLOBAL_CTRL.bits().into());
+    w.set_bits(
+        F::VmExitControls,
+        ExitControls::LOAD_IA32_PERF_GLOBAL_CTRL.bits().into(),
+    );
     assert_vmfail(&w, &caps, ERR_CONTROLS, "reserved VM-exit");
     let mut w = v.clone();
-    w.set_bits(F::VmExitControls, ExitControls::SAVE_PREEMPTION_TIMER_VALUE.bits().into());
+    w.set_bits(
+        F::VmExitControls,
+        ExitControls::SAVE_PREEMPTION_TIMER_VALUE.bits().into(),
+    );
     assert_vmfail(&w, &caps, ERR_CONTROLS, "save VMX-preemption timer value");
-    w.set_bits(F::PinBasedVmExecControls, PinBased::ACTIVATE_PREEMPTION_TIMER.bits().into());
+    w.set_bits(
+        F::PinBasedVmExecControls,
+        PinBased::ACTIVATE_PREEMPTION_TIMER.bits().into(),
+    );
     assert_eq!(run(&w, &caps), Ok(()));
 }
 
@@ -320,9 +374,21 @@ fn exit_controls() {
 fn msr_area_addresses() {
     let (caps, v) = core();
     for (addr, count, rule) in [
-        (F::VmExitMsrStoreAddress, F::VmExitMsrStoreCount, "MSR-store"),
-        (F::VmExitMsrLoadAddress, F::VmExitMsrLoadCount, "VM-exit MSR-load"),
-        (F::VmEntryMsrLoadAddress, F::VmEntryMsrLoadCount, "VM-entry MSR-load"),
+        (
+            F::VmExitMsrStoreAddress,
+            F::VmExitMsrStoreCount,
+            "MSR-store",
+        ),
+        (
+            F::VmExitMsrLoadAddress,
+            F::VmExitMsrLoadCount,
+            "VM-exit MSR-load",
+        ),
+        (
+            F::VmEntryMsrLoadAddress,
+            F::VmEntryMsrLoadCount,
+            "VM-entry MSR-load",
+        ),
     ] {
         let mut w = v.clone();
         w.write(addr, MSR_AREA + 8);
@@ -346,7 +412,10 @@ fn msr_area_addresses() {
 fn entry_controls_reserved_and_smm() {
     let (caps, v) = core();
     let mut w = v.clone();
-    w.set_bits(F::VmEntryControls, EntryControls::ENTRY_TO_SMM.bits().into());
+    w.set_bits(
+        F::VmEntryControls,
+        EntryControls::ENTRY_TO_SMM.bits().into(),
+    );
     assert_vmfail(&w, &caps, ERR_CONTROLS, "reserved VM-entry");
     // Under the hardware's caps, the SMM controls fail outside SMM.
     assert_vmfail(&w, &bochs_caps(), ERR_CONTROLS, "outside SMM");
@@ -356,7 +425,10 @@ fn entry_controls_reserved_and_smm() {
 fn event_injection_type_and_vector() {
     let (caps, v) = core();
     let mut w = v.clone();
-    w.write(F::VmEntryInterruptionInfo, (InterruptionInfo::VALID | (1 << 8)).into());
+    w.write(
+        F::VmEntryInterruptionInfo,
+        (InterruptionInfo::VALID | (1 << 8)).into(),
+    );
     assert_vmfail(&w, &caps, ERR_CONTROLS, "reserved interruption type 1");
     inject(&mut w, 3, T::Nmi, false);
     assert_vmfail(&w, &caps, ERR_CONTROLS, "NMI with a vector other than 2");
@@ -374,7 +446,12 @@ fn event_injection_type_and_vector() {
     });
     assert_eq!(run(&w, &mtf), Ok(()));
     inject(&mut w, 1, T::OtherEvent, false);
-    assert_vmfail(&w, &mtf, ERR_CONTROLS, "other event with a vector other than 0");
+    assert_vmfail(
+        &w,
+        &mtf,
+        ERR_CONTROLS,
+        "other event with a vector other than 0",
+    );
     // Invalid injection information is ignored.
     w.write(F::VmEntryInterruptionInfo, 0x7fff_ffff);
     assert_eq!(run(&w, &caps), Ok(()));
@@ -427,10 +504,24 @@ fn event_injection_reserved_bits_and_length() {
     assert_vmfail(&w, &caps, ERR_CONTROLS, "bits 30:12");
     inject(&mut w, 0x20, T::ExternalInterrupt, false);
     assert_eq!(run(&w, &caps), Ok(()));
-    for kind in [T::SoftwareInterrupt, T::PrivilegedSoftwareException, T::SoftwareException] {
-        let vector = if kind == T::SoftwareException { 3 } else { 0x80 };
+    for kind in [
+        T::SoftwareInterrupt,
+        T::PrivilegedSoftwareException,
+        T::SoftwareException,
+    ] {
+        let vector = if kind == T::SoftwareException {
+            3
+        } else {
+            0x80
+        };
         inject(&mut w, vector, kind, false);
-        for (len, ok) in [(0, true), (1, true), (15, true), (16, false), (u32::MAX, false)] {
+        for (len, ok) in [
+            (0, true),
+            (1, true),
+            (15, true),
+            (16, false),
+            (u32::MAX, false),
+        ] {
             w.write(F::VmEntryInstructionLength, len.into());
             if ok {
                 assert_eq!(run(&w, &caps), Ok(()), "{kind:?} length {len}");
@@ -518,10 +609,18 @@ fn host_address_space_size() {
     assert_vmfail(&w, &caps, ERR_HOST, "CR4.PAE");
     // A 32-bit host from a 64-bit VMM: invalid.
     let mut w = pae_vmcs12(&caps);
-    w.clear_bits(F::VmExitControls, ExitControls::HOST_ADDRESS_SPACE_SIZE.bits().into());
+    w.clear_bits(
+        F::VmExitControls,
+        ExitControls::HOST_ADDRESS_SPACE_SIZE.bits().into(),
+    );
     w.write(F::HostIa32Efer, 0);
     w.write(F::HostRip, 0x1000);
-    assert_vmfail(&w, &caps, ERR_HOST, "\"host address-space size\" 0 in IA-32e mode");
+    assert_vmfail(
+        &w,
+        &caps,
+        ERR_HOST,
+        "\"host address-space size\" 0 in IA-32e mode",
+    );
     // From a 32-bit VMM: valid, unless the guest or host is 64-bit.
     let mem = memory();
     let mut c32 = ctx(&caps, &mem);
@@ -529,13 +628,19 @@ fn host_address_space_size() {
     assert_eq!(check_all(&w, &c32), Ok(()));
     let mut bad = w.clone();
     bad.write(F::HostSsSelector, 0);
-    assert!(matches!(check_all(&bad, &c32), Err(EntryFailure::VmFail { check, .. }) if check.contains("SS selector")));
+    assert!(
+        matches!(check_all(&bad, &c32), Err(EntryFailure::VmFail { check, .. }) if check.contains("SS selector"))
+    );
     let mut bad = w.clone();
     bad.write(F::HostRip, 1 << 32);
-    assert!(matches!(check_all(&bad, &c32), Err(EntryFailure::VmFail { check, .. }) if check.contains("RIP bits 63:32")));
+    assert!(
+        matches!(check_all(&bad, &c32), Err(EntryFailure::VmFail { check, .. }) if check.contains("RIP bits 63:32"))
+    );
     let mut bad = w.clone();
     bad.set_bits(F::HostCr4, CR4_PCIDE);
-    assert!(matches!(check_all(&bad, &c32), Err(EntryFailure::VmFail { check, .. }) if check.contains("PCIDE")));
+    assert!(
+        matches!(check_all(&bad, &c32), Err(EntryFailure::VmFail { check, .. }) if check.contains("PCIDE"))
+    );
     assert!(matches!(
         check_all(&v, &c32),
         Err(EntryFailure::VmFail { error: ERR_HOST, check }) if check.contains("outside IA-32e mode")
@@ -552,7 +657,11 @@ fn guest_control_registers() {
         (F::GuestCr0, CR0_64 & !0x20, "guest CR0 violates"),
         (F::GuestCr0, CR0_64 & !CR0_PG, "guest CR0 violates"),
         (F::GuestCr4, CR4_64 & !0x2000, "guest CR4"),
-        (F::GuestCr4, CR4_64 & !CR4_PAE, "\"IA-32e mode guest\" without CR0.PG and CR4.PAE"),
+        (
+            F::GuestCr4,
+            CR4_64 & !CR4_PAE,
+            "\"IA-32e mode guest\" without CR0.PG and CR4.PAE",
+        ),
         (F::GuestCr3, 1 << MAXPHYADDR, "guest CR3"),
         (F::GuestIa32Debugctl, 1 << 2, "IA32_DEBUGCTL"),
         (F::GuestDr7, 1 << 32 | 0x400, "DR7"),
@@ -569,7 +678,10 @@ fn guest_control_registers() {
     }
     // Debug controls unchecked when not loaded.
     let mut w = v.clone();
-    w.clear_bits(F::VmEntryControls, EntryControls::LOAD_DEBUG_CONTROLS.bits().into());
+    w.clear_bits(
+        F::VmEntryControls,
+        EntryControls::LOAD_DEBUG_CONTROLS.bits().into(),
+    );
     w.write(F::GuestIa32Debugctl, 1 << 2);
     w.write(F::GuestDr7, u64::MAX);
     assert_eq!(run(&w, &caps), Ok(()));
@@ -608,7 +720,11 @@ fn guest_segments_protected_and_ia32e() {
         (F::GuestDsAccessRights, 0xc092, "DS, ES, FS or GS type"),
         (F::GuestEsAccessRights, 0xc099, "DS, ES, FS or GS type"),
         (F::GuestFsAccessRights, 0xc083, "SS, DS, ES, FS or GS S bit"),
-        (F::GuestGsAccessRights, 0xc013, "SS, DS, ES, FS or GS not present"),
+        (
+            F::GuestGsAccessRights,
+            0xc013,
+            "SS, DS, ES, FS or GS not present",
+        ),
         (F::GuestDsAccessRights, 0xc0093, "access-rights reserved"),
         (F::GuestDsLimit, 0xffff_f000, "G bit"),
         (F::GuestTrAccessRights, 0x83, "TR type"),
@@ -638,7 +754,11 @@ fn guest_segments_protected_and_ia32e() {
     assert_guest(&w, &caps, q0, "LDTR selector TI");
     // Unusable segments may hold anything else.
     let mut w = v.clone();
-    for f in [F::GuestDsAccessRights, F::GuestEsAccessRights, F::GuestFsAccessRights] {
+    for f in [
+        F::GuestDsAccessRights,
+        F::GuestEsAccessRights,
+        F::GuestFsAccessRights,
+    ] {
         w.write(f, u64::from(AR_UNUSABLE | 0xfffe_0f00));
     }
     w.write(F::GuestDsBase, u64::MAX);
@@ -688,7 +808,14 @@ fn guest_segments_real_and_v8086() {
     let core = core_caps();
     let mut v = pae_vmcs12(&core);
     v.set_bits(F::GuestRflags, RFLAGS_VM);
-    for f in [super::CS, super::SS, super::DS, super::ES, super::FS, super::GS] {
+    for f in [
+        super::CS,
+        super::SS,
+        super::DS,
+        super::ES,
+        super::FS,
+        super::GS,
+    ] {
         write_segment(&mut v, f, 0x1234, 0x12340, 0xffff, 0xf3);
     }
     assert_eq!(run(&v, &core), Ok(()));
@@ -739,7 +866,14 @@ fn guest_tables_rip_rflags() {
     assert_eq!(run(&w, &caps), Ok(()));
     // RFLAGS.VM in IA-32e mode (segments as virtual-8086 mode wants them).
     let mut w = v.clone();
-    for f in [super::CS, super::SS, super::DS, super::ES, super::FS, super::GS] {
+    for f in [
+        super::CS,
+        super::SS,
+        super::DS,
+        super::ES,
+        super::FS,
+        super::GS,
+    ] {
         write_segment(&mut w, f, 0x1234, 0x12340, 0xffff, 0xf3);
     }
     w.write(F::GuestRip, 0x1000);
@@ -815,8 +949,18 @@ fn guest_interruptibility_state() {
     assert_eq!(run(&with(BLOCKING_BY_NMI, RFLAGS_FIXED1), &caps), Ok(()));
     assert_guest(&with(1 << 4, if1), &caps, q0, "reserved bits 31:4");
     assert_guest(&with(1 << 31, if1), &caps, q0, "reserved bits 31:4");
-    assert_guest(&with(BLOCKING_BY_STI | BLOCKING_BY_MOV_SS, if1), &caps, q0, "both STI and MOV SS");
-    assert_guest(&with(BLOCKING_BY_STI, RFLAGS_FIXED1), &caps, q0, "blocking by STI with RFLAGS.IF 0");
+    assert_guest(
+        &with(BLOCKING_BY_STI | BLOCKING_BY_MOV_SS, if1),
+        &caps,
+        q0,
+        "both STI and MOV SS",
+    );
+    assert_guest(
+        &with(BLOCKING_BY_STI, RFLAGS_FIXED1),
+        &caps,
+        q0,
+        "blocking by STI with RFLAGS.IF 0",
+    );
     assert_guest(&with(BLOCKING_BY_SMI, if1), &caps, q0, "SMI outside SMM");
 
     let mut w = with(BLOCKING_BY_STI, if1);
@@ -827,13 +971,21 @@ fn guest_interruptibility_state() {
     assert_guest(&w, &caps, q0, "NMI injected with blocking by MOV SS");
     let mut w = with(BLOCKING_BY_STI, if1);
     inject(&mut w, 2, T::Nmi, false);
-    assert_guest(&w, &caps, qualification::NMI_INJECTION_STI, "NMI injected with blocking by STI");
+    assert_guest(
+        &w,
+        &caps,
+        qualification::NMI_INJECTION_STI,
+        "NMI injected with blocking by STI",
+    );
     // Virtual-NMI blocking and an injected NMI.
     let mut w = with(BLOCKING_BY_NMI, if1);
     inject(&mut w, 2, T::Nmi, false);
     assert_guest(&w, &caps, q0, "virtual-NMI blocking");
     // Without virtual NMIs, NMI blocking does not forbid the injection.
-    w.clear_bits(F::PinBasedVmExecControls, PinBased::VIRTUAL_NMIS.bits().into());
+    w.clear_bits(
+        F::PinBasedVmExecControls,
+        PinBased::VIRTUAL_NMIS.bits().into(),
+    );
     assert_eq!(run(&w, &caps), Ok(()));
 }
 
@@ -847,7 +999,10 @@ fn guest_pending_debug_exceptions() {
         assert_guest(&w, &caps, q0, "pending debug exceptions reserved");
     }
     let mut w = v.clone();
-    w.write(F::GuestPendingDebugExceptions, 0xf | (1 << 12) | PENDING_DBG_BS);
+    w.write(
+        F::GuestPendingDebugExceptions,
+        0xf | (1 << 12) | PENDING_DBG_BS,
+    );
     assert_eq!(run(&w, &caps), Ok(()));
     // Blocking by MOV SS with TF: BS must be set, unless BTF.
     let mut w = v.clone();
@@ -878,7 +1033,13 @@ fn guest_vmcs_link_pointer() {
     let mut w = v.clone();
     w.write(F::VmcsLinkPointer, LINK_VMCS);
     assert_eq!(run(&w, &caps), Ok(()));
-    for bad in [LINK_VMCS + 8, 1 << MAXPHYADDR, 0x40_0000, LINK_VMCS + 0x1000, 0] {
+    for bad in [
+        LINK_VMCS + 8,
+        1 << MAXPHYADDR,
+        0x40_0000,
+        LINK_VMCS + 0x1000,
+        0,
+    ] {
         w.write(F::VmcsLinkPointer, bad);
         assert_guest(&w, &caps, q4, "VMCS link pointer");
     }
@@ -888,7 +1049,13 @@ fn guest_vmcs_link_pointer() {
         mem.write_u32(LINK_VMCS, word).unwrap();
         let r = check_all(&w, &ctx(&caps, &mem));
         assert!(
-            matches!(r, Err(EntryFailure::InvalidGuestState { qualification: 4, .. })),
+            matches!(
+                r,
+                Err(EntryFailure::InvalidGuestState {
+                    qualification: 4,
+                    ..
+                })
+            ),
             "{word:#x}: {r:?}"
         );
     }
@@ -911,7 +1078,8 @@ fn guest_vmcs_link_pointer() {
     s.write(F::VmcsLinkPointer, LINK_VMCS);
     assert_guest(&s, &hw, q4, "shadow-VMCS indicator");
     let mut mem = memory();
-    mem.write_u32(LINK_VMCS, REVISION | VMCS_SHADOW_INDICATOR).unwrap();
+    mem.write_u32(LINK_VMCS, REVISION | VMCS_SHADOW_INDICATOR)
+        .unwrap();
     assert_eq!(check_all(&s, &ctx(&hw, &mem)), Ok(()));
 }
 
@@ -922,12 +1090,23 @@ fn guest_pdptes_from_memory() {
     let caps = core_caps();
     let v = pae_vmcs12(&caps);
     let q2 = qualification::PDPTE;
-    for bad in [PDPTE0 | 0x2, PDPTE0 | 0x20, PDPTE0 | (1 << MAXPHYADDR), PDPTE0 | (1 << 63)] {
+    for bad in [
+        PDPTE0 | 0x2,
+        PDPTE0 | 0x20,
+        PDPTE0 | (1 << MAXPHYADDR),
+        PDPTE0 | (1 << 63),
+    ] {
         let mut mem = memory();
         mem.write_u64(PDPT + 24, bad).unwrap();
         let r = check_all(&v, &ctx(&caps, &mem));
         assert!(
-            matches!(r, Err(EntryFailure::InvalidGuestState { qualification: 2, .. })),
+            matches!(
+                r,
+                Err(EntryFailure::InvalidGuestState {
+                    qualification: 2,
+                    ..
+                })
+            ),
             "{bad:#x}: {r:?}"
         );
         // Not present: the rest does not matter.
@@ -996,8 +1175,16 @@ fn mutation(base: MemVmcs) -> impl Strategy<Value = (F, u64)> {
 fn assert_invariants(v: &MemVmcs, caps: &VmxCaps) -> Result<(), TestCaseError> {
     let proc2 = effective_proc2(v);
     let ug = proc2.contains(SecondaryProcBased::UNRESTRICTED_GUEST);
-    prop_assert!(caps.pin.effective().allows(v.read32(F::PinBasedVmExecControls)));
-    prop_assert!(caps.proc.effective().allows(v.read32(F::PrimaryProcBasedVmExecControls)));
+    prop_assert!(
+        caps.pin
+            .effective()
+            .allows(v.read32(F::PinBasedVmExecControls))
+    );
+    prop_assert!(
+        caps.proc
+            .effective()
+            .allows(v.read32(F::PrimaryProcBasedVmExecControls))
+    );
     prop_assert!(caps.exit.effective().allows(v.read32(F::VmExitControls)));
     prop_assert!(caps.entry.effective().allows(v.read32(F::VmEntryControls)));
     prop_assert!(caps.proc2.can_set(proc2.bits()));
