@@ -19,9 +19,9 @@
 //! Not covered (each behind a control L0 never offers and that a capability
 //! check therefore rejects first, unless the caller passes hardware
 //! capabilities that allow it): tertiary processor-based controls and their
-//! MSR, secondary VM-exit controls, "Intel PT uses guest physical addresses",
-//! sub-page permissions (its SPPTP), the PERF_GLOBAL_CTRL, RTIT_CTL and CET
-//! state loads (their reserved bits are model specific), SMM and
+//! MSR, secondary VM-exit controls, PASID translation, the
+//! PERF_GLOBAL_CTRL, RTIT_CTL and CET state loads (their reserved bits are
+//! model specific), SMM and
 //! dual-monitor treatment beyond "not in SMM", SGX's enclave interruption
 //! and RTM's pending-debug bit (treated as reserved), 5-level paging
 //! (linear addresses are 48 bits wide), and the rule that the VMCS link
@@ -48,12 +48,16 @@ use crate::vmx::{VmInstructionError, VmcsAccess, VmcsField as F};
 pub mod arch {
     /// CR0.PE: protection enable.
     pub const CR0_PE: u64 = 1 << 0;
+    /// CR0.WP: write protect.
+    pub const CR0_WP: u64 = 1 << 16;
     /// CR0.PG: paging.
     pub const CR0_PG: u64 = 1 << 31;
     /// CR4.PAE: physical-address extension.
     pub const CR4_PAE: u64 = 1 << 5;
     /// CR4.PCIDE: process-context identifiers.
     pub const CR4_PCIDE: u64 = 1 << 17;
+    /// CR4.CET: control-flow enforcement technology.
+    pub const CR4_CET: u64 = 1 << 23;
     /// IA32_EFER.SCE: SYSCALL enable.
     pub const EFER_SCE: u64 = 1 << 0;
     /// IA32_EFER.LME: IA-32e mode enable.
@@ -532,10 +536,27 @@ fn check_execution_controls<M: PhysMemory>(
         ept || !proc2.contains(SecondaryProcBased::MODE_BASED_EXECUTE_CONTROL),
         control("27.2.1.1: mode-based execute control without \"enable EPT\""),
     )?;
-    ensure(
-        ept || !proc2.contains(SecondaryProcBased::SUB_PAGE_WRITE_PERMISSIONS),
-        control("27.2.1.1: sub-page write permissions without \"enable EPT\""),
-    )?;
+    if proc2.contains(SecondaryProcBased::SUB_PAGE_WRITE_PERMISSIONS) {
+        ensure(
+            ept,
+            control("27.2.1.1: sub-page write permissions without \"enable EPT\""),
+        )?;
+        ensure(
+            page_address_ok(v.read(F::SubPagePermissionTablePointer), width),
+            control("27.2.1.1: SPPTP not 4K aligned or beyond the physical-address width"),
+        )?;
+    }
+    if proc2.contains(SecondaryProcBased::PT_USES_GUEST_PHYSICAL_ADDRESSES) {
+        let exit = ExitControls::from_bits_retain(v.read32(F::VmExitControls));
+        let entry = EntryControls::from_bits_retain(v.read32(F::VmEntryControls));
+        ensure(
+            ept && exit.contains(ExitControls::CLEAR_IA32_RTIT_CTL)
+                && entry.contains(EntryControls::LOAD_IA32_RTIT_CTL),
+            control(
+                "27.2.1.1: \"Intel PT uses guest physical addresses\" without \"enable EPT\", \"clear IA32_RTIT_CTL\" and \"load IA32_RTIT_CTL\"",
+            ),
+        )?;
+    }
     if proc2.contains(SecondaryProcBased::ENABLE_VM_FUNCTIONS) {
         let vmfunc = v.read(F::VmFunctionControls);
         ensure(
@@ -741,6 +762,10 @@ pub fn check_host_state<M: PhysMemory>(v: &impl VmcsAccess, ctx: &CheckCtx<'_, M
     ensure(
         caps.cr4_valid(cr4),
         host("27.2.2: host CR4 violates IA32_VMX_CR4_FIXED0/FIXED1"),
+    )?;
+    ensure(
+        cr4 & CR4_CET == 0 || v.read(F::HostCr0) & CR0_WP != 0,
+        host("27.2.2: host CR4.CET 1 with CR0.WP 0"),
     )?;
     ensure(
         within_width(v.read(F::HostCr3), ctx.maxphyaddr),
@@ -1040,6 +1065,10 @@ fn check_guest_registers<M: PhysMemory>(
     ensure(
         ctx.caps.cr4_valid(cr4),
         guest("27.3.1.1: guest CR4 violates IA32_VMX_CR4_FIXED0/FIXED1"),
+    )?;
+    ensure(
+        cr4 & CR4_CET == 0 || cr0 & CR0_WP != 0,
+        guest("27.3.1.1: guest CR4.CET 1 with CR0.WP 0"),
     )?;
     let load_debug = m.entry.contains(EntryControls::LOAD_DEBUG_CONTROLS);
     if load_debug {
@@ -1566,6 +1595,22 @@ fn check_guest_pdptes<M: PhysMemory>(
         ensure(ok(pdpte), fail)?;
     }
     Ok(())
+}
+
+/// The one check of SDM 27.1 ("Basic VM-Entry Checks") on the state of
+/// the VMM itself rather than the VMCS: VMLAUNCH/VMRESUME right after MOV SS
+/// or POP SS fails with VMfailValid 26. `vmm_interruptibility` is the
+/// VMM's interruptibility state (for L1: VMCS01's guest field at the exit).
+/// The other basic checks (CPL, mode, launch state) belong to the
+/// instruction's emulation, and come first.
+pub fn check_events_blocked_by_mov_ss(vmm_interruptibility: u32) -> CheckResult {
+    ensure(
+        vmm_interruptibility & BLOCKING_BY_MOV_SS == 0,
+        EntryFailure::VmFail {
+            error: VmInstructionError::EntryEventsBlockedByMovSs,
+            check: "27.1: VM entry with events blocked by MOV SS",
+        },
+    )
 }
 
 /// All the checks of VM entry on a VMCS, in the SDM's order: controls

@@ -87,6 +87,35 @@ fn real_mode_needs_unrestricted_guest() {
 }
 
 #[test]
+fn events_blocked_by_mov_ss() {
+    assert_eq!(check_events_blocked_by_mov_ss(0), Ok(()));
+    assert_eq!(check_events_blocked_by_mov_ss(BLOCKING_BY_STI), Ok(()));
+    assert!(matches!(
+        check_events_blocked_by_mov_ss(BLOCKING_BY_MOV_SS),
+        Err(EntryFailure::VmFail {
+            error: VmInstructionError::EntryEventsBlockedByMovSs,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn cet_needs_write_protect() {
+    // Bochs has no CET: allow CR4.CET in a copy of L1's caps.
+    let mut caps = core_caps();
+    caps.cr4_fixed1 |= CR4_CET;
+    let v = valid_vmcs12(&caps);
+    let mut w = v.clone();
+    w.set_bits(F::GuestCr4, CR4_CET);
+    assert_guest(&w, &caps, qualification::DEFAULT, "CR4.CET 1 with CR0.WP 0");
+    w.set_bits(F::GuestCr0, CR0_WP);
+    assert_eq!(run(&w, &caps), Ok(()));
+    let mut w = v.clone();
+    w.set_bits(F::HostCr4, CR4_CET);
+    assert_vmfail(&w, &caps, ERR_HOST, "CR4.CET 1 with CR0.WP 0");
+}
+
+#[test]
 fn failure_display_and_check() {
     let (caps, mut v) = core();
     v.write(F::HostCsSelector, 0);
