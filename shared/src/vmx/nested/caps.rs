@@ -369,6 +369,12 @@ impl L1VmxMsrs {
         self.exists(msr).then(|| self.raw(msr))
     }
 
+    /// Every MSR of 0x480..=0x491 with its value for L1 (None: it does not
+    /// exist), for L0's boot report and the README's feature table.
+    pub fn entries(&self) -> impl Iterator<Item = (u32, Option<u64>)> + '_ {
+        (msr::IA32_VMX_BASIC..=msr::IA32_VMX_VMFUNC).map(|m| (m, self.get(m)))
+    }
+
     /// The same values decoded (VmxCaps::read over them), for the entry
     /// checks.
     pub fn caps(&self) -> VmxCaps {
@@ -458,6 +464,7 @@ mod tests {
         for &(m, want) in L1_CORE {
             assert_eq!(l1.get(m), want, "MSR {m:#x}: {:#x?}", l1.get(m));
         }
+        assert!(l1.entries().eq(L1_CORE.iter().copied()));
         assert_eq!(l1.get(0x47f), None);
         assert_eq!(l1.get(0x492), None);
         assert_eq!(l1.get(u32::MAX), None);
