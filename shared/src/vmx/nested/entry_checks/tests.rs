@@ -1230,6 +1230,25 @@ fn assert_invariants(v: &MemVmcs, caps: &VmxCaps) -> Result<(), TestCaseError> {
     prop_assert!(v.read32(F::Cr3TargetCount) <= u32::from(caps.misc.cr3_target_count));
     let state = v.read32(F::GuestActivityState);
     prop_assert!(state == activity::ACTIVE || state == activity::HLT);
+    let entry = EntryControls::from_bits_retain(v.read32(F::VmEntryControls));
+    let ia32e = entry.contains(EntryControls::IA32E_MODE_GUEST);
+    if ia32e {
+        prop_assert!(v.read(F::GuestCr0) & CR0_PG != 0 && v.read(F::GuestCr4) & CR4_PAE != 0);
+        prop_assert_eq!(
+            v.read32(F::GuestTrAccessRights) & AR_TYPE_MASK,
+            TYPE_TSS_BUSY
+        );
+    }
+    if entry.contains(EntryControls::LOAD_IA32_EFER) {
+        prop_assert_eq!(v.read(F::GuestIa32Efer) & EFER_LMA != 0, ia32e);
+    }
+    prop_assert!(is_canonical(v.read(F::HostRip)));
+    prop_assert!(is_canonical(v.read(F::GuestRip)));
+    let info = InterruptionInfo(v.read32(F::VmEntryInterruptionInfo));
+    if info.is_valid() {
+        prop_assert!(info.kind().is_some());
+        prop_assert_eq!(info.0 & InterruptionInfo::ENTRY_RESERVED, 0);
+    }
     if ug && v.read(F::GuestCr0) & CR0_PG != 0 {
         prop_assert!(v.read(F::GuestCr0) & CR0_PE != 0);
     }
