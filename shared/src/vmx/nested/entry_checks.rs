@@ -218,6 +218,15 @@ pub struct CheckCtx<'a, M: PhysMemory> {
     pub current_vmcs: Option<u64>,
 }
 
+// Manual impls: a derive would require `M: Copy`, but only a reference is held.
+impl<M: PhysMemory> Clone for CheckCtx<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M: PhysMemory> Copy for CheckCtx<'_, M> {}
+
 impl<'a, M: PhysMemory> CheckCtx<'a, M> {
     /// A context for a 64-bit VMM (in IA-32e mode), current VMCS unknown.
     pub fn new(caps: &'a VmxCaps, mem: &'a M, maxphyaddr: u8, vmcs_revision: u32) -> Self {
