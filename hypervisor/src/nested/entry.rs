@@ -61,6 +61,8 @@ pub fn enter(
         mem: &GuestMemory,
         maxphyaddr: crate::ept01::max_phys_addr(),
         vmcs_revision: crate::caps().basic.revision_id,
+        in_ia32e_mode: v.read(F::GuestIa32Efer) & vmcs01::efer::LMA != 0,
+        current_vmcs: vcpu.nested.current_vmcs12_addr(),
     };
     let vmcs12 = &vcpu.nested.store.vmcs12[slot];
     match entry_checks::check_all(vmcs12, &ctx) {
