@@ -8,6 +8,9 @@ use crate::scenario::{DEFAULT_FAIL, Scenario};
 pub enum Outcome {
     Pass,
     Fail(String),
+    /// The kernel said it cannot run here (one of the scenario's skip
+    /// markers): the line.
+    Skip(String),
 }
 
 #[derive(Debug)]
@@ -15,6 +18,7 @@ pub struct Judge {
     pass: Vec<String>,
     pending: Vec<String>,
     fail: Vec<&'static str>,
+    skip: &'static [&'static str],
     expect_exit: bool,
     lines: usize,
     kernel_lines: usize,
@@ -46,6 +50,7 @@ impl Judge {
             pending: pass.clone(),
             pass,
             fail: DEFAULT_FAIL.iter().chain(s.fail).copied().collect(),
+            skip: s.skip,
             expect_exit: s.expect_exit,
             lines: 0,
             kernel_lines: 0,
@@ -75,6 +80,9 @@ impl Judge {
             return Some(Outcome::Fail(format!("GRUB: {}", line.trim())));
         }
         let is_pass = self.pass.iter().any(|m| line.contains(m.as_str()));
+        if !is_pass && self.skip.iter().any(|m| line.contains(m)) {
+            return Some(Outcome::Skip(line.trim().to_string()));
+        }
         if is_pass {
             self.pending.retain(|m| !line.contains(m.as_str()));
         } else if let Some(m) = self.fail.iter().find(|m| line.contains(**m)) {
