@@ -115,7 +115,7 @@ mod tests {
         assert_eq!(
             j.serial_line("SKIP bench: VMX is not available: CPUID.1:ECX.VMX[bit 5] is 0"),
             Some(crate::verdict::Outcome::Skip(
-                "SKIP bench: VMX is not available: CPUID.1:ECX.VMX[bit 5] is 0".into()
+                "VMX is not available: CPUID.1:ECX.VMX[bit 5] is 0".into()
             ))
         );
         let mut j = crate::verdict::Judge::new(&BARE);

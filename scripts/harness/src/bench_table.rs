@@ -38,7 +38,7 @@ pub fn parse_line(line: &str) -> Option<BenchLine> {
 pub enum Side {
     /// Its BENCH lines.
     Measured(Vec<BenchLine>),
-    /// LHV said `SKIP bench: ...` (the line).
+    /// LHV said `SKIP bench: <reason>` (the reason).
     Skipped(String),
     /// The run failed (why).
     Failed(String),
@@ -71,7 +71,7 @@ impl Side {
     fn note(&self, what: &str) -> Option<String> {
         match self {
             Side::Measured(_) => None,
-            Side::Skipped(line) => Some(format!("{what}: {line}")),
+            Side::Skipped(why) => Some(format!("{what}: SKIP, {why}")),
             Side::Failed(why) => Some(format!("{what}: FAIL {why}")),
         }
     }
@@ -195,7 +195,7 @@ BENCH done
     fn table_with_the_l0_run_skipped() {
         let t = table(
             &Side::from_log(BARE),
-            &Side::Skipped("SKIP bench: VMX is not available: CPUID.1:ECX.VMX[bit 5] is 0".into()),
+            &Side::Skipped("VMX is not available: CPUID.1:ECX.VMX[bit 5] is 0".into()),
         );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
@@ -213,7 +213,7 @@ BENCH done
         assert!(lines[4].starts_with("(1000 round trips"));
         assert_eq!(
             lines[5],
-            "under L0: SKIP bench: VMX is not available: CPUID.1:ECX.VMX[bit 5] is 0"
+            "under L0: SKIP, VMX is not available: CPUID.1:ECX.VMX[bit 5] is 0"
         );
     }
 

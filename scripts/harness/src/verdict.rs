@@ -43,6 +43,18 @@ fn is_grub_line(l: &str) -> bool {
         || t.chars().all(|c| !c.is_ascii_alphanumeric())
 }
 
+/// The reason a skip line gives: what follows the marker (`SKIP bench:
+/// VMX is not available: ...` gives `VMX is not available: ...`), or the
+/// whole line when nothing does.
+fn skip_reason(line: &str, marker: &str) -> String {
+    let after = line.split_once(marker).map_or("", |(_, r)| r).trim();
+    if after.is_empty() {
+        line.trim().to_string()
+    } else {
+        after.to_string()
+    }
+}
+
 impl Judge {
     pub fn new(s: &Scenario) -> Self {
         let pass = s.expanded_pass();
@@ -80,8 +92,8 @@ impl Judge {
             return Some(Outcome::Fail(format!("GRUB: {}", line.trim())));
         }
         let is_pass = self.pass.iter().any(|m| line.contains(m.as_str()));
-        if !is_pass && self.skip.iter().any(|m| line.contains(m)) {
-            return Some(Outcome::Skip(line.trim().to_string()));
+        if !is_pass && let Some(m) = self.skip.iter().find(|m| line.contains(**m)) {
+            return Some(Outcome::Skip(skip_reason(line, m)));
         }
         if is_pass {
             self.pending.retain(|m| !line.contains(m.as_str()));
@@ -341,6 +353,36 @@ LINUX: init reached
             matches!(feed(&mut j, "[    1.0] Kernel panic - not syncing: x
 "), Some(Outcome::Fail(r)) if r.contains("Kernel panic"))
         );
+    }
+
+    #[test]
+    fn skip_markers_end_the_run_as_skip() {
+        let s = Scenario {
+            pass: &["BENCH done"],
+            skip: &["SKIP bench:"],
+            expect_exit: true,
+            ..BOCHS_LHV
+        };
+        let mut j = Judge::new(&s);
+        assert_eq!(
+            feed(
+                &mut j,
+                "LHV starting\nSKIP bench: VMX is not available: CPUID\n"
+            ),
+            Some(Outcome::Skip("VMX is not available: CPUID".into())),
+            "before the fatal `VMX is not available` marker"
+        );
+        let mut j = Judge::new(&s);
+        assert_eq!(
+            feed(&mut j, "SKIP bench:\n"),
+            Some(Outcome::Skip("SKIP bench:".into()))
+        );
+        // Without skip markers the same line is fatal.
+        let mut j = Judge::new(&BOCHS_LHV);
+        assert!(matches!(
+            feed(&mut j, "SKIP bench: VMX is not available: x\n"),
+            Some(Outcome::Fail(_))
+        ));
     }
 
     #[test]
