@@ -7,8 +7,10 @@
 //! `{cpu}` in a marker stands for every CPU number 0..cpus (the marker must
 //! then appear once per CPU), `{cpus}` for the number of CPUs and `{lhv_opt}`
 //! for the LHV options in lower-case hex without `0x`. Checks beyond markers
-//! (e.g. Linux's E820 map against L0's region) are named by `check`
-//! (see `check.rs`).
+//! (e.g. Linux's E820 map against L0's region, or an LHV run under L0
+//! against its bare twin) are named by `check` (see `check.rs`). Every
+//! scenario has a [`Tier`]: `scripts/test` runs the Default tier,
+//! `scripts/test --full` all of them.
 
 pub use crate::check::Check;
 
