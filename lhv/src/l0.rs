@@ -12,10 +12,15 @@ use shared::x86;
 
 use crate::assert::fail;
 
-/// Whether LHV runs under L0 (CPUID leaf 0x40000000 says `L0LateLaunch`).
+static PRESENT: spin::Once<bool> = spin::Once::new();
+
+/// Whether LHV runs under L0 (CPUID leaf 0x40000000 says `L0LateLaunch`),
+/// asked once (CPUID exits to L0: later calls cost nothing).
 pub fn present() -> bool {
-    let r = x86::cpuid(L0_CPUID_LEAF, 0);
-    is_l0_signature(r.ebx, r.ecx, r.edx)
+    *PRESENT.call_once(|| {
+        let r = x86::cpuid(L0_CPUID_LEAF, 0);
+        is_l0_signature(r.ebx, r.ecx, r.edx)
+    })
 }
 
 /// The VM exits L0 has handled on this CPU (Stats, RBX), or `None` without
