@@ -64,13 +64,23 @@ impl Bench {
         // SAFETY: the VMCS was written by `init_vmcs` with this CPU's host
         // state, HOST_RIP = exit::host_rip() and LHV's static structures.
         let outcome = unsafe { exit::enter(&mut self.ctx.regs, self.ctx.launched) };
-        if outcome != EntryOutcome::Exited {
-            let err = self.ctx.read(F::VmInstructionError);
-            fail(
+        match outcome {
+            EntryOutcome::Exited => {}
+            EntryOutcome::FailInvalid => fail(
                 format_args!("bench VM entry"),
                 format_args!("a VM exit"),
-                format_args!("{outcome:?}, VM-instruction error {err}"),
-            );
+                format_args!("VMfailInvalid"),
+            ),
+            EntryOutcome::FailValid => {
+                let err = shared::vmx::VmInstructionError::from_u32(
+                    self.ctx.read(F::VmInstructionError) as u32,
+                );
+                fail(
+                    format_args!("bench VM entry"),
+                    format_args!("a VM exit"),
+                    format_args!("VMfailValid: {err}"),
+                )
+            }
         }
         self.ctx.launched = true;
         let reason = ExitReasonField(self.ctx.read(F::VmExitReason) as u32);
