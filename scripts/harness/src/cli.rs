@@ -5,7 +5,8 @@ use crate::scenario::{Emulator, Guest};
 
 pub const USAGE: &str = "\
 usage: harness run  [options]          build, boot one scenario, judge it (scripts/run)
-       harness test [options] [FILTER...]  cargo test + all scenarios whose name contains a FILTER (scripts/test)
+       harness test [options] [FILTER...]  cargo test + the Default-tier (with --full: all) scenarios
+                                        whose name contains a FILTER (scripts/test)
        harness bench [--n N] [-v]       LHV mode=bench on bare Bochs and under L0: the cycles
                                         of an L2 exit handled by L1, and L0 exits per L2 exit
        harness vmcs-diff LOG [LOG2] --cpu N --vmcs KIND [--against KIND2]
@@ -31,7 +32,9 @@ run options:
   --timeout S             seconds before giving up (default 120)
   --keep                  leave the machine running interactively; no judging
   --model NAME            Bochs CPU model (default corei7_skylake_x)
-  --scenario NAME         run a named scenario from the table (options above override it)
+  --scenario NAME         run a named scenario from the table (options above override it;
+                          bench/bare and bench/l0 are the benchmark runs; an l0-lhv/...
+                          scenario runs its bare twin first and compares their counts)
   --verbose, -v           more detail (commands, emulator arguments)
 
 test options:
