@@ -1,20 +1,25 @@
 //! LHV: a minimal test hypervisor (L1) that checks VMX behaviour against the
 //! Intel SDM, on bare hardware, on emulators, or under L0.
 //!
-//! Two modes, chosen by `mode=` on the command line:
+//! Three modes, chosen by `mode=` on the command line:
 //! - `test` (default): on every CPU, VMXON, one VMCS, an L2 of LHV's own and
 //!   an endless (or `iters=N`) test loop over the options of `lhv_opt=`
 //!   (see [`test_loop`] and [`options`]);
 //! - `probe`: no VMX at all; checks memory and asks L0 for its statistics
-//!   (see [`probe`]).
+//!   (see [`probe`]);
+//! - `bench`: the BSP times L2 exits handled by L1, and L0's exits per L2
+//!   exit when L0 is there (see [`bench`]).
 #![no_std]
 #![no_main]
 
 mod assert;
+mod bench;
+mod bench_l2;
 mod events;
 mod exit;
 mod hw;
 mod irq;
+mod l0;
 mod l2;
 mod low_code;
 mod options;
@@ -38,8 +43,10 @@ static CAPS: spin::Once<VmxCaps> = spin::Once::new();
 fn main(boot: &'static BootInfo) -> ! {
     println!("LHV {} starting", env!("CARGO_PKG_VERSION"));
     boot.print();
-    if cmdline::get(boot.cmdline(), "mode") == Some("probe") {
-        probe::run(boot);
+    match cmdline::get(boot.cmdline(), "mode") {
+        Some("probe") => probe::run(boot),
+        Some("bench") => bench::run(boot),
+        _ => {}
     }
     let raw_opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);
     println!("LHV_OPT = {raw_opt:#x}");

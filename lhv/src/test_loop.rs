@@ -538,5 +538,9 @@ fn finish(ctx: &Ctx, registry: &mut Registry) -> ! {
         x86::pause();
     }
     println!("LHV: all CPUs done");
+    // Under L0, show that L0 survived the run (the l0-lhv scenarios need it).
+    if let Some(exits) = crate::l0::exits() {
+        println!("LHV: L0 alive (Stats: {exits} exits on this CPU)");
+    }
     shared::platform::shutdown(0)
 }

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/run and scripts/test: makes sure the host has what the
+# Sourced by scripts/run, scripts/test and scripts/bench: makes sure the host has what the
 # harness needs. As root it installs what is missing (saying so); otherwise it
 # prints the exact command to run and exits 1.
 

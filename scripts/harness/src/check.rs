@@ -13,6 +13,11 @@ pub enum Check {
     /// overlap L0's region; both the region and at least one usable range
     /// must have been seen before the run can pass.
     E820AvoidsL0Region,
+    /// An LHV test run under L0 (`l0-lhv/<opt>/<n>cpu`) must print the same
+    /// option counts (`CPU(n): LHV counts ...`) as its bare twin
+    /// `lhv/<opt>/<n>cpu`. Compared once both runs are over (`twins.rs`);
+    /// nothing to do line by line.
+    LhvCountsMatchTwin,
 }
 
 /// A check's state during one run.
@@ -106,7 +111,7 @@ impl Checker {
     /// One serial line; `Some(reason)` fails the run at once.
     pub fn line(&mut self, line: &str) -> Option<String> {
         match self.kind {
-            Check::None => None,
+            Check::None | Check::LhvCountsMatchTwin => None,
             Check::E820AvoidsL0Region => {
                 if let Some(r) = parse_l0_region(line) {
                     self.region = Some(r);
@@ -137,7 +142,7 @@ impl Checker {
     /// check cannot confirm the run.
     pub fn missing(&self) -> Option<String> {
         match self.kind {
-            Check::None => None,
+            Check::None | Check::LhvCountsMatchTwin => None,
             Check::E820AvoidsL0Region if self.region.is_none() => {
                 Some("L0 never printed its `L0: region [0x.., 0x..)` line".into())
             }

@@ -1,10 +1,18 @@
-//! Command-line parsing (no dependencies): `run`, `test`, `list`, `deps`.
+//! Command-line parsing (no dependencies): `run`, `test`, `bench`, `list`,
+//! `deps`, `repro-image`, `vmcs-diff`.
 
 use crate::scenario::{Emulator, Guest};
 
 pub const USAGE: &str = "\
 usage: harness run  [options]          build, boot one scenario, judge it (scripts/run)
-       harness test [options] [FILTER...]  cargo test + all scenarios whose name contains a FILTER (scripts/test)
+       harness test [options] [FILTER...]  cargo test + the Default-tier (with --full: all) scenarios
+                                        whose name contains a FILTER (scripts/test)
+       harness bench [--n N] [-v]       LHV mode=bench on bare Bochs and under L0: the cycles
+                                        of an L2 exit handled by L1, and L0 exits per L2 exit
+       harness vmcs-diff LOG [LOG2] --cpu N --vmcs KIND [--against KIND2]
+                                        VMCS dumps (KIND 01, 12 or 02) compared field by field:
+                                        the last two of LOG, LOG's KIND against its KIND2, or
+                                        LOG against LOG2; prints the differing fields
        harness list                     show the scenario table
        harness deps                     check host packages and tools
        harness repro-image NAME [-v]    bootable LHV image running reproducer NAME
@@ -24,13 +32,20 @@ run options:
   --timeout S             seconds before giving up (default 120)
   --keep                  leave the machine running interactively; no judging
   --model NAME            Bochs CPU model (default corei7_skylake_x)
-  --scenario NAME         run a named scenario from the table (options above override it)
+  --scenario NAME         run a named scenario from the table (options above override it;
+                          bench/bare and bench/l0 are the benchmark runs; an l0-lhv/...
+                          scenario runs its bare twin first and compares their counts)
   --verbose, -v           more detail (commands, emulator arguments)
 
 test options:
+  --full                  every scenario (default: the Default tier; see `harness list`)
   --jobs N, -j N          scenarios run in parallel (default: number of cores)
   --no-cargo-test         skip the host unit tests
   --verbose, -v           stream every scenario's serial output, prefixed by its name
+  A scenario compared with a bare twin (l0-lhv/...) brings its twin along.
+
+bench options:
+  --n N                   round trips per operation, LHV's bench_n=N (default 1000)
 ";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +68,8 @@ pub struct RunOpts {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TestOpts {
     pub filters: Vec<String>,
+    /// Every tier, not only Default.
+    pub full: bool,
     pub jobs: Option<usize>,
     pub no_cargo_test: bool,
     pub verbose: bool,
@@ -65,7 +82,28 @@ pub enum Command {
     List,
     Deps,
     ReproImage(ReproImageOpts),
+    Bench(BenchOpts),
+    VmcsDiff(VmcsDiffOpts),
     Help,
+}
+
+/// `bench [--n N] [--verbose]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BenchOpts {
+    /// Round trips per operation (`bench_n=`); LHV's default when `None`.
+    pub n: Option<u64>,
+    pub verbose: bool,
+}
+
+/// `vmcs-diff LOG [LOG2] --cpu N --vmcs KIND [--against KIND2]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmcsDiffOpts {
+    pub log: String,
+    pub log2: Option<String>,
+    pub cpu: u32,
+    /// `01`, `12` or `02`.
+    pub kind: String,
+    pub against: Option<String>,
 }
 
 /// `repro-image NAME [--verbose]`.
@@ -87,6 +125,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "list" => no_args(rest, Command::List),
         "deps" => no_args(rest, Command::Deps),
         "repro-image" => parse_repro_image(rest).map(Command::ReproImage),
+        "bench" => parse_bench(rest).map(Command::Bench),
+        "vmcs-diff" => parse_vmcs_diff(rest).map(Command::VmcsDiff),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!("unknown subcommand `{other}`")),
     }
@@ -201,6 +241,7 @@ fn parse_test(rest: &[String]) -> Result<TestOpts, String> {
                 o.jobs = Some(j.max(1));
             }
             "--no-cargo-test" => o.no_cargo_test = true,
+            "--full" if inline.is_none() => o.full = true,
             "--verbose" | "-v" => o.verbose = true,
             f if f.starts_with('-') => return Err(format!("test: unknown option `{f}`")),
             _ => o.filters.push(rest_arg(flag, inline)),
@@ -238,6 +279,60 @@ fn parse_repro_image(rest: &[String]) -> Result<ReproImageOpts, String> {
         ));
     }
     o.name = name;
+    Ok(o)
+}
+
+fn parse_bench(rest: &[String]) -> Result<BenchOpts, String> {
+    let mut o = BenchOpts::default();
+    let mut a = Args { it: rest.iter() };
+    while let Some((flag, inline)) = a.next() {
+        match flag {
+            "--n" => {
+                let n: u64 = num(flag, a.value(flag, inline)?)?;
+                if n == 0 {
+                    return Err("--n: at least 1".into());
+                }
+                o.n = Some(n);
+            }
+            "--verbose" | "-v" if inline.is_none() => o.verbose = true,
+            f => return Err(format!("bench: unknown option `{f}`")),
+        }
+    }
+    Ok(o)
+}
+
+/// The VMCS kinds a dump line names.
+pub const VMCS_KINDS: &[&str] = &["01", "12", "02"];
+
+fn vmcs_kind(flag: &str, v: &str) -> Result<String, String> {
+    if VMCS_KINDS.contains(&v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!("{flag}: `{v}` is not 01, 12 or 02"))
+    }
+}
+
+fn parse_vmcs_diff(rest: &[String]) -> Result<VmcsDiffOpts, String> {
+    let mut o = VmcsDiffOpts::default();
+    let (mut logs, mut cpu, mut kind) = (Vec::new(), None, None);
+    let mut a = Args { it: rest.iter() };
+    while let Some((flag, inline)) = a.next() {
+        match flag {
+            "--cpu" => cpu = Some(num::<u32>(flag, a.value(flag, inline)?)?),
+            "--vmcs" => kind = Some(vmcs_kind(flag, a.value(flag, inline)?)?),
+            "--against" => o.against = Some(vmcs_kind(flag, a.value(flag, inline)?)?),
+            f if f.starts_with('-') => return Err(format!("vmcs-diff: unknown option `{f}`")),
+            _ => logs.push(rest_arg(flag, inline)),
+        }
+    }
+    let mut logs = logs.into_iter();
+    o.log = logs.next().ok_or("vmcs-diff needs a log file")?;
+    o.log2 = logs.next();
+    if let Some(extra) = logs.next() {
+        return Err(format!("vmcs-diff: unexpected argument `{extra}`"));
+    }
+    o.cpu = cpu.ok_or("vmcs-diff needs --cpu N")?;
+    o.kind = kind.ok_or("vmcs-diff needs --vmcs 01|12|02")?;
     Ok(o)
 }
 
@@ -336,5 +431,54 @@ mod tests {
         assert_eq!(o.jobs, Some(3));
         assert!(o.no_cargo_test);
         assert!(p("test --what").is_err());
+        assert!(!o.full);
+        let Ok(Command::Test(o)) = p("test --full lhv/") else {
+            panic!("parse failed")
+        };
+        assert!(o.full);
+        assert_eq!(o.filters, vec!["lhv/"]);
+        assert!(p("test --full=1").is_err());
+    }
+
+    #[test]
+    fn bench_options() {
+        assert_eq!(p("bench"), Ok(Command::Bench(BenchOpts::default())));
+        assert_eq!(
+            p("bench --n 50 -v"),
+            Ok(Command::Bench(BenchOpts {
+                n: Some(50),
+                verbose: true
+            }))
+        );
+        assert!(p("bench --n 0").is_err());
+        assert!(p("bench --n x").is_err());
+        assert!(p("bench --cpus 2").is_err());
+    }
+
+    #[test]
+    fn vmcs_diff_options() {
+        assert_eq!(
+            p("vmcs-diff a.log --cpu 1 --vmcs 02"),
+            Ok(Command::VmcsDiff(VmcsDiffOpts {
+                log: "a.log".into(),
+                log2: None,
+                cpu: 1,
+                kind: "02".into(),
+                against: None
+            }))
+        );
+        let Ok(Command::VmcsDiff(o)) = p("vmcs-diff --vmcs=12 a.log b.log --cpu=0 --against 02")
+        else {
+            panic!("parse failed")
+        };
+        assert_eq!(
+            (o.log2.as_deref(), o.against.as_deref()),
+            (Some("b.log"), Some("02"))
+        );
+        assert!(p("vmcs-diff --cpu 0 --vmcs 02").is_err());
+        assert!(p("vmcs-diff a --vmcs 02").is_err());
+        assert!(p("vmcs-diff a --cpu 0").is_err());
+        assert!(p("vmcs-diff a --cpu 0 --vmcs 03").is_err());
+        assert!(p("vmcs-diff a b c --cpu 0 --vmcs 01").is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! The test harness: builds L0 and LHV, makes GRUB boot images, boots them
 //! under Bochs or QEMU and judges the serial output. See `harness help`.
 
+mod bench;
+mod bench_table;
 mod build;
 mod check;
 mod cli;
@@ -16,7 +18,9 @@ mod scenario;
 mod selftest;
 mod serial;
 mod session;
+mod twins;
 mod verdict;
+mod vmcs_diff;
 
 use std::process::ExitCode;
 
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
             }
         }
         Ok(Command::ReproImage(o)) => repro_image(&o),
+        Ok(Command::Bench(o)) => bench::run(&o),
+        Ok(Command::VmcsDiff(o)) => vmcs_diff(&o),
         Ok(Command::Help) => {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
@@ -89,6 +95,37 @@ fn repro_image(o: &cli::ReproImageOpts) -> ExitCode {
     }
 }
 
+/// `vmcs-diff`: prints the differing fields of two VMCS dumps.
+fn vmcs_diff(o: &cli::VmcsDiffOpts) -> ExitCode {
+    let read = |p: &str| {
+        std::fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| format!("read {p}: {e}"))
+    };
+    let logs = read(&o.log).and_then(|a| Ok((a, o.log2.as_deref().map(read).transpose()?)));
+    let picked = logs.and_then(|(a, b)| {
+        vmcs_diff::pick(&vmcs_diff::Request {
+            log: &a,
+            log2: b.as_deref(),
+            cpu: o.cpu,
+            kind: &o.kind,
+            against: o.against.as_deref(),
+        })
+    });
+    match picked {
+        Ok((a, b)) => {
+            for l in vmcs_diff::diff(&a, &b) {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("harness: vmcs-diff: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn leak(s: &str) -> &'static str {
     Box::leak(s.to_string().into_boxed_str())
 }
@@ -98,10 +135,16 @@ fn leak(s: &str) -> &'static str {
 fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
     let named = o.scenario.is_some();
     let mut s = match &o.scenario {
-        Some(n) => scenario::find(n).ok_or_else(|| {
-            let names: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
-            format!("no scenario `{n}`; known: {}", names.join(", "))
-        })?,
+        Some(n) => scenario::find(n)
+            .or_else(|| bench::SCENARIOS.iter().copied().find(|s| s.name == n))
+            .ok_or_else(|| {
+                let names: Vec<_> = scenario::SCENARIOS
+                    .iter()
+                    .chain(bench::SCENARIOS)
+                    .map(|s| s.name)
+                    .collect();
+                format!("no scenario `{n}`; known: {}", names.join(", "))
+            })?,
         None => match (o.guest, o.no_l0) {
             (Some(Guest::Linux), true) => scenario::BOCHS_LINUX,
             (Some(Guest::Linux), false) => scenario::BOCHS_L0_LINUX,
@@ -192,28 +235,66 @@ fn run(o: &RunOpts) -> ExitCode {
             }
         };
     }
-    match session::execute(&job) {
-        verdict::Outcome::Pass => {
-            println!("PASS {}", s.name);
-            ExitCode::SUCCESS
-        }
-        verdict::Outcome::Fail(why) => {
-            println!("FAIL {}: {why}", s.name);
-            ExitCode::FAILURE
-        }
+    // A run compared with a bare twin needs the twin's counts: run it first.
+    let mut rows = Vec::new();
+    if let Some(twin) = twins::twin_name(&s).and_then(|t| scenario::find(&t)) {
+        paths::progress(
+            "run",
+            &format!(
+                "first the bare twin {} (its LHV counts are the reference)",
+                twin.name
+            ),
+        );
+        rows.extend(runner::run_all(
+            plan::tasks(&[twin], Stream::Quiet, o.verbose),
+            1,
+        ));
+    }
+    let start = std::time::Instant::now();
+    let status = match session::execute(&job) {
+        verdict::Outcome::Pass => Status::Pass,
+        verdict::Outcome::Fail(why) => Status::Fail(why),
+        verdict::Outcome::Skip(why) => Status::Skip(why),
+    };
+    rows.push(runner::Row {
+        name: s.name.into(),
+        status,
+        secs: start.elapsed().as_secs_f64(),
+        log: Some(job.serial_log()),
+    });
+    twins::cross_check(&[s], &mut rows);
+    let row = &rows[rows.len() - 1];
+    println!("{}", runner::finish_line(row));
+    match row.status {
+        Status::Fail(_) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
     }
 }
 
 fn test(o: &TestOpts) -> ExitCode {
-    let scenarios = scenario::filter(&o.filters);
-    if scenarios.is_empty() {
-        eprintln!(
-            "harness: no scenario name contains any of: {}",
-            o.filters.join(", ")
-        );
-        list();
+    let selected = scenario::filter(&o.filters, o.full);
+    if selected.is_empty() {
+        if !o.full && !scenario::filter(&o.filters, true).is_empty() {
+            eprintln!(
+                "harness: the scenarios matching {} are all in the Full tier: add --full",
+                o.filters.join(", ")
+            );
+        } else {
+            eprintln!(
+                "harness: no scenario name contains any of: {}",
+                o.filters.join(", ")
+            );
+            list();
+        }
         return ExitCode::from(2);
     }
+    let scenarios = match twins::with_twins(selected) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut cargo_ok = true;
     if !o.no_cargo_test {
         let (ok, summary) = build::host_tests();
@@ -235,7 +316,8 @@ fn test(o: &TestOpts) -> ExitCode {
         "test",
         &format!("running {n_run} scenario(s) on {workers} worker(s)"),
     );
-    let rows = runner::run_all(tasks, workers);
+    let mut rows = runner::run_all(tasks, workers);
+    twins::cross_check(&scenarios, &mut rows);
     println!();
     print!("{}", runner::table(&rows));
     for r in &rows {
@@ -257,13 +339,14 @@ fn test(o: &TestOpts) -> ExitCode {
 
 fn list() {
     println!(
-        "{:<24} {:<6} {:>4} {:>6}  {:<9} PASS MARKERS",
-        "SCENARIO", "EMU", "CPUS", "MB", "BOOT"
+        "{:<24} {:<7} {:<6} {:>4} {:>6}  {:<9} PASS MARKERS",
+        "SCENARIO", "TIER", "EMU", "CPUS", "MB", "BOOT"
     );
     for s in scenario::SCENARIOS {
         println!(
-            "{:<24} {:<6} {:>4} {:>6}  {:<9} {}",
+            "{:<24} {:<7} {:<6} {:>4} {:>6}  {:<9} {}",
             s.name,
+            s.tier.name(),
             s.emulator.name(),
             s.cpus,
             s.memory_mb,

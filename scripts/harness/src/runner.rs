@@ -93,6 +93,7 @@ fn run_one(task: Task) -> Row {
             let status = match session::execute(&job) {
                 Outcome::Pass => Status::Pass,
                 Outcome::Fail(r) => Status::Fail(r),
+                Outcome::Skip(r) => Status::Skip(r),
             };
             Row {
                 name: job.scenario.name.into(),

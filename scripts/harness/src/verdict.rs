@@ -8,6 +8,9 @@ use crate::scenario::{DEFAULT_FAIL, Scenario};
 pub enum Outcome {
     Pass,
     Fail(String),
+    /// The kernel said it cannot run here (one of the scenario's skip
+    /// markers): the line.
+    Skip(String),
 }
 
 #[derive(Debug)]
@@ -15,6 +18,7 @@ pub struct Judge {
     pass: Vec<String>,
     pending: Vec<String>,
     fail: Vec<&'static str>,
+    skip: &'static [&'static str],
     expect_exit: bool,
     lines: usize,
     kernel_lines: usize,
@@ -39,6 +43,18 @@ fn is_grub_line(l: &str) -> bool {
         || t.chars().all(|c| !c.is_ascii_alphanumeric())
 }
 
+/// The reason a skip line gives: what follows the marker (`SKIP bench:
+/// VMX is not available: ...` gives `VMX is not available: ...`), or the
+/// whole line when nothing does.
+fn skip_reason(line: &str, marker: &str) -> String {
+    let after = line.split_once(marker).map_or("", |(_, r)| r).trim();
+    if after.is_empty() {
+        line.trim().to_string()
+    } else {
+        after.to_string()
+    }
+}
+
 impl Judge {
     pub fn new(s: &Scenario) -> Self {
         let pass = s.expanded_pass();
@@ -46,6 +62,7 @@ impl Judge {
             pending: pass.clone(),
             pass,
             fail: DEFAULT_FAIL.iter().chain(s.fail).copied().collect(),
+            skip: s.skip,
             expect_exit: s.expect_exit,
             lines: 0,
             kernel_lines: 0,
@@ -75,6 +92,9 @@ impl Judge {
             return Some(Outcome::Fail(format!("GRUB: {}", line.trim())));
         }
         let is_pass = self.pass.iter().any(|m| line.contains(m.as_str()));
+        if !is_pass && let Some(m) = self.skip.iter().find(|m| line.contains(**m)) {
+            return Some(Outcome::Skip(skip_reason(line, m)));
+        }
         if is_pass {
             self.pending.retain(|m| !line.contains(m.as_str()));
         } else if let Some(m) = self.fail.iter().find(|m| line.contains(**m)) {
@@ -337,6 +357,36 @@ LINUX: init reached
             matches!(feed(&mut j, "[    1.0] Kernel panic - not syncing: x
 "), Some(Outcome::Fail(r)) if r.contains("Kernel panic"))
         );
+    }
+
+    #[test]
+    fn skip_markers_end_the_run_as_skip() {
+        let s = Scenario {
+            pass: &["BENCH done"],
+            skip: &["SKIP bench:"],
+            expect_exit: true,
+            ..BOCHS_LHV
+        };
+        let mut j = Judge::new(&s);
+        assert_eq!(
+            feed(
+                &mut j,
+                "LHV starting\nSKIP bench: VMX is not available: CPUID\n"
+            ),
+            Some(Outcome::Skip("VMX is not available: CPUID".into())),
+            "before the fatal `VMX is not available` marker"
+        );
+        let mut j = Judge::new(&s);
+        assert_eq!(
+            feed(&mut j, "SKIP bench:\n"),
+            Some(Outcome::Skip("SKIP bench:".into()))
+        );
+        // Without skip markers the same line is fatal.
+        let mut j = Judge::new(&BOCHS_LHV);
+        assert!(matches!(
+            feed(&mut j, "SKIP bench: VMX is not available: x\n"),
+            Some(Outcome::Fail(_))
+        ));
     }
 
     #[test]
