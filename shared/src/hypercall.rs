@@ -1,7 +1,8 @@
 //! L0's hypercall ABI (VMCALL from its guest, in any mode, at CPL 0).
 //!
 //! RAX = [`MAGIC`] | number; arguments in RBX, RCX, RDX. On return RAX is
-//! [`OK`] or an error below, results in RBX, RCX, RDX (and RSI). VMCALL at CPL > 0 or
+//! [`OK`] or an error below, results in RBX, RCX, RDX (and RSI), with CF, PF, AF, ZF, SF
+//! and OF clear (as after a VMX instruction that succeeded). VMCALL at CPL > 0 or
 //! with another RAX gets RAX = [`UNKNOWN`] (as KVM answers unknown calls) and
 //! nothing else happens.
 

@@ -129,6 +129,23 @@ impl MtrrState {
         }
     }
 
+    /// Whether writing `value` to `msr` can change the memory type of any
+    /// address (if not, nothing derived from the MTRRs needs redoing: a
+    /// guest that rewrites a disabled variable range, as MSR-load areas
+    /// do, costs no EPT rebuild).
+    pub fn write_changes_types(&self, msr: MtrrMsr, value: u64) -> bool {
+        let (old, matters) = match msr {
+            MtrrMsr::DefType => return value != self.def_type,
+            MtrrMsr::Fixed(i) => (self.fixed[i], self.fixed_enabled()),
+            MtrrMsr::PhysBase(i) => (self.variable[i].0, self.variable[i].1 & PHYSMASK_VALID != 0),
+            MtrrMsr::PhysMask(i) => {
+                let old = self.variable[i].1;
+                (old, (old | value) & PHYSMASK_VALID != 0)
+            }
+        };
+        old != value && matters && self.enabled()
+    }
+
     fn enabled(&self) -> bool {
         self.def_type & DEF_TYPE_E != 0
     }
@@ -235,6 +252,29 @@ impl MtrrState {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn writes_that_change_no_type() {
+        let mut s = MtrrState {
+            def_type: DEF_TYPE_E | DEF_TYPE_FE | 6,
+            variable_count: 2,
+            fixed_supported: true,
+            ..MtrrState::default()
+        };
+        s.variable[0] = (0xc000_0000, 0xf_c000_0000 | PHYSMASK_VALID);
+        // A disabled range: base and mask (staying disabled) change nothing.
+        assert!(!s.write_changes_types(MtrrMsr::PhysBase(1), 0x1234_5000 | 6));
+        assert!(!s.write_changes_types(MtrrMsr::PhysMask(1), 0xf_f000_0000));
+        assert!(s.write_changes_types(MtrrMsr::PhysMask(1), 0xf_f000_0000 | PHYSMASK_VALID));
+        // An enabled range, fixed ranges, the default type.
+        assert!(s.write_changes_types(MtrrMsr::PhysBase(0), 0xd000_0000));
+        assert!(!s.write_changes_types(MtrrMsr::PhysBase(0), 0xc000_0000));
+        assert!(s.write_changes_types(MtrrMsr::Fixed(3), 0x0606_0606_0606_0600));
+        assert!(s.write_changes_types(MtrrMsr::DefType, 6));
+        // MTRRs disabled: only the default-type register matters.
+        s.def_type = 6;
+        assert!(!s.write_changes_types(MtrrMsr::PhysBase(0), 0xd000_0000));
+    }
 
     /// MTRRs as a BIOS leaves them: WB default, fixed ranges, 0xC0000000+
     /// UC, with VGA (0xA0000-0xBFFFF) UC.

@@ -117,7 +117,9 @@ pub fn write_mtrr(index: u32, value: u64) -> bool {
     // SAFETY: the MSR exists (IA32_MTRRCAP) and the value passed the
     // hardware's checks, so WRMSR cannot fault.
     unsafe { shared::x86::wrmsr(index, value) };
-    crate::ept01::mtrrs_changed();
+    if state.write_changes_types(which, value) {
+        crate::ept01::mtrrs_changed();
+    }
     true
 }
 

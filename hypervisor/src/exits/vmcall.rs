@@ -4,7 +4,7 @@
 
 use shared::hypercall::{self, Hypercall};
 use shared::mem::PhysMemory;
-use shared::vmx::VmcsAccess;
+use shared::vmx::{VmcsAccess, VmcsField as F};
 
 use super::{Exit, guest_cpl, skip_instruction};
 use crate::memory::GuestMemory;
@@ -32,6 +32,11 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
         _ => hypercall::UNKNOWN,
     };
     vcpu.regs.gpr[reg::RAX] = rax;
+    // The hypercall returns like a VMX instruction that succeeded (CF, PF,
+    // AF, ZF, SF and OF clear), so that a guest hypervisor's VMCALL
+    // wrapper, which decodes VMfail from them, sees success.
+    const VMX_RESULT_FLAGS: u64 = 0x8d5;
+    v.write(F::GuestRflags, v.read(F::GuestRflags) & !VMX_RESULT_FLAGS);
     skip_instruction(v, exit);
     Some(Resume::Guest)
 }

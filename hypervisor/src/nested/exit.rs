@@ -175,6 +175,13 @@ pub fn reflect_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, info: ExitInfo) {
     let nested = &mut vcpu.nested;
     let vmcs12 = &mut nested.store.vmcs12[slot];
     vmcs02::save_guest_state(v, vmcs12);
+    // L2 never runs in SMM, where alone blocking by SMI may be set (SDM
+    // 27.3.1.5); Bochs keeps the bit after wait-for-SIPI and saves it at
+    // every exit of that CPU (see `events`). L1 must not inherit it.
+    vmcs12.clear_bits(
+        F::GuestInterruptibilityState,
+        u64::from(shared::nmi_inject::BLOCKING_BY_SMI),
+    );
     vmcs02::write_exit_info(vmcs12, &info);
     nested.reflected += 1;
     if nested.trace {
