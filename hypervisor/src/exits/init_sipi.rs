@@ -50,6 +50,13 @@ pub fn sipi(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Res
     // (SDM 27.3.1.5).
     v.write(F::GuestInterruptibilityState, 0);
     v.write(F::GuestPendingDebugExceptions, 0);
+    // Bochs also keeps physical NMIs blocked in this CPU after the SIPI
+    // exit (it unblocks them when it leaves wait-for-SIPI itself); with
+    // "virtual NMIs" VM entry does not load them, so only an IRET in VMX
+    // root ends it (SDM 6.7.1). Without it the CPU never sees an NMI
+    // again: neither L0's kicks nor the guest's (a guest hypervisor's
+    // NMI exits).
+    crate::events::unblock_host_nmis();
     crate::guest_smp::set_waiting(vcpu.index, false);
     Some(Resume::Guest)
 }
