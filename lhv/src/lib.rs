@@ -13,6 +13,7 @@ pub mod ept_variants;
 pub mod invvpid_cases;
 pub mod low_mem;
 pub mod msr_bitmap;
+pub mod negative_cases;
 pub mod opt;
 pub mod real_mode_calc;
 pub mod ring3_abi;
