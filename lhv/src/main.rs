@@ -17,6 +17,7 @@ mod hw;
 mod irq;
 mod l2;
 mod low_code;
+mod negative;
 mod options;
 mod percpu_cell;
 mod probe;
@@ -52,6 +53,9 @@ fn main(boot: &'static BootInfo) -> ! {
     };
     let caps = CAPS.call_once(|| vmx_root::probe_or_shutdown(Needs::default()));
     low_code::check(boot);
+    if cmdline::get(boot.cmdline(), "mode") == Some("negative") {
+        negative::run(boot, caps);
+    }
     if let Some(name) = cmdline::get(boot.cmdline(), "lhv_repro") {
         repro::run(boot, name, caps);
     }
