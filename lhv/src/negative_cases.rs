@@ -71,6 +71,9 @@ pub enum Outcome {
     Exit { reason: u32, qualification: u64 },
     /// A fault: vector and error code (0 for faults without one).
     Exception { vector: u8, error_code: u64 },
+    /// The action succeeded, but a value it must have produced (e.g. an
+    /// MSR the entry loaded, as the exit stored it) is wrong.
+    WrongValue { expected: u64, got: u64 },
 }
 
 impl Outcome {
@@ -124,6 +127,9 @@ impl fmt::Display for Outcome {
                 reason,
                 qualification,
             } => write!(f, "VM exit {reason:#x} qualification {qualification:#x}"),
+            Self::WrongValue { expected, got } => {
+                write!(f, "success with value {got:#x} instead of {expected:#x}")
+            }
             Self::Exception { vector, error_code } => match vector {
                 vector::UD => f.write_str("#UD"),
                 vector::GP => write!(f, "#GP({error_code:#x})"),
@@ -371,6 +377,14 @@ mod tests {
             "Bochs does not check X"
         );
         assert_eq!(Skip::NoL0.to_string(), "no L0 (bare)");
+        assert_eq!(
+            Outcome::WrongValue {
+                expected: 1,
+                got: 2
+            }
+            .to_string(),
+            "success with value 0x2 instead of 0x1"
+        );
     }
 
     #[test]

@@ -59,6 +59,14 @@ fn nmi_injection_with_nmi_blocking_vnmi(e: &mut Env) {
     e.write(F::VmEntryInterruptionInfo, INJECT_NMI);
 }
 
+fn nmi_injection_with_nmi_blocking_no_vnmi(e: &mut Env) {
+    // Without virtual NMIs the rule of SDM 27.3.1.5 does not apply: the
+    // NMI is delivered to L2 (through LHV's own IDT, whose NMI handler
+    // counts it and returns to L2's VMCALL).
+    e.write(F::GuestInterruptibilityState, BLOCKING_BY_NMI);
+    e.write(F::VmEntryInterruptionInfo, INJECT_NMI);
+}
+
 fn vnmi_rule(e: &Env) -> Result<Outcome, Skip> {
     if !e.allows(F::PinBasedVmExecControls, PinBased::VIRTUAL_NMIS.bits()) {
         return Err(Skip::Unsupported("no virtual NMIs"));
@@ -123,6 +131,11 @@ pub const GROUP: Group = Group {
             "nmi-injection-nmi-blocking-vnmi",
             nmi_injection_with_nmi_blocking_vnmi,
             vnmi_rule,
+        ),
+        Case::launch(
+            "nmi-injection-nmi-blocking-no-vnmi",
+            nmi_injection_with_nmi_blocking_no_vnmi,
+            Outcome::Success,
         ),
         Case::launch_if("nmi-injection-sti-blocking", |_| {}, nmi_sti_rule),
         Case::launch_if(

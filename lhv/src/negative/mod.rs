@@ -168,6 +168,13 @@ impl Page {
         unsafe { (*self.0.get()).fill(0) };
     }
 
+    /// Reads quadword `i`.
+    pub fn get(&self, i: usize) -> u64 {
+        // SAFETY: as for `clear`; the processor writes it only during VM
+        // entries and exits, which are over.
+        unsafe { ::core::ptr::read_volatile(&raw const (*self.0.get())[i]) }
+    }
+
     /// Writes quadword `i`.
     pub fn set(&self, i: usize, v: u64) {
         // SAFETY: as for `clear`.

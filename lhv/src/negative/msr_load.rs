@@ -7,7 +7,7 @@ use lhv::negative_cases::{Outcome, Skip, beyond_msr_list_max};
 use shared::vmx::VmcsField as F;
 use shared::x86::msr;
 
-use super::{Case, Env, Group, Page};
+use super::{Action, Case, Env, Expect, Group, Page};
 
 /// Pages of the MSR areas (contiguous in the image, so physically too).
 const AREA_PAGES: usize = 5;
@@ -19,6 +19,7 @@ const AREA_ENTRIES: usize = AREA_PAGES * 4096 / 16;
 /// state, so loading them on entry leaves LHV unchanged.
 const IA32_SYSENTER_CS: u32 = 0x174;
 const IA32_SYSENTER_ESP: u32 = 0x175;
+const IA32_SYSENTER_EIP: u32 = 0x176;
 /// An x2APIC register MSR (TPR): never loadable (SDM 27.4).
 const X2APIC_TPR: u32 = 0x808;
 
@@ -64,13 +65,35 @@ fn second_entry_fails(e: &mut Env) {
     load_list(e, 0, 2);
 }
 
-fn crosses_page(e: &mut Env) {
+/// Values the page-crossing list loads (canonical, unused by LHV: the VM
+/// exit reloads both from the host state).
+const CROSS_ESP: u64 = 0x0000_1234_5678_9000;
+const CROSS_EIP: u64 = 0x0000_7654_3210_f000;
+
+/// Entries 255 and 256 (the last 16 bytes of the first page and the first
+/// 16 of the second) load IA32_SYSENTER_ESP/EIP; the VM-exit MSR-store
+/// area (in the third page) stores them back at the VMCALL exit, which
+/// shows both were loaded.
+fn crosses_page(e: &mut Env) -> Outcome {
     clear_area();
-    // Entries 255 and 256: the last 16 bytes of the first page and the
-    // first 16 of the second.
-    entry(255, IA32_SYSENTER_CS, 0, 0);
-    entry(256, IA32_SYSENTER_ESP, 0, 0);
+    entry(255, IA32_SYSENTER_ESP, 0, CROSS_ESP);
+    entry(256, IA32_SYSENTER_EIP, 0, CROSS_EIP);
     load_list(e, 255, 2);
+    entry(512, IA32_SYSENTER_ESP, 0, 0);
+    entry(513, IA32_SYSENTER_EIP, 0, 0);
+    e.write(F::VmExitMsrStoreCount, 2);
+    e.write(F::VmExitMsrStoreAddress, AREA[2].pa());
+    match e.launch() {
+        Outcome::Success => {}
+        other => return other,
+    }
+    for (slot, expected) in [(1, CROSS_ESP), (3, CROSS_EIP)] {
+        let got = AREA[2].get(slot);
+        if got != expected {
+            return Outcome::WrongValue { expected, got };
+        }
+    }
+    Outcome::Success
 }
 
 fn max_entries(e: &Env) -> usize {
@@ -115,7 +138,11 @@ pub const GROUP: Group = Group {
             second_entry_fails,
             Outcome::msr_loading(2),
         ),
-        Case::launch("msr-load-crosses-page", crosses_page, Outcome::Success),
+        Case {
+            name: "msr-load-crosses-page",
+            action: Action::Fresh(crosses_page),
+            expect: Expect::Is(Outcome::Success),
+        },
         Case::launch_if("msr-load-beyond-max-count", beyond_max, beyond_max_rule),
     ],
 };
