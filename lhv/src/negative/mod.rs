@@ -471,8 +471,10 @@ pub fn run(boot: &BootInfo, caps: &'static VmxCaps) -> ! {
             format_args!("{e}"),
         );
     }
-    // SAFETY: the suite runs on the BSP only and takes these statics once.
     let vmcs_ptr = &raw mut VMCS;
+    // SAFETY: the suite runs on the BSP only and takes these statics once
+    // (`fresh` later re-stamps the VMCS through `vmcs_ptr`, while no
+    // reference to it is alive: Ctx keeps only its address).
     let (vmxon_region, vmcs_region) = unsafe {
         (
             crate::repro::exclusive(&raw mut VMXON),

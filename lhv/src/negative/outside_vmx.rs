@@ -35,7 +35,7 @@ fn vmxoff(e: &mut Env) -> Outcome {
     let o = guard::vmxoff();
     if o == Outcome::Success {
         // The token is void outside VMX operation.
-        ::core::mem::forget(e.ctx.vmx.take());
+        e.ctx.vmx = None;
     }
     o
 }
