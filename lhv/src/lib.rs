@@ -1,7 +1,7 @@
 //! LHV's pure logic, built for the host as well as for bare metal so that
 //! `cargo test -p lhv` checks it: the `LHV_OPT` option set and its rules,
-//! the identity EPT layout with its hole, the INVVPID case table, and the
-//! descriptor decoding the VMCS setup needs.
+//! the identity EPT layout with its hole, the INVVPID case table, the
+//! negative suite's outcomes and rules, and the descriptor decoding the VMCS setup needs.
 //!
 //! The kernel (`src/main.rs` and its modules) uses these and keeps every
 //! hardware access on its side.

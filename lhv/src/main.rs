@@ -6,7 +6,10 @@
 //!   an endless (or `iters=N`) test loop over the options of `lhv_opt=`
 //!   (see [`test_loop`] and [`options`]);
 //! - `probe`: no VMX at all; checks memory and asks L0 for its statistics
-//!   (see [`probe`]).
+//!   (see [`probe`]);
+//! - `negative`: the negative VMX suite on the BSP: invalid VMCS contents,
+//!   bad VMX operands, CPL 3, outside VMX operation, broken MSR areas, each
+//!   outcome checked exactly (see [`negative`]).
 #![no_std]
 #![no_main]
 
@@ -42,6 +45,9 @@ fn main(boot: &'static BootInfo) -> ! {
     if cmdline::get(boot.cmdline(), "mode") == Some("probe") {
         probe::run(boot);
     }
+    if cmdline::get(boot.cmdline(), "mode") == Some("negative") {
+        negative::run(boot, &CAPS);
+    }
     let raw_opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);
     println!("LHV_OPT = {raw_opt:#x}");
     let opt = match lhv::opt::validate(raw_opt) {
@@ -53,9 +59,6 @@ fn main(boot: &'static BootInfo) -> ! {
     };
     let caps = CAPS.call_once(|| vmx_root::probe_or_shutdown(Needs::default()));
     low_code::check(boot);
-    if cmdline::get(boot.cmdline(), "mode") == Some("negative") {
-        negative::run(boot, caps);
-    }
     if let Some(name) = cmdline::get(boot.cmdline(), "lhv_repro") {
         repro::run(boot, name, caps);
     }

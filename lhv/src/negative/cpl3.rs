@@ -84,6 +84,16 @@ fn run(program: *const u8) -> Outcome {
     }
 }
 
+/// VMXON at CPL 3 (for the cases outside VMX operation).
+pub fn vmxon() -> Outcome {
+    run(&raw const lhv_ring3_vmx_vmxon)
+}
+
+/// VMREAD at CPL 3 (for the cases outside VMX operation).
+pub fn vmread() -> Outcome {
+    run(&raw const lhv_ring3_vmx_vmread)
+}
+
 fn gp0(_: &Env) -> Result<Outcome, Skip> {
     Ok(at_cpl3(true))
 }

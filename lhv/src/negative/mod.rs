@@ -361,22 +361,50 @@ fn l0_present() -> bool {
     &sig == L0_SIGNATURE
 }
 
-/// L0's Stats hypercall (only called when L0 is present).
-fn l0_stats() -> shared::vmx::insn::VmcallRegs {
-    let mut regs = shared::vmx::insn::VmcallRegs {
-        rax: Hypercall::Stats.rax(),
-        ..Default::default()
-    };
-    // SAFETY: L0's Stats call only returns values in registers.
-    let r = unsafe { shared::vmx::insn::vmcall(&mut regs) };
-    if r.is_err() || regs.rax != hypercall::OK {
+/// L0's answer to Stats (`shared::hypercall`).
+#[derive(Clone, Copy, Debug)]
+struct Stats {
+    exits: u64,
+    cpus: u64,
+    region_kib: u64,
+    region_base: u64,
+}
+
+/// L0's Stats hypercall (only called when L0 is present). L0 answers in
+/// RAX and leaves RFLAGS as they were, so the answer is RAX alone (not the
+/// VMX-style CF/ZF that `shared::vmx::insn::vmcall` decodes).
+fn l0_stats() -> Stats {
+    let mut rax = Hypercall::Stats.rax();
+    let mut rbx: u64 = 0;
+    let (rcx, rdx, rsi): (u64, u64, u64);
+    // SAFETY: L0's Stats call only returns values in RAX, RBX, RCX, RDX and
+    // RSI. RBX is reserved by the compiler, hence the exchange.
+    unsafe {
+        ::core::arch::asm!(
+            "xchg {b}, rbx",
+            "vmcall",
+            "xchg {b}, rbx",
+            b = inout(reg) rbx,
+            inout("rax") rax,
+            inout("rcx") 0u64 => rcx,
+            inout("rdx") 0u64 => rdx,
+            inout("rsi") 0u64 => rsi,
+            options(nostack),
+        );
+    }
+    if rax != hypercall::OK {
         fail(
             format_args!("negative: L0 Stats hypercall"),
             format_args!("RAX = OK"),
-            format_args!("RAX {:#x}, {r:?}", regs.rax),
+            format_args!("RAX {rax:#x}"),
         );
     }
-    regs
+    Stats {
+        exits: rbx,
+        cpus: rcx,
+        region_kib: rdx,
+        region_base: rsi,
+    }
 }
 
 /// Linear-address width (CPUID.80000008H:EAX[15:8]; 48 without the leaf).
@@ -423,8 +451,9 @@ fn run_case(env: &mut Env, case: &Case, tally: &mut Tally) {
     }
 }
 
-/// Runs the suite on the BSP and shuts down.
-pub fn run(boot: &BootInfo, caps: &'static VmxCaps) -> ! {
+/// Runs the suite on the BSP and shuts down; `caps` is where LHV keeps the
+/// capabilities (read here, after L0's presence is reported).
+pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
     println!("NEGATIVE: mode=negative, BSP only");
     let names = GROUPS.iter().flat_map(|g| g.cases.iter().map(|c| c.name));
     if let Err(n) = lhv::negative_cases::names_well_formed(names) {
@@ -436,21 +465,23 @@ pub fn run(boot: &BootInfo, caps: &'static VmxCaps) -> ! {
     }
     let l0 = l0_present().then(|| {
         let s = l0_stats();
+        let size = s.region_kib * 1024;
         println!(
             "NEGATIVE L0: present, exits={} cpus={} region [{:#x}, {:#x})",
-            s.rbx,
-            s.rcx,
-            s.rsi,
-            s.rsi + s.rdx * 1024
+            s.exits,
+            s.cpus,
+            s.region_base,
+            s.region_base + size
         );
         L0 {
-            region_base: s.rsi,
-            region_size: s.rdx * 1024,
+            region_base: s.region_base,
+            region_size: size,
         }
     });
     if l0.is_none() {
         println!("NEGATIVE L0: none (bare)");
     }
+    let caps = caps.call_once(|| vmx_root::probe_or_shutdown(vmx_root::Needs::default()));
     // The suite controls every event itself: no legacy interrupts.
     crate::hw::pit::mask_all();
     guard::install();
@@ -542,7 +573,7 @@ pub fn run(boot: &BootInfo, caps: &'static VmxCaps) -> ! {
         let s = l0_stats();
         println!(
             "NEGATIVE L0: alive after the suite, exits={} cpus={}",
-            s.rbx, s.rcx
+            s.exits, s.cpus
         );
     }
     shared::console::flush();

@@ -2,7 +2,8 @@
 //! VMREAD, VMPTRLD, VMCLEAR and VMLAUNCH raise #UD; VMXON checks its
 //! pointer (VMfailInvalid for an unaligned one, one beyond MAXPHYADDR, a
 //! wrong revision identifier, one in L0's region) and raises #UD with
-//! CR4.VMXE = 0. The cases run in order from one VMXOFF to the final
+//! CR4.VMXE = 0; at CPL 3, VMREAD still raises #UD and VMXON #GP(0). The
+//! cases run in order from one VMXOFF to the final
 //! VMXON that restores VMX operation (each starts from the previous one's
 //! state).
 
@@ -11,7 +12,7 @@ use shared::vmx::VmcsField as F;
 use shared::vmx::insn::Vmxon;
 use shared::x86;
 
-use super::{Action, Case, Env, Expect, Group, Page, guard};
+use super::{Action, Case, Env, Expect, Group, Page, cpl3, guard};
 
 const CR4_VMXE: u64 = 1 << 13;
 /// A VMXON region with a wrong revision identifier.
@@ -120,6 +121,14 @@ pub const GROUP: Group = Group {
         sequel("vmptrld-outside-vmx", vmptrld, Outcome::UD),
         sequel("vmclear-outside-vmx", vmclear, Outcome::UD),
         sequel("vmlaunch-outside-vmx", vmlaunch, Outcome::UD),
+        // Outside VMX operation #UD comes before the CPL check; VMXON
+        // checks CPL (CR4.VMXE is 1).
+        sequel(
+            "vmread-at-cpl3-outside-vmx",
+            |_| cpl3::vmread(),
+            Outcome::UD,
+        ),
+        sequel("vmxon-at-cpl3-outside-vmx", |_| cpl3::vmxon(), Outcome::GP0),
         sequel("vmxon-unaligned", vmxon_unaligned, Outcome::FailInvalid),
         sequel(
             "vmxon-beyond-width",
