@@ -4,6 +4,7 @@
 
 use lhv::negative_cases::{Outcome, Skip, zero_length_injection};
 use shared::vmx::VmcsField as F;
+use shared::vmx::controls::{EntryControls, ExitControls, PinBased};
 
 use super::msr_load::area_pa;
 use super::{Case, Env, Group};
@@ -34,6 +35,28 @@ fn exit_msr_load_beyond_width(e: &mut Env) {
     e.write(F::VmExitMsrLoadAddress, far);
 }
 
+fn save_preemption_timer_without_timer(e: &mut Env) {
+    e.clear_bits(
+        F::PinBasedVmExecControls,
+        PinBased::ACTIVATE_PREEMPTION_TIMER.bits().into(),
+    );
+    e.set_bits(
+        F::VmExitControls,
+        ExitControls::SAVE_PREEMPTION_TIMER_VALUE.bits().into(),
+    );
+}
+
+fn save_timer_rule(e: &Env) -> Result<Outcome, Skip> {
+    if e.allows(
+        F::VmExitControls,
+        ExitControls::SAVE_PREEMPTION_TIMER_VALUE.bits(),
+    ) {
+        Ok(Outcome::CONTROLS)
+    } else {
+        Err(Skip::Unsupported("no save-preemption-timer exit control"))
+    }
+}
+
 pub const EXIT_GROUP: Group = Group {
     section: "27.2.1.2 VM-exit control fields",
     cases: &[
@@ -46,6 +69,11 @@ pub const EXIT_GROUP: Group = Group {
             "exit-msr-load-beyond-width",
             exit_msr_load_beyond_width,
             Outcome::CONTROLS,
+        ),
+        Case::launch_if(
+            "save-preemption-timer-without-timer",
+            save_preemption_timer_without_timer,
+            save_timer_rule,
         ),
     ],
 };
@@ -98,6 +126,28 @@ fn inject_external_interrupt_with_if_0(e: &mut Env) {
     inject(e, info::EXTERNAL_INTERRUPT | 0x30);
 }
 
+fn deactivate_dual_monitor_outside_smm(e: &mut Env) {
+    e.set_bits(
+        F::VmEntryControls,
+        EntryControls::DEACTIVATE_DUAL_MONITOR_TREATMENT
+            .bits()
+            .into(),
+    );
+}
+
+fn dual_monitor_rule(e: &Env) -> Result<Outcome, Skip> {
+    if e.allows(
+        F::VmEntryControls,
+        EntryControls::DEACTIVATE_DUAL_MONITOR_TREATMENT.bits(),
+    ) {
+        Ok(Outcome::CONTROLS)
+    } else {
+        Err(Skip::Unsupported(
+            "no deactivate-dual-monitor entry control",
+        ))
+    }
+}
+
 fn entry_msr_load_unaligned(e: &mut Env) {
     e.write(F::VmEntryMsrLoadCount, 1);
     e.write(F::VmEntryMsrLoadAddress, area_pa() + 8);
@@ -145,6 +195,11 @@ pub const GROUP: Group = Group {
             "inject-external-interrupt-if-0",
             inject_external_interrupt_with_if_0,
             Outcome::guest_state(0),
+        ),
+        Case::launch_if(
+            "deactivate-dual-monitor-outside-smm",
+            deactivate_dual_monitor_outside_smm,
+            dual_monitor_rule,
         ),
         Case::launch(
             "entry-msr-load-unaligned",

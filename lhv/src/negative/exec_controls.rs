@@ -15,6 +15,9 @@ static IO_BITMAP_B: Page = Page::new();
 /// A zeroed page standing for an EPT PML4 (no case walks it).
 static EPT_PML4: Page = Page::new();
 
+/// A zeroed virtual-APIC page (TPR shadow 0).
+static VIRTUAL_APIC: Page = Page::new();
+
 /// EPTP memory type WB, 4-level walk (SDM 25.6.11).
 const EPTP_WB_4LEVEL: u64 = 6 | (3 << 3);
 
@@ -177,6 +180,52 @@ fn unrestricted_rule(e: &Env) -> Result<Outcome, Skip> {
     )
 }
 
+fn tpr_shadow_on(e: &mut Env, page: u64, threshold: u64) {
+    e.set_bits(
+        F::PrimaryProcBasedVmExecControls,
+        PrimaryProcBased::USE_TPR_SHADOW.bits().into(),
+    );
+    e.write(F::VirtualApicAddress, page);
+    e.write(F::TprThreshold, threshold);
+}
+
+fn virtual_apic_unaligned(e: &mut Env) {
+    VIRTUAL_APIC.clear();
+    tpr_shadow_on(e, VIRTUAL_APIC.pa() + 0x80, 0);
+}
+
+fn tpr_threshold_bits_31_4(e: &mut Env) {
+    VIRTUAL_APIC.clear();
+    tpr_shadow_on(e, VIRTUAL_APIC.pa(), 0x10);
+}
+
+fn tpr_rule(e: &Env) -> Result<Outcome, Skip> {
+    if e.allows(
+        F::PrimaryProcBasedVmExecControls,
+        PrimaryProcBased::USE_TPR_SHADOW.bits(),
+    ) {
+        Ok(Outcome::CONTROLS)
+    } else {
+        Err(Skip::Unsupported("no TPR shadow"))
+    }
+}
+
+fn x2apic_mode_without_tpr_shadow(e: &mut Env) {
+    e.clear_bits(
+        F::PrimaryProcBasedVmExecControls,
+        PrimaryProcBased::USE_TPR_SHADOW.bits().into(),
+    );
+    e.set_secondary(SecondaryProcBased::VIRTUALIZE_X2APIC_MODE.bits());
+}
+
+fn x2apic_rule(e: &Env) -> Result<Outcome, Skip> {
+    secondary_rule(
+        e,
+        SecondaryProcBased::VIRTUALIZE_X2APIC_MODE,
+        "no x2APIC virtualization",
+    )
+}
+
 fn vpid_zero(e: &mut Env) {
     e.set_secondary(SecondaryProcBased::ENABLE_VPID.bits());
     e.write(F::VirtualProcessorId, 0);
@@ -240,5 +289,12 @@ pub const GROUP: Group = Group {
             unrestricted_rule,
         ),
         Case::launch_if("vpid-zero", vpid_zero, vpid_rule),
+        Case::launch_if("virtual-apic-unaligned", virtual_apic_unaligned, tpr_rule),
+        Case::launch_if("tpr-threshold-bits-31-4", tpr_threshold_bits_31_4, tpr_rule),
+        Case::launch_if(
+            "x2apic-mode-without-tpr-shadow",
+            x2apic_mode_without_tpr_shadow,
+            x2apic_rule,
+        ),
     ],
 };

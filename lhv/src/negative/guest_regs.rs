@@ -42,6 +42,11 @@ fn load_efer_lma_mismatch(e: &mut Env) {
     e.clear_bits(F::GuestIa32Efer, EFER_LMA);
 }
 
+fn load_efer_reserved_bit(e: &mut Env) {
+    // Bit 9 of IA32_EFER is reserved.
+    e.set_bits(F::GuestIa32Efer, 1 << 9);
+}
+
 fn load_pat_reserved_type(e: &mut Env) {
     let pat = e.read(F::GuestIa32Pat);
     e.write(F::GuestIa32Pat, (pat & !0xff) | 3);
@@ -80,6 +85,7 @@ pub const CR_GROUP: Group = Group {
         Case::launch("ia32e-guest-cr4-pae-0", ia32e_guest_cr4_pae_0, FAIL),
         Case::launch("guest-cr3-beyond-width", guest_cr3_beyond_width, FAIL),
         Case::launch("load-efer-lma-mismatch", load_efer_lma_mismatch, FAIL),
+        Case::launch("load-efer-reserved-bit", load_efer_reserved_bit, FAIL),
         Case::launch("load-pat-reserved-type", load_pat_reserved_type, FAIL),
         Case::launch_if("load-debug-dr7-high-bits", dr7_high_bits, dr7_rule),
         Case::launch(

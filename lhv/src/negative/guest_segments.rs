@@ -36,6 +36,21 @@ fn cs_reserved_ar_bits(e: &mut Env) {
     e.set_bits(F::GuestCsAccessRights, 1 << 8);
 }
 
+fn cs_l_and_d(e: &mut Env) {
+    // In IA-32e mode CS.L = 1 requires CS.D = 0.
+    e.set_bits(F::GuestCsAccessRights, 1 << 14);
+}
+
+fn ss_type_code(e: &mut Env) {
+    // Type 11 (execute/read code) is not a valid SS type.
+    e.write(F::GuestSsAccessRights, 0xc09b);
+}
+
+fn ds_not_accessed(e: &mut Env) {
+    // A usable data segment must be accessed (type bit 0).
+    e.clear_bits(F::GuestDsAccessRights, 1);
+}
+
 fn tr_unusable(e: &mut Env) {
     e.set_bits(F::GuestTrAccessRights, AR_UNUSABLE);
 }
@@ -76,7 +91,10 @@ pub const GROUP: Group = Group {
         Case::launch("cs-type-data", cs_type_data, FAIL),
         Case::launch("cs-not-present", cs_not_present, FAIL),
         Case::launch("cs-reserved-ar-bits", cs_reserved_ar_bits, FAIL),
+        Case::launch("cs-l-and-d-set", cs_l_and_d, FAIL),
         Case::launch("ss-dpl-not-cs-dpl", ss_dpl_not_cs_dpl, FAIL),
+        Case::launch("ss-type-code", ss_type_code, FAIL),
+        Case::launch("ds-not-accessed", ds_not_accessed, FAIL),
         Case::launch(
             "ds-limit-granularity-mismatch",
             limit_granularity_mismatch,

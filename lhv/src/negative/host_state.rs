@@ -59,6 +59,12 @@ fn host_address_space_size_off(e: &mut Env) {
     );
 }
 
+fn host_efer_lma_clear(e: &mut Env) {
+    // Load IA32_EFER on exit is a base control: LMA and LME must equal
+    // "host address-space size" (1).
+    e.clear_bits(F::HostIa32Efer, 1 << 10);
+}
+
 fn host_pat_reserved_type(e: &mut Env) {
     // Memory type 2 in PAT entry 0 is reserved.
     let pat = e.read(F::HostIa32Pat);
@@ -108,6 +114,11 @@ pub const GROUP: Group = Group {
         Case::launch(
             "host-address-space-size-off",
             host_address_space_size_off,
+            Outcome::HOST_STATE,
+        ),
+        Case::launch(
+            "host-efer-lma-clear",
+            host_efer_lma_clear,
             Outcome::HOST_STATE,
         ),
         Case::launch(
