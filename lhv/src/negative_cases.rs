@@ -310,6 +310,14 @@ pub mod l0_region {
     pub const VMXON: Outcome = Outcome::FailInvalid;
 }
 
+/// The page at `offset` bytes into the region `[base, base + size)`,
+/// clamped to its last page (L0's region for the pointer cases).
+pub const fn region_page(base: u64, size: u64, offset: u64) -> u64 {
+    let last = size.saturating_sub(4096);
+    let off = if offset < last { offset } else { last };
+    (base + off) & !0xfff
+}
+
 /// Number of entries in a list one past the recommended maximum of
 /// IA32_VMX_MISC (512 * (N + 1), SDM A.6).
 pub const fn beyond_msr_list_max(max: u32) -> u32 {
@@ -430,6 +438,15 @@ mod tests {
         assert_eq!(l0_region::VMPTRLD, Outcome::FailValid(9));
         assert_eq!(l0_region::VMCLEAR, Outcome::FailValid(2));
         assert_eq!(l0_region::VMXON, Outcome::FailInvalid);
+    }
+
+    #[test]
+    fn region_pages_stay_inside() {
+        let (b, s) = (0x1be0_0000, 0x400_0000);
+        assert_eq!(region_page(b, s, 0), b);
+        assert_eq!(region_page(b, s, s / 2 + 123), b + s / 2);
+        assert_eq!(region_page(b, s, u64::MAX), b + s - 4096);
+        assert_eq!(region_page(b, 0, 5000), b);
     }
 
     #[test]
