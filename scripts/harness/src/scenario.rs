@@ -382,7 +382,6 @@ pub const SCENARIOS: &[Scenario] = &[
     //         ", 0 failed,",
     //         "NEGATIVE L0: alive after the suite",
     //     ],
-    //     expect_exit: true,
     //     timeout_s: 300,
     //     ..BOCHS_L0
     // },
