@@ -1,7 +1,8 @@
 //! LHV's pure logic, built for the host as well as for bare metal so that
 //! `cargo test -p lhv` checks it: the `LHV_OPT` option set and its rules,
 //! the identity EPT layout with its hole, the INVVPID case table, the
-//! descriptor decoding the VMCS setup needs, and benchmark arithmetic.
+//! negative suite's outcomes and rules, the descriptor decoding the VMCS setup needs, and
+//! benchmark arithmetic.
 //!
 //! The kernel (`src/main.rs` and its modules) uses these and keeps every
 //! hardware access on its side.
@@ -14,6 +15,7 @@ pub mod ept_variants;
 pub mod invvpid_cases;
 pub mod low_mem;
 pub mod msr_bitmap;
+pub mod negative_cases;
 pub mod opt;
 pub mod real_mode_calc;
 pub mod ring3_abi;

@@ -9,6 +9,9 @@
 //!   (see [`probe`]);
 //! - `bench`: the BSP times L2 exits handled by L1, and L0's exits per L2
 //!   exit when L0 is there (see [`bench`]).
+//! - `negative`: the negative VMX suite on the BSP: invalid VMCS contents,
+//!   bad VMX operands, CPL 3, outside VMX operation, broken MSR areas, each
+//!   outcome checked exactly (see [`negative`]).
 #![no_std]
 #![no_main]
 
@@ -22,6 +25,7 @@ mod irq;
 mod l0;
 mod l2;
 mod low_code;
+mod negative;
 mod options;
 mod percpu_cell;
 mod probe;
@@ -47,6 +51,9 @@ fn main(boot: &'static BootInfo) -> ! {
         Some("probe") => probe::run(boot),
         Some("bench") => bench::run(boot),
         _ => {}
+    }
+    if cmdline::get(boot.cmdline(), "mode") == Some("negative") {
+        negative::run(boot, &CAPS);
     }
     let raw_opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);
     println!("LHV_OPT = {raw_opt:#x}");

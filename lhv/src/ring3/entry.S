@@ -245,6 +245,58 @@ l2r3:
 8:  mov eax, {sys_exit}
     int 0x80
     ud2
+
+/* The negative suite's CPL-3 programs (lhv/src/negative/cpl3.rs): each is
+ * one VMX instruction, which must fault (#GP(0) at CPL 3), then UD2, which
+ * ends the section if it did not. Operands are on the user stack. */
+.global lhv_ring3_vmx_vmxon
+lhv_ring3_vmx_vmxon:
+    vmxon qword ptr [rsp - 8]
+    ud2
+.global lhv_ring3_vmx_vmxoff
+lhv_ring3_vmx_vmxoff:
+    vmxoff
+    ud2
+.global lhv_ring3_vmx_vmclear
+lhv_ring3_vmx_vmclear:
+    vmclear qword ptr [rsp - 8]
+    ud2
+.global lhv_ring3_vmx_vmptrld
+lhv_ring3_vmx_vmptrld:
+    vmptrld qword ptr [rsp - 8]
+    ud2
+.global lhv_ring3_vmx_vmptrst
+lhv_ring3_vmx_vmptrst:
+    vmptrst qword ptr [rsp - 8]
+    ud2
+.global lhv_ring3_vmx_vmread
+lhv_ring3_vmx_vmread:
+    vmread rax, rbx
+    ud2
+.global lhv_ring3_vmx_vmwrite
+lhv_ring3_vmx_vmwrite:
+    vmwrite rbx, rax
+    ud2
+.global lhv_ring3_vmx_vmlaunch
+lhv_ring3_vmx_vmlaunch:
+    vmlaunch
+    ud2
+.global lhv_ring3_vmx_vmresume
+lhv_ring3_vmx_vmresume:
+    vmresume
+    ud2
+.global lhv_ring3_vmx_invept
+lhv_ring3_vmx_invept:
+    invept rax, xmmword ptr [rsp - 16]
+    ud2
+.global lhv_ring3_vmx_invvpid
+lhv_ring3_vmx_invvpid:
+    invvpid rax, xmmword ptr [rsp - 16]
+    ud2
+.global lhv_ring3_vmx_vmcall
+lhv_ring3_vmx_vmcall:
+    vmcall
+    ud2
 .global lhv_ring3_user_end
 lhv_ring3_user_end:
 .balign 4096

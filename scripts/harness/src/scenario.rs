@@ -471,6 +471,31 @@ pub const SCENARIOS: &[Scenario] = &[
         &["repro nmi-blocking: GOOD"],
         &["repro nmi-blocking: BAD"],
     ),
+    // LHV's negative suite (lhv/src/negative/) on bare Bochs: every case
+    // passes (which proves its expected outcomes are the hardware's).
+    Scenario {
+        name: "negative",
+        cpus: 1,
+        lhv_args: "mode=negative",
+        pass: &["NEGATIVE L0: none (bare)", "NEGATIVE done:", ", 0 failed,"],
+        expect_exit: true,
+        timeout_s: 120,
+        ..BOCHS_LHV
+    },
+    // The same suite under L0 (nested VMX), with L0 alive at the end.
+    Scenario {
+        name: "l0-negative",
+        cpus: 1,
+        lhv_args: "mode=negative",
+        pass: &[
+            "NEGATIVE L0: present",
+            "NEGATIVE done:",
+            ", 0 failed,",
+            "NEGATIVE L0: alive after the suite",
+        ],
+        timeout_s: 300,
+        ..BOCHS_L0
+    },
     // LHV probe mode alone on Bochs: E820 lines, RAM pattern, no L0 (#UD).
     Scenario {
         name: "lhv-probe",
