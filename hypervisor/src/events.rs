@@ -31,8 +31,13 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
         .nmi_count
         .swap(0, Ordering::AcqRel)
         + core::mem::take(&mut vcpu.nmi_exits);
-    if seen > 0 && crate::guest_smp::guest_nmis(vcpu.index, seen) > 0 {
-        vcpu.nmi_pending = true;
+    if seen > 0 {
+        let theirs = crate::guest_smp::guest_nmis(vcpu.index, seen);
+        let n = u8::try_from(theirs).unwrap_or(u8::MAX);
+        vcpu.nmis_pending = vcpu
+            .nmis_pending
+            .saturating_add(n)
+            .min(crate::vcpu::MAX_PENDING_NMIS);
     }
     // While L2 runs, NMIs and INITs L1 intercepts are exits to L1 (this
     // may make VMCS01 current).
@@ -53,7 +58,7 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     }
     let injecting = InterruptionInfo(v.read32(F::VmEntryInterruptionInfo)).is_valid();
     let step = nmi_inject::decide(
-        vcpu.nmi_pending,
+        vcpu.nmis_pending > 0,
         v.read32(F::GuestInterruptibilityState),
         v.read32(F::GuestActivityState),
         injecting,
@@ -80,7 +85,7 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
                     u64::from(nmi_inject::activity::ACTIVE),
                 );
             }
-            vcpu.nmi_pending = false;
+            vcpu.nmis_pending -= 1;
             vcpu.nmis_injected += 1;
         }
     }

@@ -75,8 +75,9 @@ pub struct Vcpu {
     pub step: Option<SingleStep>,
     /// NMI VM exits since the last VM entry (see `events`).
     pub nmi_exits: u32,
-    /// An NMI is pending for the guest.
-    pub nmi_pending: bool,
+    /// NMIs pending for the guest: at most [`MAX_PENDING_NMIS`], as the
+    /// processor holds one NMI while it delivers (or blocks) another.
+    pub nmis_pending: u8,
     /// NMIs injected into the guest.
     pub nmis_injected: u64,
     /// Physical address of this CPU's VMCS01.
@@ -102,6 +103,10 @@ impl Vcpu {
         }
     }
 }
+
+/// NMIs a processor can hold for later: one being delivered or blocked,
+/// and one latched behind it (SDM 6.7.1; KVM's `nmi_pending` rule).
+pub const MAX_PENDING_NMIS: u8 = 2;
 
 /// Bytes of each CPU's exit stack.
 const EXIT_STACK_SIZE: usize = 32 * 1024;
@@ -162,7 +167,7 @@ pub fn take(index: usize, nested_trace: bool) -> Option<CpuVmx> {
         exits: 0,
         step: None,
         nmi_exits: 0,
-        nmi_pending: false,
+        nmis_pending: 0,
         nmis_injected: 0,
         vmcs_phys: shared::boot::layout::phys_of(vmcs as *const VmcsRegion),
         nested,

@@ -33,7 +33,7 @@ pub fn enter_init_state(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
         u64::from(PrimaryProcBased::NMI_WINDOW_EXITING.bits()),
     );
     let _ = single_step::finish(vcpu, v);
-    vcpu.nmi_pending = false;
+    vcpu.nmis_pending = 0;
     vcpu.regs = GuestRegs::default();
     // EDX after INIT holds the processor signature (SDM 10.1.2).
     vcpu.regs.gpr[reg::RDX] = u64::from(shared::x86::cpuid(1, 0).eax);

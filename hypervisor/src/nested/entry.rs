@@ -36,7 +36,7 @@ pub fn enter(
 ) -> Option<Resume> {
     // An NMI for L1 that it can take now comes first: it is delivered
     // before the instruction, which L1 executes again after its handler.
-    if vcpu.nmi_pending && v.read32(F::GuestInterruptibilityState) & BLOCKING_BY_NMI == 0 {
+    if vcpu.nmis_pending > 0 && v.read32(F::GuestInterruptibilityState) & BLOCKING_BY_NMI == 0 {
         return Some(Resume::Guest);
     }
     let Some(slot) = vcpu.nested.current else {

@@ -133,13 +133,13 @@ pub fn pending_events(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
         );
         return;
     }
-    if vcpu.nmi_pending && c.pin(PinBased::NMI_EXITING) {
+    if vcpu.nmis_pending > 0 && c.pin(PinBased::NMI_EXITING) {
         let nmi = InterruptionInfo::new(2, InterruptionType::Nmi, false);
         let info = ExitInfo {
             intr_info: nmi.0,
             ..ExitInfo::synthetic(ExitReason::ExceptionOrNmi.number(), 0)
         };
-        vcpu.nmi_pending = false;
+        vcpu.nmis_pending -= 1;
         reflect_event(vcpu, v, info);
     }
 }
