@@ -14,6 +14,9 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     if let Some(r) = super::int15::try_handle(vcpu, v, exit) {
         return Some(r);
     }
+    if let Some(r) = crate::nested::insn::vmcall_in_vmx_root(vcpu, v, exit) {
+        return r;
+    }
     let rax = match (guest_cpl(v), Hypercall::from_rax(vcpu.regs.gpr[reg::RAX])) {
         (0, Some(Hypercall::Print)) => print(vcpu),
         (0, Some(Hypercall::Stats)) => {

@@ -110,9 +110,29 @@ fn revision_id() -> u32 {
     crate::caps().basic.revision_id
 }
 
+/// Whether L1 may execute the instruction at all: INVEPT and INVVPID exist
+/// only with the EPT/VPID support its capability MSRs show (SDM 31.3
+/// INVEPT/INVVPID: #UD otherwise, before any other check); VMFUNC in VMX
+/// root is #UD.
+fn offered(reason: ExitReason) -> bool {
+    use shared::vmx::controls::SecondaryProcBased as S;
+    let Some(caps) = super::l1_msrs().map(|m| m.caps()) else {
+        return false;
+    };
+    match reason {
+        ExitReason::Invept => caps.proc2.can_set(S::ENABLE_EPT.bits()) && caps.ept_vpid.invept,
+        ExitReason::Invvpid => caps.proc2.can_set(S::ENABLE_VPID.bits()) && caps.ept_vpid.invvpid,
+        ExitReason::Vmfunc => false,
+        _ => true,
+    }
+}
+
 /// Dispatches one VMX instruction of L1.
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     let reason = exit.reason.basic();
+    if !super::enabled() || !offered(reason) {
+        return inject_ud(v);
+    }
     let needs_vmx_operation = reason != ExitReason::Vmxon;
     if let Err(r) = preconditions(vcpu, v, needs_vmx_operation) {
         return r;
@@ -281,4 +301,29 @@ fn vmwrite(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Result<Outc
         vmcs12.write(field, part.merge(old, value));
     }
     Ok(Outcome::Succeed)
+}
+
+/// VMCALL of L1 in VMX root operation (SDM 31.3 "VMCALL—Call to VM
+/// Monitor"): #UD in virtual-8086 or compatibility mode, #GP(0) at CPL > 0;
+/// then, as no dual-monitor treatment is offered, VMfail(1) ("VMCALL
+/// executed in VMX root operation"), unless it is one of L0's hypercalls
+/// (`None`: the caller handles it). Outside VMX operation: `None`.
+pub fn vmcall_in_vmx_root(
+    vcpu: &mut Vcpu,
+    v: &mut impl VmcsAccess,
+    exit: &Exit,
+) -> Option<Option<Resume>> {
+    vcpu.nested.vmxon?;
+    let lm_compat = v.read(F::GuestIa32Efer) & vmcs01::efer::LMA != 0 && !operand::long_mode(v);
+    if v.read(F::GuestRflags) & flags::VM != 0 || lm_compat {
+        return Some(inject_ud(v));
+    }
+    if guest_cpl(v) != 0 {
+        return Some(inject_gp(v));
+    }
+    let rax = vcpu.gpr(v, crate::vcpu::reg::RAX);
+    if shared::hypercall::Hypercall::from_rax(rax).is_some() {
+        return None;
+    }
+    Some(finish(vcpu, v, exit, vmfail(vcpu, E::VmcallInVmxRoot)))
 }
