@@ -64,7 +64,9 @@ pub fn init() -> u64 {
 /// The bitmap's bytes (read-only after [`init`]), which L0 merges into the
 /// MSR bitmaps of VMCS02s.
 pub fn bits() -> &'static [u8; 4096] {
-    // SAFETY: after `init` (before any guest runs) the bitmap is never
-    // written again, so shared references to it are sound.
-    unsafe { &(*(&raw const BITMAP)).0 }
+    // After `init` (before any guest runs) the bitmap is never written
+    // again, so shared references to it are sound.
+    let bitmap: *const Bitmap = &raw const BITMAP;
+    // SAFETY: as above.
+    unsafe { &(*bitmap).0 }
 }

@@ -118,8 +118,17 @@ pub fn enter(
             v.read(F::GuestRip)
         );
     }
-    // L1 has no VPID: a VM entry flushes L2's linear mappings (SDM 29.4.3.1).
-    flush_vpid(vpid02(vcpu.index));
+    // All of L1's VPIDs share VPID02: without VPID a VM entry flushes
+    // L2's linear mappings (SDM 29.4.3.1); with it, VPID02 is flushed
+    // when it changes hands (KVM's `last_vpid`).
+    let c = vmcs02::Controls12::read(&nested.store.vmcs12[slot]);
+    let vpid12 = c
+        .proc2(SecondaryProcBased::ENABLE_VPID)
+        .then(|| nested.store.vmcs12[slot].read16(F::VirtualProcessorId));
+    if vpid12.is_none() || vpid12 != nested.vpid12 {
+        flush_vpid(vpid02(vcpu.index));
+    }
+    nested.vpid12 = vpid12;
     Some(Resume::Guest)
 }
 

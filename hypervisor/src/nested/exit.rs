@@ -255,8 +255,12 @@ pub fn load_l1(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, nmi: bool) {
         v.set_bits(F::GuestInterruptibilityState, u64::from(BLOCKING_BY_NMI));
     }
     let load = super::msr_areas::exit_load(vmcs12, v);
-    // L1 has no VPID: a VM exit flushes its linear mappings (SDM 29.4.3.1).
-    super::entry::flush_vpid(vcpu.index as u16 + 1);
+    // Without VPID a VM exit flushes L1's linear mappings (SDM 29.4.3.1).
+    let l1_vpid =
+        Controls12::read(vmcs12).proc2(shared::vmx::controls::SecondaryProcBased::ENABLE_VPID);
+    if !l1_vpid {
+        super::entry::flush_vpid(vcpu.index as u16 + 1);
+    }
     if load.is_err() {
         vmx_abort(vcpu, v, ABORT_LOADING_HOST_MSRS);
     }

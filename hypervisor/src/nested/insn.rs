@@ -151,6 +151,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
         ExitReason::Vmwrite => vmwrite(vcpu, v, exit),
         ExitReason::Vmlaunch => return super::entry::enter(vcpu, v, exit, true),
         ExitReason::Vmresume => return super::entry::enter(vcpu, v, exit, false),
+        ExitReason::Invvpid => invvpid(vcpu, v, exit),
         // EPT, VPID and VM functions are not offered to L1 (yet): the
         // instructions are #UD as on a processor without them.
         _ => return inject_ud(v),
@@ -326,4 +327,31 @@ pub fn vmcall_in_vmx_root(
         return None;
     }
     Some(finish(vcpu, v, exit, vmfail(vcpu, E::VmcallInVmxRoot)))
+}
+
+/// INVVPID (SDM 31.3 "INVVPID—Invalidate Translations Based on VPID"). All
+/// of L1's VPIDs share this CPU's VPID02, so every valid INVVPID flushes it
+/// (invalidating more than asked is allowed: the processor may drop TLB
+/// entries at any time, SDM 29.4.1).
+fn invvpid(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Result<Outcome, Fault> {
+    use shared::vmx::nested::invvpid;
+    let mut t = vcpu.gpr(v, usize::from(operand::reg2(v)));
+    if !operand::long_mode(v) {
+        t &= 0xffff_ffff;
+    }
+    let caps = super::l1_msrs().map(|m| m.caps()).unwrap_or_default();
+    if !invvpid::type_supported(&caps.ept_vpid, t) {
+        return Ok(vmfail(vcpu, E::InvalidInveptInvvpidOperand));
+    }
+    let mut descriptor = [0u8; 16];
+    match operand::operand(v, exit)? {
+        Operand::Memory(m) => operand::read_mem(vcpu, v, &m, &mut descriptor)?,
+        Operand::Register(_) => return Err(Fault::Ud),
+    }
+    if invvpid::scope(t, descriptor).is_none() {
+        return Ok(vmfail(vcpu, E::InvalidInveptInvvpidOperand));
+    }
+    super::entry::flush_vpid(super::entry::vpid02(vcpu.index));
+    vcpu.nested.vpid12 = None;
+    Ok(Outcome::Succeed)
 }

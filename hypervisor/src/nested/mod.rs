@@ -44,7 +44,10 @@ pub fn init(cmdline: &str) {
         // SAFETY: the capability MSRs exist: L0 runs in VMX operation.
         L1VmxMsrs::compute(
             |m| unsafe { shared::x86::rdmsr(m) },
-            NestedFeatures::default(),
+            NestedFeatures {
+                vpid: true,
+                ..NestedFeatures::default()
+            },
         )
     });
     ENABLED.store(on, Ordering::Release);
@@ -110,6 +113,9 @@ pub struct Nested {
     /// keep some of their bits, SDM 28.5.1).
     pub(crate) l1_cr0: u64,
     pub(crate) l1_cr4: u64,
+    /// The VPID12 whose L2 mappings VPID02 holds (None: none, or L1 does
+    /// not use VPID and every transition flushes).
+    pub(crate) vpid12: Option<u16>,
     /// Nested entries and reflected exits (for Stats and the trace).
     pub entries: u64,
     pub reflected: u64,
@@ -133,6 +139,7 @@ impl Nested {
             loaded: Loaded::Vmcs01,
             l1_cr0: 0,
             l1_cr4: 0,
+            vpid12: None,
             entries: 0,
             reflected: 0,
             trace,

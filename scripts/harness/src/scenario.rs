@@ -458,6 +458,8 @@ pub const SCENARIOS: &[Scenario] = &[
     l0_lhv_test("l0-lhv/0x8000/2cpu", 0x8000, 2),
     l0_lhv_test("l0-lhv/0xecc1/2cpu", 0xecc1, 2),
     l0_lhv_test("l0-lhv/0xecc1/4cpu", 0xecc1, 4),
+    // Nested VPID (issue 9).
+    l0_lhv_test("l0-lhv/0x10/2cpu", 0x10, 2),
     // Reproducers of nested-VMX bugs in other hypervisors: GOOD on bare Bochs.
     repro(
         "repro/kvm216212",
@@ -674,6 +676,8 @@ mod tests {
         .map(|o| (*o, 2))
         .collect();
         want.push((0xecc1, 4));
+        // Issue 9: nested VPID.
+        want.push((0x10, 2));
         assert_eq!(got, want);
     }
 

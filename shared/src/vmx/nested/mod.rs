@@ -8,6 +8,7 @@
 
 pub mod caps;
 pub mod entry_checks;
+pub mod invvpid;
 pub mod msr_class;
 pub mod reflect;
 pub mod vmcs02;
