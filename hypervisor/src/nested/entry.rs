@@ -271,7 +271,14 @@ fn l0_part(vcpu: &mut Vcpu, slot: usize) -> L0Part {
         msr_bitmap: phys(&n.store.msr_bitmap),
         io_bitmaps: (phys(&n.store.io_bitmaps[0]), phys(&n.store.io_bitmaps[1])),
         tsc_offset: 0,
-        cr0_fixed_mask: (caps.cr0_fixed0 | !caps.cr0_fixed1) & 0xffff_ffff,
+        // An unrestricted L2 owns PE and PG (SDM 26.3.1.1).
+        cr0_fixed_mask: (caps.cr0_fixed0 | !caps.cr0_fixed1)
+            & 0xffff_ffff
+            & if c.proc2(SecondaryProcBased::UNRESTRICTED_GUEST) {
+                !(vmcs01::cr0::PE | vmcs01::cr0::PG)
+            } else {
+                !0
+            },
         cr4_fixed_mask: (caps.cr4_fixed0 | !caps.cr4_fixed1) & 0xffff_ffff,
         pdptes,
     }

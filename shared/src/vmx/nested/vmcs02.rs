@@ -106,7 +106,10 @@ pub const L1_PROC2: SecondaryProcBased = SecondaryProcBased::DESCRIPTOR_TABLE_EX
     .union(SecondaryProcBased::ENABLE_INVPCID)
     .union(SecondaryProcBased::RDRAND_EXITING)
     .union(SecondaryProcBased::RDSEED_EXITING)
-    .union(SecondaryProcBased::ENABLE_XSAVES_XRSTORS);
+    .union(SecondaryProcBased::ENABLE_XSAVES_XRSTORS)
+    // With EPT02 under it (VMCS02 always has EPT), L2 may run unpaged or
+    // in real mode as L1 asks.
+    .union(SecondaryProcBased::UNRESTRICTED_GUEST);
 
 /// VM-exit controls L1 chooses for its own exits that VMCS02 does not use
 /// as they are (VMCS02's exits go to L0, whose host state is fixed).
