@@ -278,6 +278,11 @@ impl PhysMemory for GuestMemory {
         shared::mem::IdentityMemory.read(addr, buf)
     }
 
+    fn read_words(&self, addr: u64, out: &mut [u64]) -> Result<(), MemError> {
+        Self::check(addr, out.len().saturating_mul(8))?;
+        shared::mem::IdentityMemory.read_words(addr, out)
+    }
+
     fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
         Self::check(addr, buf.len())?;
         shared::mem::IdentityMemory.write(addr, buf)

@@ -9,6 +9,10 @@ pub const VMX_CAPS: core::ops::RangeInclusive<u32> = 0x480..=0x491;
 #[repr(C, align(4096))]
 struct Bitmap([u8; 4096]);
 
+/// The same bitmap as 64-bit words (for merging).
+#[repr(C, align(4096))]
+struct Words([u64; 512]);
+
 static mut BITMAP: Bitmap = Bitmap([0; 4096]);
 
 /// Offsets of the four 1-KiB bitmaps.
@@ -61,12 +65,11 @@ pub fn init() -> u64 {
     shared::boot::layout::phys_of(&raw const BITMAP)
 }
 
-/// The bitmap's bytes (read-only after [`init`]), which L0 merges into the
-/// MSR bitmaps of VMCS02s.
-pub fn bits() -> &'static [u8; 4096] {
-    // After `init` (before any guest runs) the bitmap is never written
-    // again, so shared references to it are sound.
-    let bitmap: *const Bitmap = &raw const BITMAP;
-    // SAFETY: as above.
-    unsafe { &(*bitmap).0 }
+/// The bitmap as 64-bit words (read-only after [`init`]), which L0 merges
+/// into the MSR bitmaps of VMCS02s.
+pub fn words() -> &'static [u64; 512] {
+    let words: *const Words = (&raw const BITMAP).cast();
+    // SAFETY: `Words` has the size and alignment of `Bitmap`, and after
+    // `init` the bitmap is never written again.
+    unsafe { &(*words).0 }
 }

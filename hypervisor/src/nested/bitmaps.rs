@@ -11,15 +11,15 @@ use crate::memory::GuestMemory;
 
 /// Copies L1's page at `addr` into `page` (all ones if unreadable).
 pub fn copy_page(addr: u64, page: &mut Page) {
-    if GuestMemory.read(addr, &mut page.0).is_err() {
-        page.0.fill(0xff);
+    if GuestMemory.read_words(addr, &mut page.0).is_err() {
+        page.0.fill(u64::MAX);
     }
 }
 
 /// `page` = L1's MSR bitmap at `addr` | L0's MSR bitmap.
 pub fn merge_msr_bitmap(addr: u64, page: &mut Page) {
     copy_page(addr, page);
-    for (b, l0) in page.0.iter_mut().zip(crate::msr_bitmap::bits()) {
-        *b |= *l0;
+    for (w, l0) in page.0.iter_mut().zip(crate::msr_bitmap::words()) {
+        *w |= *l0;
     }
 }

@@ -63,9 +63,9 @@ pub fn l1_msrs() -> Option<&'static L1VmxMsrs> {
     L1_MSRS.get()
 }
 
-/// A 4-KiB page of L0's (bitmaps it builds for VMCS02).
+/// A 4-KiB page of L0's (bitmaps it builds for VMCS02), as 64-bit words.
 #[repr(C, align(4096))]
-pub struct Page(pub [u8; 4096]);
+pub struct Page(pub [u64; 512]);
 
 /// The per-CPU memory of nested VMX, in L0's image: VMCS02 regions, the
 /// VMCS12 copies, and the bitmaps VMCS02 points to.
@@ -86,8 +86,8 @@ static STORAGE: [StorageSlot; MAX_CPUS] = [const {
     StorageSlot(UnsafeCell::new(Storage {
         vmcs02: [const { VmcsRegion::new() }; VMCS12_SLOTS],
         vmcs12: [const { MemVmcs::new() }; VMCS12_SLOTS],
-        msr_bitmap: Page([0; 4096]),
-        io_bitmaps: [const { Page([0; 4096]) }; 2],
+        msr_bitmap: Page([0; 512]),
+        io_bitmaps: [const { Page([0; 512]) }; 2],
     }))
 }; MAX_CPUS];
 
