@@ -435,6 +435,22 @@ mod tests {
         BOCHS.iter().find(|&&(i, _)| i == m).map_or(0, |&(_, v)| v)
     }
 
+    /// What L0 offers today (VPID, no EPT yet): the README's feature table.
+    #[test]
+    fn bochs_vpid_view() {
+        let l1 = L1VmxMsrs::compute(
+            bochs_hw,
+            NestedFeatures {
+                vpid: true,
+                ..NestedFeatures::default()
+            },
+        );
+        assert_eq!(l1.get(0x48b), Some(0x0011_186c_0000_0000));
+        assert_eq!(l1.get(0x48c), Some(0x0000_0f01_0000_0000));
+        let c = l1.caps();
+        assert!(c.has_vpid() && !c.has_ept() && !c.has_unrestricted_guest());
+    }
+
     /// L1's view on Bochs corei7_skylake_x with the core features (no EPT,
     /// VPID or unrestricted guest).
     const L1_CORE: &[(u32, Option<u64>)] = &[
