@@ -45,3 +45,18 @@ pub fn exits() -> Option<u64> {
     }
     Some(regs.rbx)
 }
+
+/// Asks L0 to print this CPU's VMCS01 and L0's copy of LHV's current VMCS
+/// (VMCS12) in the `vmcs-diff` form; false without L0 or if L0 refused.
+pub fn dump_vmcs() -> bool {
+    if !present() {
+        return false;
+    }
+    let mut regs = VmcallRegs {
+        rax: Hypercall::DumpVmcs.rax(),
+        ..VmcallRegs::default()
+    };
+    // SAFETY: L0 is present, so VMCALL exits to it; the dump only prints.
+    let r = unsafe { insn::vmcall(&mut regs) };
+    r.is_ok() && regs.rax == hypercall::OK
+}

@@ -22,6 +22,10 @@ pub enum Hypercall {
     Stats = 2,
     /// Stops the machine with exit code RBX (emulators quit; hardware halts).
     Shutdown = 3,
+    /// Prints the caller's VMCS as L0 runs it (VMCS01) and, when the caller
+    /// is a guest hypervisor with a current VMCS, L0's copy of it (VMCS12),
+    /// as `CPU(n): VMCS<kind> <encoding> <name> = <value>` lines.
+    DumpVmcs = 4,
 }
 
 /// Most bytes one Print call prints.
@@ -40,6 +44,7 @@ impl Hypercall {
             1 => Some(Self::Print),
             2 => Some(Self::Stats),
             3 => Some(Self::Shutdown),
+            4 => Some(Self::DumpVmcs),
             _ => None,
         }
     }
@@ -56,12 +61,17 @@ mod tests {
 
     #[test]
     fn rax_roundtrip_and_rejects_others() {
-        for h in [Hypercall::Print, Hypercall::Stats, Hypercall::Shutdown] {
+        for h in [
+            Hypercall::Print,
+            Hypercall::Stats,
+            Hypercall::Shutdown,
+            Hypercall::DumpVmcs,
+        ] {
             assert_eq!(Hypercall::from_rax(h.rax()), Some(h));
         }
         assert_eq!(Hypercall::from_rax(0), None);
         assert_eq!(Hypercall::from_rax(MAGIC), None);
-        assert_eq!(Hypercall::from_rax(MAGIC | 4), None);
+        assert_eq!(Hypercall::from_rax(MAGIC | 5), None);
         assert_eq!(Hypercall::from_rax(1), None);
     }
 }

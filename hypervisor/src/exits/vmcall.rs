@@ -27,6 +27,13 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
             vcpu.regs.gpr[reg::RSI] = b;
             hypercall::OK
         }
+        (0, Some(Hypercall::DumpVmcs)) => {
+            crate::nested::dump::current("01");
+            if vcpu.nested.current_vmcs12().is_some() {
+                crate::nested::dump::vmcs12(vcpu);
+            }
+            hypercall::OK
+        }
         (0, Some(Hypercall::Shutdown)) => {
             let code = vcpu.regs.gpr[reg::RBX] as u8;
             shared::cpu_println!("guest requested shutdown (code {code})");

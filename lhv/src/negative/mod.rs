@@ -559,6 +559,17 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
     }
     let cycles = x86::rdtsc() - start;
     println!("NEGATIVE done: {tally} ({cycles} cycles)");
+    // Under L0, its dump of the suite's last VMCS (VMCS12) and of VMCS01.
+    if env.l0.is_some() {
+        println!(
+            "NEGATIVE L0: VMCS dump {}",
+            if crate::l0::dump_vmcs() {
+                "ok"
+            } else {
+                "refused"
+            }
+        );
+    }
     // Leave VMX operation cleanly, then show L0 alive.
     let _ = guard::vmclear(env.ctx.vmcs_pa);
     if let Some(vmx) = env.ctx.vmx.take() {

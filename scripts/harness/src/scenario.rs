@@ -494,6 +494,9 @@ pub const SCENARIOS: &[Scenario] = &[
             "NEGATIVE done:",
             ", 0 failed,",
             "NEGATIVE L0: alive after the suite",
+            "VMCS01 dump end",
+            "VMCS12 dump end",
+            "NEGATIVE L0: VMCS dump ok",
         ],
         timeout_s: 300,
         ..BOCHS_L0

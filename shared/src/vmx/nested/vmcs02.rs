@@ -898,3 +898,7 @@ mod tests {
     #[allow(non_upper_case_globals)]
     const VmcsField_COUNT: usize = crate::vmx::VmcsField::COUNT;
 }
+
+#[cfg(test)]
+#[path = "vmcs02/checked.rs"]
+mod checked;
