@@ -194,7 +194,7 @@ fn cpu_main(bsp: bool) -> ! {
         cpu_println!("VMCS01 setup failed: {e}");
         shared::x86::halt_forever()
     }
-    let mut v = vmxon.current_vmcs();
+    let mut v = vmxon.guarded_vmcs();
     guest_smp::register(index, shared::percpu::current().apic_id(), !bsp);
     if bsp {
         launch::write_boot_state(&mut v, caps, cpu.vcpu, setup.boot_drive);

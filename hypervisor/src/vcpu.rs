@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 use core::mem::{MaybeUninit, offset_of};
 
 use shared::percpu::MAX_CPUS;
-use shared::vmx::insn::{CurrentVmcs, VmcsRegion, Vmxon};
+use shared::vmx::insn::{GuardedVmcs, VmcsRegion, Vmxon};
 use shared::vmx::{VmcsAccess, VmcsField};
 
 /// The guest's general registers, indexed by the SDM's register numbers
@@ -242,7 +242,7 @@ extern "C" fn entry_failed(vcpu: &mut Vcpu) -> u64 {
 fn report_entry_failure(what: &str, vcpu: &Vcpu) {
     // SAFETY: the stub only calls these in VMX root operation.
     let vmx = unsafe { Vmxon::assume_enabled() };
-    let vmcs: CurrentVmcs<'_> = vmx.current_vmcs();
+    let vmcs: GuardedVmcs<'_> = vmx.guarded_vmcs();
     match vmcs.try_read(VmcsField::VmInstructionError) {
         Ok(e) => {
             let e = shared::vmx::VmInstructionError::from_u32(e as u32);

@@ -7,7 +7,7 @@
 use shared::vmx::controls::{
     EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased,
 };
-use shared::vmx::insn::{self, CurrentVmcs, VmFail};
+use shared::vmx::insn::{self, GuardedVmcs, VmFail};
 use shared::vmx::{VmcsAccess, VmcsField as F, VmxCaps};
 use shared::x86;
 
@@ -163,7 +163,7 @@ pub fn setup(
         insn::vmclear(pa)?;
         insn::vmptrld(pa)?;
     }
-    let mut v = vmx.current_vmcs();
+    let mut v = vmx.guarded_vmcs();
     write_controls(&mut v, caps, ctl, msr_bitmap, eptp, cpu.vcpu.index);
     write_host_state(&mut v, cpu.host_rsp);
     write_init_state(&mut v, caps);
@@ -171,7 +171,7 @@ pub fn setup(
 }
 
 fn write_controls(
-    v: &mut CurrentVmcs<'_>,
+    v: &mut GuardedVmcs<'_>,
     caps: &VmxCaps,
     ctl: &Controls,
     msr_bitmap: u64,
@@ -187,33 +187,26 @@ fn write_controls(
     v.write(F::PageFaultErrorCodeMask, 0);
     v.write(F::PageFaultErrorCodeMatch, 0);
     v.write(F::Cr3TargetCount, 0);
-    v.write(F::VmExitMsrStoreCount, 0);
-    v.write(F::VmExitMsrLoadCount, 0);
-    v.write(F::VmEntryMsrLoadCount, 0);
+    // SAFETY: no MSR areas; L0's own MSR bitmap and EPT01 (which never
+    // maps L0's region); no link pointer.
+    unsafe {
+        v.write_sensitive(F::VmExitMsrStoreCount, 0);
+        v.write_sensitive(F::VmExitMsrLoadCount, 0);
+        v.write_sensitive(F::VmEntryMsrLoadCount, 0);
+        v.write_sensitive(F::MsrBitmapAddress, msr_bitmap);
+        v.write_sensitive(F::EptPointer, eptp);
+        v.write_sensitive(F::VmcsLinkPointer, u64::MAX);
+    }
     v.write(F::VmEntryInterruptionInfo, 0);
-    v.write(F::MsrBitmapAddress, msr_bitmap);
-    v.write(F::EptPointer, eptp);
     v.write(F::VirtualProcessorId, index as u64 + 1);
     v.write(F::Cr0GuestHostMask, cr0_mask(caps));
     v.write(F::Cr4GuestHostMask, cr4_mask(caps));
-    v.write(F::VmcsLinkPointer, u64::MAX);
 }
 
-fn write_host_state(v: &mut CurrentVmcs<'_>, host_rsp: u64) {
+fn write_host_state(v: &mut GuardedVmcs<'_>, host_rsp: u64) {
     use shared::percpu::selector;
     let (gdt_base, idt_base) = descriptor_tables();
     let tr = read_tr();
-    v.write(F::HostCr0, x86::read_cr0());
-    v.write(F::HostCr3, x86::read_cr3());
-    v.write(F::HostCr4, x86::read_cr4());
-    v.write(F::HostCsSelector, u64::from(selector::KERNEL_CODE));
-    for f in [F::HostSsSelector, F::HostDsSelector, F::HostEsSelector] {
-        v.write(f, u64::from(selector::KERNEL_DATA));
-    }
-    v.write(F::HostFsSelector, 0);
-    v.write(F::HostGsSelector, 0);
-    v.write(F::HostTrSelector, u64::from(tr));
-    v.write(F::HostFsBase, 0);
     // SAFETY: IA32_GS_BASE, IA32_EFER and IA32_PAT exist on every CPU with VMX.
     let (gs, efer, pat) = unsafe {
         (
@@ -222,17 +215,38 @@ fn write_host_state(v: &mut CurrentVmcs<'_>, host_rsp: u64) {
             x86::rdmsr(x86::msr::IA32_PAT),
         )
     };
-    v.write(F::HostGsBase, gs);
-    v.write(F::HostTrBase, tss_base(gdt_base, tr));
-    v.write(F::HostGdtrBase, gdt_base);
-    v.write(F::HostIdtrBase, idt_base);
-    v.write(F::HostIa32SysenterCs, 0);
-    v.write(F::HostIa32SysenterEsp, 0);
-    v.write(F::HostIa32SysenterEip, 0);
-    v.write(F::HostIa32Efer, efer);
-    v.write(F::HostIa32Pat, pat);
-    v.write(F::HostRsp, host_rsp);
-    v.write(F::HostRip, crate::vcpu::exit_stub());
+    let code = u64::from(selector::KERNEL_CODE);
+    let data = u64::from(selector::KERNEL_DATA);
+    let state = [
+        (F::HostCr0, x86::read_cr0()),
+        (F::HostCr3, x86::read_cr3()),
+        (F::HostCr4, x86::read_cr4()),
+        (F::HostCsSelector, code),
+        (F::HostSsSelector, data),
+        (F::HostDsSelector, data),
+        (F::HostEsSelector, data),
+        (F::HostFsSelector, 0),
+        (F::HostGsSelector, 0),
+        (F::HostTrSelector, u64::from(tr)),
+        (F::HostFsBase, 0),
+        (F::HostGsBase, gs),
+        (F::HostTrBase, tss_base(gdt_base, tr)),
+        (F::HostGdtrBase, gdt_base),
+        (F::HostIdtrBase, idt_base),
+        (F::HostIa32SysenterCs, 0),
+        (F::HostIa32SysenterEsp, 0),
+        (F::HostIa32SysenterEip, 0),
+        (F::HostIa32Efer, efer),
+        (F::HostIa32Pat, pat),
+        (F::HostRsp, host_rsp),
+        (F::HostRip, crate::vcpu::exit_stub()),
+    ];
+    for (f, x) in state {
+        // SAFETY: this CPU's own control registers, L0's segments, tables
+        // and MSRs, its exit stack and the exit stub: a VM exit returns to
+        // L0 as it runs now.
+        unsafe { v.write_sensitive(f, x) };
+    }
 }
 
 /// Writes the guest state a processor has after INIT (SDM Table 10-1),

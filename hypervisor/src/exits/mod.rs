@@ -19,7 +19,7 @@ mod vmcall;
 mod xsetbv;
 
 use shared::vmx::exit::{ExitReasonField, InterruptionInfo, InterruptionType};
-use shared::vmx::insn::{CurrentVmcs, Vmxon};
+use shared::vmx::insn::{GuardedVmcs, Vmxon};
 use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 
 use crate::vcpu::{Resume, Vcpu};
@@ -55,7 +55,7 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
     // SAFETY: the exit stub runs in VMX root operation, with this CPU's
     // VMCS01 or one of its VMCS02s current.
     let vmx = unsafe { Vmxon::assume_enabled() };
-    let mut v = vmx.current_vmcs();
+    let mut v = vmx.guarded_vmcs();
     if vcpu.nested.in_l2() {
         let handled = crate::nested::exit::handle(vcpu, &mut v);
         return finish(vcpu, &mut v, handled, None);
@@ -101,7 +101,7 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
 /// nobody handled.
 fn finish(
     vcpu: &mut Vcpu,
-    v: &mut CurrentVmcs<'_>,
+    v: &mut GuardedVmcs<'_>,
     handled: Option<Resume>,
     exit: Option<&Exit>,
 ) -> Resume {
@@ -156,7 +156,7 @@ pub fn reinject_vectored_event(v: &mut impl VmcsAccess, exit: &Exit) {
 
 /// Reports an exit L0 does not handle and stops this CPU. The VMCS dump
 /// comes first, so that a log reader that stops at the summary line has it.
-fn unhandled(vcpu: &Vcpu, v: &CurrentVmcs<'_>, exit: &Exit, what: &str) -> Resume {
+fn unhandled(vcpu: &Vcpu, v: &GuardedVmcs<'_>, exit: &Exit, what: &str) -> Resume {
     crate::dump::vmcs(v, vcpu);
     shared::cpu_println!(
         "{what}: reason {}, qualification {:#x}, guest RIP {:#x} (CS base {:#x})",

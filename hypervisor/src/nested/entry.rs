@@ -10,7 +10,9 @@
 
 use shared::nmi_inject::BLOCKING_BY_NMI;
 use shared::vmx::controls::{PinBased, PrimaryProcBased, SecondaryProcBased};
-use shared::vmx::insn::{self as hw, InvvpidDescriptor, InvvpidType, VmInstructionError as E};
+use shared::vmx::insn::{
+    self as hw, GuardedVmcs, InvvpidDescriptor, InvvpidType, VmInstructionError as E,
+};
 use shared::vmx::nested::entry_checks::{self, CheckCtx, EntryFailure};
 use shared::vmx::nested::vmcs02::{self, ExitInfo, L0Part, L1State};
 use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
@@ -30,7 +32,7 @@ pub const ENTRY_FAILURE: u32 = 1 << 31;
 /// VMLAUNCH (`launch`) or VMRESUME of L1, VMCS01 current.
 pub fn enter(
     vcpu: &mut Vcpu,
-    v: &mut impl VmcsAccess,
+    v: &mut GuardedVmcs<'_>,
     exit: &Exit,
     launch: bool,
 ) -> Option<Resume> {
@@ -106,6 +108,11 @@ pub fn enter(
     }
     let nested = &mut vcpu.nested;
     vmcs02::prepare_vmcs02(&nested.store.vmcs12[slot], &l1, &l0, crate::caps(), v);
+    for (f, value) in vmcs02::pointers(&l0) {
+        // SAFETY: L0's own bitmap pages of this CPU and L0's EPT (EPT01,
+        // which never maps L0's region); no MSR areas; no link pointer.
+        unsafe { v.write_sensitive(f, value) };
+    }
     for (f, value) in loads {
         v.write(f, value);
     }
@@ -229,9 +236,11 @@ fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: &HostState) -> Result<(), hw:
     if fresh {
         // SAFETY: VMCS02 is current (just loaded).
         let vmx = unsafe { hw::Vmxon::assume_enabled() };
-        let mut v02 = vmx.current_vmcs();
+        let mut v02 = vmx.guarded_vmcs();
         for (&f, &value) in HOST_FIELDS.iter().zip(&host.0) {
-            v02.write(f, value);
+            // SAFETY: VMCS01's host state, which returns to L0's exit stub
+            // on this CPU's exit stack, as every VMCS02 exit must.
+            unsafe { v02.write_sensitive(f, value) };
         }
         let m = n.cache.meta_mut(slot);
         m.vmcs02_ready = true;

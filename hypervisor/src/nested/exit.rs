@@ -215,7 +215,7 @@ pub fn entry_refused(vcpu: &mut Vcpu) -> bool {
     switch_to_vmcs01(vcpu);
     // SAFETY: the exit stub runs in VMX root operation; VMCS01 is current.
     let vmx = unsafe { hw::Vmxon::assume_enabled() };
-    let mut v = vmx.current_vmcs();
+    let mut v = vmx.guarded_vmcs();
     let info = ExitInfo::synthetic(
         ExitReason::EntryFailureGuestState.number() | ENTRY_FAILURE,
         0,

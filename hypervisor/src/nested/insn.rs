@@ -8,7 +8,7 @@
 //! one beyond the width (L1 sees no memory there).
 
 use shared::mem::PhysMemory;
-use shared::vmx::insn::VmInstructionError as E;
+use shared::vmx::insn::{GuardedVmcs, VmInstructionError as E};
 use shared::vmx::insn_info::Operand;
 use shared::vmx::{ExitReason, Nested as Policy, VmcsAccess, VmcsField, VmcsField as F};
 
@@ -128,7 +128,7 @@ fn offered(reason: ExitReason) -> bool {
 }
 
 /// Dispatches one VMX instruction of L1.
-pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+pub fn handle(vcpu: &mut Vcpu, v: &mut GuardedVmcs<'_>, exit: &Exit) -> Option<Resume> {
     let reason = exit.reason.basic();
     if !super::enabled() || !offered(reason) {
         return inject_ud(v);

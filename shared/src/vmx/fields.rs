@@ -654,6 +654,47 @@ impl VmcsField {
         matches!(self.group(), FieldGroup::ExitInfo)
     }
 
+    /// Whether a hardware VMCS with this field set to an arbitrary value
+    /// could hand the guest L0's memory or L0 itself (SDM 25.5, 25.6): the
+    /// host state the processor loads on every VM exit, every physical
+    /// address it dereferences (bitmaps, MSR areas, EPT, other VMCSs,
+    /// APIC pages) and the MSR-area counts that make it use them. Writing
+    /// these into the current VMCS takes an `unsafe` call with a safety
+    /// argument (`CurrentVmcs::write_sensitive`).
+    pub const fn is_sensitive(self) -> bool {
+        use VmcsField as F;
+        matches!(self.group(), FieldGroup::Host)
+            || matches!(
+                self,
+                F::IoBitmapAAddress
+                    | F::IoBitmapBAddress
+                    | F::MsrBitmapAddress
+                    | F::VmExitMsrStoreAddress
+                    | F::VmExitMsrLoadAddress
+                    | F::VmEntryMsrLoadAddress
+                    | F::VmExitMsrStoreCount
+                    | F::VmExitMsrLoadCount
+                    | F::VmEntryMsrLoadCount
+                    | F::ExecutiveVmcsPointer
+                    | F::PmlAddress
+                    | F::VirtualApicAddress
+                    | F::ApicAccessAddress
+                    | F::PostedInterruptDescriptorAddress
+                    | F::EptPointer
+                    | F::EptpListAddress
+                    | F::VmreadBitmapAddress
+                    | F::VmwriteBitmapAddress
+                    | F::VirtualizationExceptionInfoAddress
+                    | F::SubPagePermissionTablePointer
+                    | F::LowPasidDirectoryAddress
+                    | F::HighPasidDirectoryAddress
+                    | F::SharedEptPointer
+                    | F::HlatPointer
+                    | F::PidPointerTableAddress
+                    | F::VmcsLinkPointer
+            )
+    }
+
     /// Bits the field can hold (its width's mask).
     pub const fn mask(self) -> u64 {
         self.width().mask()
@@ -755,6 +796,21 @@ mod tests {
         }
         assert!(VmcsField::VmExitReason.is_read_only());
         assert!(!VmcsField::GuestRip.is_read_only());
+    }
+
+    #[test]
+    fn sensitive_fields() {
+        // Every address field of the nested policy table is sensitive, and
+        // so is all host state; guest state and plain controls are not.
+        for &f in VmcsField::ALL {
+            if f.nested() == Nested::Address || f.group() == FieldGroup::Host {
+                assert!(f.is_sensitive(), "{f}");
+            }
+        }
+        assert!(VmcsField::VmEntryMsrLoadCount.is_sensitive());
+        assert!(!VmcsField::GuestRip.is_sensitive());
+        assert!(!VmcsField::PrimaryProcBasedVmExecControls.is_sensitive());
+        assert!(!VmcsField::VmEntryInterruptionInfo.is_sensitive());
     }
 
     #[test]

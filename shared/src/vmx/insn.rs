@@ -521,6 +521,12 @@ impl Vmxon {
         unsafe { vmxoff() }
     }
 
+    /// The current VMCS, with sensitive fields writable only through
+    /// `unsafe` (see [`GuardedVmcs`]).
+    pub fn guarded_vmcs(&self) -> GuardedVmcs<'_> {
+        GuardedVmcs(self.current_vmcs())
+    }
+
     /// The current VMCS, for VMREAD/VMWRITE.
     pub fn current_vmcs(&self) -> CurrentVmcs<'_> {
         CurrentVmcs { _vmx: self }
@@ -567,6 +573,57 @@ impl CurrentVmcs<'_> {
     }
 }
 
+/// The current VMCS for a hypervisor whose guests are hostile (L0): its
+/// safe [`VmcsAccess::write`] refuses the sensitive fields (host state,
+/// physical addresses, MSR-area counts: [`VmcsField::is_sensitive`]), so
+/// that no safe code, whatever guest values it forwards, can point the
+/// processor at memory or code of the guest's choice. Those fields take
+/// [`GuardedVmcs::write_sensitive`] with a safety argument. A refused write
+/// is counted ([`refused_writes`]: a bug when not 0) and otherwise ignored.
+#[derive(Debug)]
+pub struct GuardedVmcs<'a>(CurrentVmcs<'a>);
+
+/// Sensitive-field writes refused by [`GuardedVmcs`].
+static REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many writes of sensitive fields [`GuardedVmcs`] refused.
+pub fn refused_writes() -> u64 {
+    REFUSED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+impl<'a> GuardedVmcs<'a> {
+    /// VMREAD of `f`.
+    pub fn try_read(&self, f: VmcsField) -> Result<u64, VmFail> {
+        self.0.try_read(f)
+    }
+
+    /// Writes a field [`VmcsAccess::write`] refuses; failures are ignored.
+    ///
+    /// # Safety
+    /// The value must be one the processor may use as the SDM describes
+    /// without breaking memory safety: host state that returns to the exit
+    /// path, and addresses of structures the caller owns for as long as the
+    /// VMCS can be entered.
+    pub unsafe fn write_sensitive(&mut self, f: VmcsField, v: u64) {
+        // SAFETY: forwarded to the caller.
+        let _ = unsafe { self.0.try_write(f, v) };
+    }
+}
+
+impl VmcsAccess for GuardedVmcs<'_> {
+    fn read(&self, f: VmcsField) -> u64 {
+        self.0.read(f)
+    }
+
+    fn write(&mut self, f: VmcsField, v: u64) {
+        if f.is_sensitive() {
+            REFUSED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        self.0.write(f, v);
+    }
+}
+
 impl VmcsAccess for CurrentVmcs<'_> {
     fn read(&self, f: VmcsField) -> u64 {
         self.try_read(f).unwrap_or(0)
@@ -576,7 +633,8 @@ impl VmcsAccess for CurrentVmcs<'_> {
     ///
     /// This is a safe trait method because the VMCS fields only take effect
     /// at VM entry, whose code (VMLAUNCH/VMRESUME, owned by the exit path)
-    /// carries the obligation that the VMCS is valid for memory safety.
+    /// carries the obligation that the VMCS is valid for memory safety. A
+    /// hypervisor whose guests are hostile uses [`GuardedVmcs`] instead.
     fn write(&mut self, f: VmcsField, v: u64) {
         // SAFETY: see the method's documentation: the entry code checks.
         let _ = unsafe { self.try_write(f, v) };

@@ -298,9 +298,6 @@ pub fn prepare_vmcs02(
     ] {
         vmcs02.write(f, vmcs12.read(f));
     }
-    vmcs02.write(F::MsrBitmapAddress, l0.msr_bitmap);
-    vmcs02.write(F::IoBitmapAAddress, l0.io_bitmaps.0);
-    vmcs02.write(F::IoBitmapBAddress, l0.io_bitmaps.1);
     let tsc = if c.proc(PrimaryProcBased::USE_TSC_OFFSETTING) {
         vmcs12.read(F::TscOffset)
     } else {
@@ -308,7 +305,6 @@ pub fn prepare_vmcs02(
     };
     vmcs02.write(F::TscOffset, tsc.wrapping_add(l0.tsc_offset));
     vmcs02.write(F::XssExitingBitmap, vmcs12.read(F::XssExitingBitmap));
-    vmcs02.write(F::EptPointer, l0.eptp);
     vmcs02.write(F::VirtualProcessorId, u64::from(l0.vpid));
 
     // Exit controls: L0's host (64-bit, EFER/PAT switched, debug controls
@@ -320,11 +316,8 @@ pub fn prepare_vmcs02(
         exit |= ExitControls::SAVE_PREEMPTION_TIMER_VALUE.bits();
     }
     vmcs02.write(F::VmExitControls, adjust(hw.exit.effective(), exit));
-    vmcs02.write(F::VmExitMsrStoreCount, 0);
-    vmcs02.write(F::VmExitMsrLoadCount, 0);
     let entry = L0_ENTRY.bits() | (c.entry & EntryControls::IA32E_MODE_GUEST.bits());
     vmcs02.write(F::VmEntryControls, adjust(hw.entry.effective(), entry));
-    vmcs02.write(F::VmEntryMsrLoadCount, 0);
 
     // Event injection (SDM 27.6), as L1 asked.
     for f in [
@@ -334,7 +327,23 @@ pub fn prepare_vmcs02(
     ] {
         vmcs02.write(f, vmcs12.read(f));
     }
-    vmcs02.write(F::VmcsLinkPointer, u64::MAX);
+}
+
+/// VMCS02's sensitive fields (`VmcsField::is_sensitive`): L0's pages for
+/// the bitmaps, its EPT, no MSR areas (L0 emulates VMCS12's), no link
+/// pointer. [`prepare_vmcs02`] leaves them out; L0 writes them with the
+/// safety argument that it owns what they point to.
+pub fn pointers(l0: &L0Part) -> [(F, u64); 8] {
+    [
+        (F::MsrBitmapAddress, l0.msr_bitmap),
+        (F::IoBitmapAAddress, l0.io_bitmaps.0),
+        (F::IoBitmapBAddress, l0.io_bitmaps.1),
+        (F::EptPointer, l0.eptp),
+        (F::VmExitMsrStoreCount, 0),
+        (F::VmExitMsrLoadCount, 0),
+        (F::VmEntryMsrLoadCount, 0),
+        (F::VmcsLinkPointer, u64::MAX),
+    ]
 }
 
 /// `want` with the bits the processor requires set and those it does not
@@ -755,6 +764,9 @@ mod tests {
         };
         let mut v02 = MemVmcs::new();
         prepare_vmcs02(&v12, &l1, &l0(), &hw(), &mut v02);
+        for (f, x) in pointers(&l0()) {
+            v02.write(f, x);
+        }
         assert_eq!(v02.read(F::GuestRip), 0x1234);
         assert_eq!(v02.read(F::GuestIa32Efer), 0x500);
         // No "load IA32_PAT"/"load debug controls": L1's values.
@@ -884,6 +896,11 @@ mod tests {
             let mut v02 = MemVmcs::new();
             let l0 = l0();
             prepare_vmcs02(&v12, &L1State::default(), &l0, &hw(), &mut v02);
+            // The sensitive fields are not prepare's to write.
+            prop_assert!(pointers(&l0).iter().all(|&(f, _)| f.is_sensitive() && v02.read(f) == 0));
+            for (f, x) in pointers(&l0) {
+                v02.write(f, x);
+            }
             prop_assert!(has(v02.read32(F::PinBasedVmExecControls), l0.pin));
             prop_assert!(has(v02.read32(F::SecondaryProcBasedVmExecControls), l0.proc2));
             prop_assert_eq!(v02.read(F::EptPointer), l0.eptp);

@@ -52,6 +52,9 @@ fn vmcs02_for(v12: &MemVmcs, hw: &VmxCaps, unrestricted: bool) -> MemVmcs {
         l0.pdptes = Some([testing::PDPTE0, 0, 0, 0]);
     }
     prepare_vmcs02(v12, &l1, &l0, hw, &mut v02);
+    for (f, x) in pointers(&l0) {
+        v02.write(f, x);
+    }
     v02
 }
 
