@@ -149,8 +149,23 @@ fn unhandled(vcpu: &Vcpu, v: &CurrentVmcs<'_>, exit: &Exit, what: &str) -> Resum
 
 /// Moves the guest past the instruction that exited, ending any blocking
 /// by STI or MOV SS (SDM 25.4.2) as the instruction's completion would.
+/// Outside 64-bit mode the instruction pointer wraps at the code
+/// segment's operand size: 4 GiB (CS.D = 1) or 64 KiB (CS.D = 0: real and
+/// virtual-8086 mode, 16-bit code), SDM Vol. 1 3.5 "Instruction Pointer".
 pub fn skip_instruction(v: &mut impl VmcsAccess, exit: &Exit) {
-    v.write(F::GuestRip, exit.rip.wrapping_add(exit.instruction_len));
+    const CS_L: u64 = 1 << 13;
+    const CS_D: u64 = 1 << 14;
+    const EFER_LMA: u64 = 1 << 10;
+    let next = exit.rip.wrapping_add(exit.instruction_len);
+    let cs = v.read(F::GuestCsAccessRights);
+    let next = if v.read(F::GuestIa32Efer) & EFER_LMA != 0 && cs & CS_L != 0 {
+        next
+    } else if cs & CS_D != 0 {
+        next & 0xffff_ffff
+    } else {
+        next & 0xffff
+    };
+    v.write(F::GuestRip, next);
     let state = v.read(F::GuestInterruptibilityState);
     if state & 0b11 != 0 {
         v.write(F::GuestInterruptibilityState, state & !0b11);
