@@ -100,6 +100,12 @@ fn main(boot: &'static BootInfo) -> ! {
     } else {
         println!("L0: xAPIC page {apic_page:#x} cannot be trapped; guest INITs reach the hardware");
     }
+    let hc = exits::configure_hypercalls(boot.cmdline());
+    println!(
+        "L0: hypercalls: Print{}{}",
+        if hc.stats { ", Stats" } else { "" },
+        if hc.shutdown { ", Shutdown" } else { "" }
+    );
     let boot_drive = shared::cmdline::get_hex(boot.cmdline(), "boot_drive")
         .and_then(|d| u8::try_from(d).ok())
         .unwrap_or(0x80);

@@ -20,6 +20,7 @@ pub mod cmdline;
 pub mod console;
 pub mod delay;
 pub mod e820;
+pub mod exception_class;
 pub mod ept;
 pub mod ept01;
 pub mod guest_paging;

@@ -1,4 +1,4 @@
-//! CPUID (exit reason 10): the processor's answer, with VMX hidden, the
+//! CPUID (exit reason 10): the processor's answer, with VMX and SMX hidden, the
 //! hypervisor-present bit set, L0's leaves at 0x40000000, and the bits that
 //! reflect the guest's CR4 recomputed (CPUID runs here in VMX root, with
 //! L0's CR4).
@@ -17,6 +17,7 @@ const HV_MAX: u32 = 0x4000_0001;
 const HV_RANGE_END: u32 = 0x4000_00ff;
 
 const LEAF1_ECX_VMX: u32 = 1 << 5;
+const LEAF1_ECX_SMX: u32 = 1 << 6;
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 const LEAF7_EBX_INVPCID: u32 = 1 << 10;
@@ -50,7 +51,7 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
     let ctl = crate::controls();
     match leaf {
         1 => {
-            r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_OSXSAVE);
+            r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_SMX | LEAF1_ECX_OSXSAVE);
             r.ecx |= LEAF1_ECX_HYPERVISOR;
             if guest_cr4 & cr4::OSXSAVE != 0 {
                 r.ecx |= LEAF1_ECX_OSXSAVE;

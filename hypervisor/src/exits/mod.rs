@@ -26,6 +26,7 @@ use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 use crate::vcpu::{Resume, Vcpu};
 
 pub use init_sipi::enter_init_state;
+pub use vmcall::configure as configure_hypercalls;
 
 /// A decoded VM exit.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +72,9 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
         ExitReason::TripleFault => triple_fault::handle(vcpu, &v, &exit),
         ExitReason::EptViolation => ept_violation::handle(vcpu, &mut v, &exit),
         ExitReason::ExceptionOrNmi => exception::handle(vcpu, &mut v, &exit),
+        // SMX is hidden (CPUID.1:ECX.SMX = 0, CR4.SMXE refused): GETSEC
+        // is #UD as with CR4.SMXE = 0 (SDM Vol. 2D, GETSEC).
+        ExitReason::Getsec => inject_ud(&mut v),
         // `events::before_entry` injects the pending NMI.
         ExitReason::NmiWindow => Some(Resume::Guest),
         ExitReason::Vmclear
@@ -182,12 +186,18 @@ pub mod vector {
     pub const GP: u8 = 13;
 }
 
-/// Injects hardware exception `vec` at the next VM entry. The error code
+/// Injects hardware exception `vec` at the next VM entry (a fault pushes
+/// RFLAGS.RF = 1 in protected mode). The error code
 /// is only delivered in protected mode (with unrestricted guest, VM entry
 /// requires none when CR0.PE = 0, SDM 27.2.1.3).
 pub fn inject_exception(v: &mut impl VmcsAccess, vec: u8, error_code: Option<u32>) {
     let pe = v.read(F::GuestCr0) & crate::vmcs01::cr0::PE != 0;
     let code = error_code.filter(|_| pe);
+    if pe && shared::exception_class::is_fault(vec) {
+        // Faults push RFLAGS with RF = 1 (SDM 6.6, 18.3.1.1), as the
+        // hardware does for the faults it raises itself.
+        v.set_bits(F::GuestRflags, shared::exception_class::RFLAGS_RF);
+    }
     let info = InterruptionInfo::new(vec, InterruptionType::HardwareException, code.is_some());
     v.write(F::VmEntryInterruptionInfo, u64::from(info.0));
     v.write(F::VmEntryExceptionErrorCode, u64::from(code.unwrap_or(0)));

@@ -1,22 +1,38 @@
 //! VMCALL (exit reason 18): the INT 15h stub's VMCALL (recognised by its
-//! guest address, real mode only) or L0's hypercall ABI
-//! (`shared::hypercall`: Print, Stats, Shutdown).
+//! guest address, real or virtual-8086 mode only) or L0's hypercall ABI
+//! (`shared::hypercall`: Print, Stats, Shutdown). Every other VMCALL is
+//! #UD, as for a guest outside VMX operation (SDM Vol. 2B, VMCALL): at
+//! CPL > 0, with an RAX that is not a hypercall, or a hypercall that L0's
+//! command line does not enable (`hypercalls=stats,shutdown`).
 
-use shared::hypercall::{self, Hypercall};
+use shared::hypercall::{self, Enabled, Hypercall};
 use shared::mem::PhysMemory;
+
 use shared::vmx::VmcsAccess;
 
-use super::{Exit, guest_cpl, skip_instruction};
+use super::{Exit, guest_cpl, inject_ud, skip_instruction};
 use crate::memory::GuestMemory;
 use crate::vcpu::{Resume, Vcpu, reg};
+
+static ENABLED: spin::Once<Enabled> = spin::Once::new();
+
+/// Reads `hypercalls=` from L0's command line (once, at boot).
+pub fn configure(cmdline: &str) -> Enabled {
+    *ENABLED.call_once(|| Enabled::parse(shared::cmdline::get(cmdline, "hypercalls")))
+}
 
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     if let Some(r) = super::int15::try_handle(vcpu, v, exit) {
         return Some(r);
     }
-    let rax = match (guest_cpl(v), Hypercall::from_rax(vcpu.regs.gpr[reg::RAX])) {
-        (0, Some(Hypercall::Print)) => print(vcpu),
-        (0, Some(Hypercall::Stats)) => {
+    let enabled = ENABLED.get().copied().unwrap_or_default();
+    let call = Hypercall::from_rax(vcpu.regs.gpr[reg::RAX]).filter(|&h| enabled.allows(h));
+    let Some(call) = call.filter(|_| guest_cpl(v) == 0) else {
+        return inject_ud(v);
+    };
+    let rax = match call {
+        Hypercall::Print => print(vcpu),
+        Hypercall::Stats => {
             let (b, e) = crate::memory::region();
             vcpu.regs.gpr[reg::RBX] = vcpu.exits;
             vcpu.regs.gpr[reg::RCX] = shared::percpu::online_count() as u64;
@@ -24,12 +40,11 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
             vcpu.regs.gpr[reg::RSI] = b;
             hypercall::OK
         }
-        (0, Some(Hypercall::Shutdown)) => {
+        Hypercall::Shutdown => {
             let code = vcpu.regs.gpr[reg::RBX] as u8;
             shared::cpu_println!("guest requested shutdown (code {code})");
             shared::platform::shutdown(code);
         }
-        _ => hypercall::UNKNOWN,
     };
     vcpu.regs.gpr[reg::RAX] = rax;
     skip_instruction(v, exit);

@@ -201,6 +201,7 @@ pub const SELFTEST_BOCHS: Scenario = Scenario {
 const L0_PROBE: Scenario = Scenario {
     name: "l0-probe",
     lhv_args: "mode=probe",
+    l0_args: "hypercalls=stats",
     pass: &[
         "L0: region [",
         "SMP: {cpus} CPUs online",
