@@ -158,8 +158,7 @@ pub fn map_unclaimed(gpa: u64) -> bool {
 pub fn allows(gpa: u64, access: EptPerms) -> bool {
     let Some(eptp) = eptp() else { return false };
     let cfg = shared::ept::EptConfig::from_caps(crate::caps(), max_phys_addr());
-    shared::ept::walk(&HostMemory, eptp, gpa, access, &cfg)
-        .is_ok_and(|t| t.perms.contains(access))
+    shared::ept::walk(&HostMemory, eptp, gpa, access, &cfg).is_ok_and(|t| t.perms.contains(access))
 }
 
 /// Re-reads this CPU's MTRRs (after L0 performed a guest's write), re-types

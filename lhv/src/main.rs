@@ -6,13 +6,17 @@
 //!   an endless (or `iters=N`) test loop over the options of `lhv_opt=`
 //!   (see [`test_loop`] and [`options`]);
 //! - `probe`: no VMX at all; checks memory and asks L0 for its statistics
-//!   (see [`probe`]).
+//!   (see [`probe`]);
+//! - `hostile`: no VMX; does what a hostile OS does to the machine and
+//!   checks the hardware's answers (see [`hostile`]); `triple-fault`:
+//!   shuts the processor down and expects the machine to boot again.
 #![no_std]
 #![no_main]
 
 mod assert;
 mod events;
 mod exit;
+mod hostile;
 mod hw;
 mod irq;
 mod l2;
@@ -38,8 +42,11 @@ static CAPS: spin::Once<VmxCaps> = spin::Once::new();
 fn main(boot: &'static BootInfo) -> ! {
     println!("LHV {} starting", env!("CARGO_PKG_VERSION"));
     boot.print();
-    if cmdline::get(boot.cmdline(), "mode") == Some("probe") {
-        probe::run(boot);
+    match cmdline::get(boot.cmdline(), "mode") {
+        Some("probe") => probe::run(boot),
+        Some("hostile") => hostile::run(boot),
+        Some("triple-fault") => hostile::run_triple_fault(),
+        _ => {}
     }
     let raw_opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);
     println!("LHV_OPT = {raw_opt:#x}");

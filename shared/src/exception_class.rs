@@ -11,7 +11,10 @@ pub const RFLAGS_RF: u64 = 1 << 16;
 /// #DB a hypervisor injects for a single step is a trap, so it is not
 /// counted here.
 pub const fn is_fault(vector: u8) -> bool {
-    matches!(vector, 0 | 5 | 6 | 7 | 10 | 11 | 12 | 13 | 14 | 16 | 17 | 19 | 20 | 21)
+    matches!(
+        vector,
+        0 | 5 | 6 | 7 | 10 | 11 | 12 | 13 | 14 | 16 | 17 | 19 | 20 | 21
+    )
 }
 
 #[cfg(test)]

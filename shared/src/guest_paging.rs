@@ -162,7 +162,10 @@ mod tests {
     #[test]
     fn pdpte_reserved_bits_follow_table_4_8() {
         assert_eq!(pdpte_reserved_bits(36), 0xFFFF_FFF0_0000_01E6);
-        assert!(pdptes_valid(&[0x1001, 0, 0x2001, 0xFFFF_FFFF_FFFF_FFFE], 36));
+        assert!(pdptes_valid(
+            &[0x1001, 0, 0x2001, 0xFFFF_FFFF_FFFF_FFFE],
+            36
+        ));
         // Bit 1 (R/W) is reserved in a PDPTE; not present entries are not checked.
         assert!(!pdptes_valid(&[0x1003, 0, 0, 0], 36));
         assert!(!pdptes_valid(&[0, 0, 0, 0x10_0000_1001], 36));

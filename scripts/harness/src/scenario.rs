@@ -222,6 +222,63 @@ const L0_PROBE: Scenario = Scenario {
     ..BOCHS_L0
 };
 
+/// LHV's hostile mode (`mode=hostile`, lhv/src/hostile/) on bare Bochs:
+/// what the hardware gives for each hostile guest action.
+const HOSTILE: Scenario = Scenario {
+    name: "hostile",
+    lhv_args: "mode=hostile",
+    pass: &[
+        "HOSTILE: mode=hostile",
+        "SMP: {cpus} CPUs online",
+        "HOSTILE ok cr0_clear_pg_64bit",
+        "HOSTILE ok unclaimed_4g",
+        "HOSTILE done:",
+        " 0 failed",
+    ],
+    expect_exit: true,
+    timeout_s: 120,
+    ..BOCHS_LHV
+};
+
+/// The same under L0, which must give the same answers and stay alive.
+const L0_HOSTILE: Scenario = Scenario {
+    name: "l0-hostile",
+    boot: Boot::L0,
+    l0_args: "hypercalls=stats,shutdown",
+    pass: &[
+        "L0: booting the guest",
+        "HOSTILE: under L0",
+        "SMP: {cpus} CPUs online",
+        "HOSTILE ok cr0_clear_pg_64bit",
+        "HOSTILE ok sti_then_dropped_write",
+        "HOSTILE ok unclaimed_4g",
+        "HOSTILE: L0 alive",
+        "HOSTILE done:",
+        " 0 failed",
+    ],
+    fail: &["unhandled VM exit", "VM-entry failure", "failed: VMfail"],
+    timeout_s: 180,
+    ..HOSTILE
+};
+
+/// A guest triple fault under L0 resets the machine: L0 boots again and
+/// so does the guest (LHV `mode=triple-fault`, a CMOS marker tells the
+/// boots apart).
+const L0_TRIPLE_FAULT: Scenario = Scenario {
+    name: "l0-triple-fault",
+    cpus: 1,
+    lhv_args: "mode=triple-fault",
+    pass: &[
+        "TRIPLE: shutting the processor down",
+        "resetting the machine",
+        "TRIPLE: the guest booted again after the reset",
+    ],
+    fail: &["unhandled VM exit", "VM-entry failure"],
+    expect_exit: true,
+    timeout_s: 180,
+    ..BOCHS_L0
+};
+
 /// Every CPU of an LHV test run reaches `iters` with no failed check.
 const LHV_DONE: &[&str] = &[
     "LHV_OPT = 0x{lhv_opt}",
@@ -299,6 +356,31 @@ pub const SCENARIOS: &[Scenario] = &[
         cpus: 4,
         ..L0_PROBE
     },
+    // Hostile guest actions (issue 7): bare Bochs, then under L0.
+    Scenario {
+        cpus: 1,
+        name: "hostile",
+        ..HOSTILE
+    },
+    Scenario {
+        name: "hostile-2cpu",
+        ..HOSTILE
+    },
+    Scenario {
+        name: "l0-hostile",
+        cpus: 1,
+        ..L0_HOSTILE
+    },
+    Scenario {
+        name: "l0-hostile-2cpu",
+        ..L0_HOSTILE
+    },
+    Scenario {
+        name: "l0-hostile-4cpu",
+        cpus: 4,
+        ..L0_HOSTILE
+    },
+    L0_TRIPLE_FAULT,
     // LHV's test loop alone on Bochs (lhv/src/test_loop.rs): every option alone, with the
     // options it needs, and combinations; 0xedfd is every option but NO_EFLAGS_IF and
     // NO_INTERRUPT.

@@ -1,0 +1,46 @@
+//! Item 3: exits a guest can cause that stopped a CPU.
+//! - GETSEC with SMX hidden: #UD (CR4.SMXE = 0);
+//! - CPUID.1:ECX.SMX = 0;
+//! - unclaimed bus space (above RAM, above 4 GiB, below the physical
+//!   width): reads all ones, writes dropped, no exception.
+
+use shared::trap::vector;
+use shared::x86;
+
+use super::trap::catch;
+use super::{Env, check, window};
+
+pub fn run(env: &Env) {
+    let smx = x86::cpuid(1, 0).ecx & (1 << 6) != 0;
+    check(
+        "cpuid_smx_hidden",
+        !smx || env.l0.is_none(),
+        format_args!("CPUID.1:ECX.SMX = 0"),
+        format_args!("1"),
+    );
+    if !smx {
+        let t = catch!("getsec"; inout("eax") 0u32 => _,);
+        check(
+            "getsec_ud",
+            t.is_some_and(|t| t.is(vector::UD, None)),
+            format_args!("#UD"),
+            format_args!("{t:?}"),
+        );
+    } else {
+        super::skip("getsec_ud", "the processor reports SMX");
+    }
+    let top = 1u64 << env.max_phys;
+    for (name, pa) in [
+        ("unclaimed_4g", env.unclaimed),
+        ("unclaimed_high", (top - (2 << 20)).min(32 << 30)),
+    ] {
+        let t = catch!("nop");
+        let (before, after) = window::read_write_read(pa, 0x5a5a_5a5a);
+        check(
+            name,
+            t.is_none() && before == u32::MAX && after == u32::MAX,
+            format_args!("at {pa:#x}: all ones twice"),
+            format_args!("{before:#x}, then {after:#x}"),
+        );
+    }
+}
