@@ -276,6 +276,7 @@ const L0_TRIPLE_FAULT: Scenario = Scenario {
     fail: &["unhandled VM exit", "VM-entry failure"],
     expect_exit: true,
     timeout_s: 180,
+    check: Check::RebootsIntoL0,
     ..BOCHS_L0
 };
 
