@@ -139,6 +139,9 @@ fn main(boot: &'static BootInfo) -> ! {
         smp.online, smp.listed
     );
     wait_for_aps(smp.online - 1);
+    // The guest owns the PIT and port 0x61 from now on.
+    let tsc = shared::delay::switch_to_tsc();
+    println!("L0: delays use the TSC ({tsc} ticks/ms) from now on");
     println!(
         "L0: booting the guest from drive {boot_drive:#x} at 0000:{:04x}",
         launch::BOOT_SECTOR
