@@ -21,7 +21,17 @@ const LEAF1_ECX_SMX: u32 = 1 << 6;
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 const LEAF7_EBX_INVPCID: u32 = 1 << 10;
+const LEAF7_EBX_PT: u32 = 1 << 25;
 const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const LEAF7_ECX_WAITPKG: u32 = 1 << 5;
+const LEAF7_ECX_RDPID: u32 = 1 << 22;
+/// CPUID.1: debug store (EDX.DS) and its 64-bit and CPL-qualified forms
+/// (ECX.DTES64, ECX.DS_CPL): PEBS and BTS write to the DS area.
+const LEAF1_EDX_DS: u32 = 1 << 21;
+const LEAF1_ECX_DTES64: u32 = 1 << 2;
+const LEAF1_ECX_DS_CPL: u32 = 1 << 4;
+/// Intel PT's leaf: all zero while PT is hidden.
+const LEAF_PT: u32 = 0x14;
 const LEAFD1_EAX_XSAVES: u32 = 1 << 3;
 const EXT1_EDX_RDTSCP: u32 = 1 << 27;
 
@@ -51,14 +61,26 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
     let ctl = crate::controls();
     match leaf {
         1 => {
-            r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_SMX | LEAF1_ECX_OSXSAVE);
+            r.ecx &= !(LEAF1_ECX_VMX
+                | LEAF1_ECX_SMX
+                | LEAF1_ECX_OSXSAVE
+                | LEAF1_ECX_DTES64
+                | LEAF1_ECX_DS_CPL);
+            r.edx &= !LEAF1_EDX_DS;
             r.ecx |= LEAF1_ECX_HYPERVISOR;
             if guest_cr4 & cr4::OSXSAVE != 0 {
                 r.ecx |= LEAF1_ECX_OSXSAVE;
             }
         }
         7 if sub == 0 => {
-            r.ecx &= !LEAF7_ECX_OSPKE;
+            // Features whose VMX enable controls L0 leaves off (they would
+            // #UD in the guest) or that write to physical addresses behind
+            // EPT01 (Intel PT), SDM 26.3 / 33.5.
+            r.ebx &= !LEAF7_EBX_PT;
+            r.ecx &= !(LEAF7_ECX_OSPKE | LEAF7_ECX_WAITPKG);
+            if !ctl.has2(S::ENABLE_RDTSCP) {
+                r.ecx &= !LEAF7_ECX_RDPID;
+            }
             if guest_cr4 & cr4::PKE != 0 {
                 r.ecx |= LEAF7_ECX_OSPKE;
             }
@@ -66,6 +88,7 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
                 r.ebx &= !LEAF7_EBX_INVPCID;
             }
         }
+        LEAF_PT => r = shared::x86::CpuidResult::default(),
         0xd if sub == 1 && !ctl.has2(S::ENABLE_XSAVES_XRSTORS) => r.eax &= !LEAFD1_EAX_XSAVES,
         0x8000_0001 if !ctl.has2(S::ENABLE_RDTSCP) => r.edx &= !EXT1_EDX_RDTSCP,
         _ => {}

@@ -144,8 +144,11 @@ fn write_apic_base(value: u64) -> bool {
         (mode(old), mode(value)),
         (_, (false, true)) | ((true, true), (true, false)) | ((false, _), (true, true))
     );
+    // EXTD is reserved without x2APIC (CPUID.1:ECX[21]): #GP in the guest,
+    // never a host #GP on L0's WRMSR.
+    let x2apic = shared::x86::cpuid(1, 0).ecx & (1 << 21) != 0;
     let page = value & ADDRESS;
-    if !valid || !crate::lapic::apic_base_is_safe(page) {
+    if !valid || (value & EXTD != 0 && !x2apic) || !crate::lapic::apic_base_is_safe(page) {
         return false;
     }
     // SAFETY: the value passed the checks above, which are the hardware's

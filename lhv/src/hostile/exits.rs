@@ -44,3 +44,26 @@ pub fn run(env: &Env) {
         );
     }
 }
+
+/// Item 6: Intel PT hidden (CPUID.7.0:EBX[25] = 0), and then its MSRs do
+/// not exist: RDMSR IA32_RTIT_CTL is #GP(0), as on a processor without PT.
+pub fn hidden_msrs(env: &Env) {
+    let pt = x86::cpuid(7, 0).ebx & (1 << 25) != 0;
+    check(
+        "cpuid_pt_hidden",
+        !pt || env.l0.is_none(),
+        format_args!("CPUID.7.0:EBX.PT = 0"),
+        format_args!("1"),
+    );
+    if pt {
+        super::skip("rdmsr_rtit_ctl_gp", "the processor reports Intel PT");
+        return;
+    }
+    let t = catch!("rdmsr"; in("ecx") 0x570u32, out("eax") _, out("edx") _,);
+    check(
+        "rdmsr_rtit_ctl_gp",
+        t.is_some_and(|t| t.is(vector::GP, Some(0))),
+        format_args!("#GP(0)"),
+        format_args!("{t:?}"),
+    );
+}

@@ -142,6 +142,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
     }
     cr::run(&env);
     exits::run(&env);
+    exits::hidden_msrs(&env);
     transparency::run(&env);
     hypercalls::run(&env);
     smp::store_forms(&env);

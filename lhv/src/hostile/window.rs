@@ -37,9 +37,11 @@ pub fn with<R>(phys: u64, f: impl FnOnce(*mut u32) -> R) -> R {
     // SAFETY: `slot` is the PDE of the window (see `pde_addr`); nothing of
     // LHV's lives in the window's 2 MiB, and the old entry is put back.
     let old = unsafe { ::core::ptr::read_volatile(slot) };
+    // SAFETY: as above: only the window's entry changes.
     unsafe { ::core::ptr::write_volatile(slot, (phys & !0x1f_ffff & ADDR) | PDE_P_W_PS) };
     invlpg(WINDOW);
     let r = f((WINDOW + (phys & 0x1f_fffc)) as *mut u32);
+    // SAFETY: puts the entry LHV had back.
     unsafe { ::core::ptr::write_volatile(slot, old) };
     invlpg(WINDOW);
     r
