@@ -37,6 +37,8 @@ pub struct Env {
     pub unclaimed: u64,
     /// The processor's physical-address width.
     pub max_phys: u8,
+    /// The firmware is Bochs's (for its known departures).
+    pub bochs: bool,
 }
 
 /// What L0's Stats said.
@@ -132,6 +134,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
         // 4 GiB: above the RAM of every scenario, below any width.
         unclaimed: 1 << 32,
         max_phys,
+        bochs: crate::test_loop::firmware_is_bochs(boot),
     };
     match env.l0 {
         Some(l0) => println!(
