@@ -40,6 +40,7 @@ pub mod platform;
 #[cfg(target_os = "none")]
 pub mod smp;
 pub mod store_insn;
+pub mod task_switch;
 #[cfg(target_os = "none")]
 pub mod trap;
 pub mod vmx;

@@ -162,3 +162,16 @@ fn write_pdptes(v: &mut impl VmcsAccess, pdptes: Option<[u64; 4]>) {
         v.write(f, e);
     }
 }
+
+/// After L0 loaded guest CR3 itself (a task switch): with PAE paging,
+/// loads the PDPTEs into the VMCS; false if one is invalid (#GP).
+pub(super) fn reload_pdptes(v: &mut impl VmcsAccess) -> bool {
+    let (cr0, cr4) = (vmcs01::guest_cr0(v), vmcs01::guest_cr4(v));
+    match pae_pdptes(v, cr0, cr4, v.read(F::GuestIa32Efer)) {
+        Ok(p) => {
+            write_pdptes(v, p);
+            true
+        }
+        Err(()) => false,
+    }
+}

@@ -14,6 +14,7 @@ mod init_sipi;
 mod int15;
 mod msr;
 mod single_step;
+mod task_switch;
 mod triple_fault;
 mod vmcall;
 mod vmx_insn;
@@ -70,6 +71,7 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
         ExitReason::InitSignal => init_sipi::init(vcpu, &mut v),
         ExitReason::StartupIpi => init_sipi::sipi(vcpu, &mut v, &exit),
         ExitReason::TripleFault => triple_fault::handle(vcpu, &v, &exit),
+        ExitReason::TaskSwitch => task_switch::handle(vcpu, &mut v, &exit),
         ExitReason::EptViolation => ept_violation::handle(vcpu, &mut v, &exit),
         ExitReason::ExceptionOrNmi => exception::handle(vcpu, &mut v, &exit),
         // SMX is hidden (CPUID.1:ECX.SMX = 0, CR4.SMXE refused): GETSEC
