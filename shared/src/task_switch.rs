@@ -435,12 +435,8 @@ pub fn switch(
     };
     save(&mut lin, tss::EIP, &(req.return_rip as u32).to_le_bytes())?;
     save(&mut lin, tss::EFLAGS, &(eflags as u32).to_le_bytes())?;
-    for i in 0..8 {
-        let val = if i == RSP {
-            v.read(F::GuestRsp)
-        } else {
-            gpr[i]
-        };
+    for (i, &g) in gpr.iter().enumerate().take(8) {
+        let val = if i == RSP { v.read(F::GuestRsp) } else { g };
         save(
             &mut lin,
             tss::GPRS + 4 * i as u64,
@@ -840,7 +836,8 @@ mod tests {
     #[test]
     fn checks_before_the_switch_change_nothing() {
         let (m0, v0, g0) = machine();
-        let cases: [(Request, Fault, Option<(u64, u64)>); 5] = [
+        type Case = (Request, Fault, Option<(u64, u64)>);
+        let cases: [Case; 5] = [
             // JMP to a busy TSS (itself): #GP(sel).
             (
                 req(SEL_A, Source::Jmp),
