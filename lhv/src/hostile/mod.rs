@@ -7,13 +7,15 @@
 //! `HOSTILE done: <n> cases, <f> failed`.
 //!
 //! One module per group of L0 hardening (issue 7): [`cr`] (guest-state
-//! checks, item 2), [`exits`] (exits that stopped a CPU, item 3),
+//! checks, item 2), [`legacy`] (the same outside 64-bit mode, and task
+//! switches), [`exits`] (exits that stopped a CPU, item 3),
 //! [`transparency`] (item 10), [`hypercalls`] (item 11); [`smp`] starts the
 //! APs.
 
 mod cr;
 mod exits;
 mod hypercalls;
+mod legacy;
 mod smp;
 mod transparency;
 pub mod trap;
@@ -108,6 +110,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
     println!("HOSTILE: mode=hostile (plain guest, no VMX)");
     mask_pics();
     trap::install();
+    crate::low_code::check(boot);
     smp::start(boot);
     let l0 = if under_l0() {
         match hypercalls::stats() {
@@ -144,6 +147,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
         None => println!("HOSTILE: no L0 (bare machine)"),
     }
     cr::run(&env);
+    legacy::run(&env);
     exits::run(&env);
     exits::hidden_msrs(&env);
     transparency::run(&env);

@@ -251,6 +251,8 @@ const L0_HOSTILE: Scenario = Scenario {
         "SMP: {cpus} CPUs online",
         "HOSTILE ok cr0_clear_pg_64bit",
         "HOSTILE ok sti_then_dropped_write",
+        "HOSTILE ok task_switch_call_iret",
+        "HOSTILE ok eip_wraps_at_4g",
         "HOSTILE ok unclaimed_4g",
         "HOSTILE: L0 alive",
         "HOSTILE done:",
