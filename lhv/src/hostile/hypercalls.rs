@@ -1,11 +1,11 @@
 //! Item 11: L0's hypercalls. Stats at CPL 0 answers when L0's command line
-//! enables it; the ring-3 and virtual-8086 cases are reported as skipped.
+//! enables it (the ring-3 and virtual-8086 cases are in `legacy`).
 
 use shared::hypercall::{self, Hypercall};
 use shared::trap::vector;
 use shared::vmx::insn::VmcallRegs;
 
-use super::{Env, check, skip};
+use super::{Env, check};
 
 /// L0's Stats: `None` if VMCALL raised #UD (no L0, or Stats disabled).
 pub fn stats() -> Option<VmcallRegs> {
@@ -63,13 +63,5 @@ pub fn stats() -> Option<VmcallRegs> {
     }
 }
 
-pub fn run(_env: &Env) {
-    skip(
-        "stats_cpl3_ud",
-        "the ring-3 part of hostile mode is not written yet",
-    );
-    skip(
-        "e820_from_v86",
-        "hostile mode has no virtual-8086 monitor yet (the stub accepts VM=1)",
-    );
-}
+/// (The CPL-3 and virtual-8086 cases run outside 64-bit mode: `legacy`.)
+pub fn run(_env: &Env) {}

@@ -13,7 +13,13 @@
  *    d. CALL to TSS C, whose task IRETs back (NT, back link);
  *    e. PAE paging on with a reserved bit in PDPTE 0: #GP(0);
  *    f. CPUID at offset 0xFFFFFFFE of a code segment based at 0x10000: EIP
- *       wraps to 0 (the bytes at 0xFFFE and 0x10000 are the caller's).
+ *       wraps to 0 (the bytes at 0xFFFE and 0x10000 are the caller's);
+ *    g. VMCALL Stats at CPL 3: #UD (no hypercall outside CPL 0);
+ *    h. INT 15h E820 from virtual-8086 mode: a minimal v86 monitor
+ *       reflects it to the real-mode vector (the BIOS, or L0's hook), whose
+ *       answer comes back to v86 mode; then HLT (#GP) ends v86 mode.
+ * Faults from CPL 3 or v86 mode end their case: the handler abandons the
+ * frame and continues at the case's resume point at CPL 0.
  * 3. Back to 64-bit mode and LHV's GDT, IDT, TR, segments, FS/GS bases.
  * Each case stores the vector it raised (+1, 0: none) and error code.
  */
@@ -31,6 +37,11 @@ lhv_hl_start:
 .set SEL_TSS_B, 0x28
 .set SEL_CODE_WRAP, 0x30
 .set SEL_TSS_C, 0x38
+.set SEL_UCODE, 0x43
+.set SEL_UDATA, 0x4b
+/* The code page as a real-mode segment (virtual-8086 case). */
+.set V86_SEG, (LOW >> 4)
+.set STATS_RAX, {stats_rax}
 
 /* Arms a case: faults resume at \resume. */
 .macro ARM resume
@@ -187,6 +198,46 @@ lhv_hl_wrap_back:
 h_f_done:
     RECORD 5
 
+    /* g. VMCALL at CPL 3. */
+    ARM h_g_done
+    movl $1, (LOW+(h_outer-lhv_hl_start))
+    pushl $SEL_UDATA
+    pushl $(LOW+(h_stack_u-lhv_hl_start))
+    pushl $0x2
+    pushl $SEL_UCODE
+    pushl $(LOW+(h_user-lhv_hl_start))
+    iretl
+h_g_done:
+    /* DS and ES were nulled by the return to CPL 3. */
+    movl $SEL_DATA, %ecx
+    movw %cx, %ds
+    movw %cx, %es
+    movl $0, (LOW+(h_outer-lhv_hl_start))
+    RECORD 6
+
+    /* h. INT 15h E820 from virtual-8086 mode (IOPL 3). */
+    ARM h_h_done
+    movl $1, (LOW+(h_outer-lhv_hl_start))
+    pushl $0                        /* GS */
+    pushl $0                        /* FS */
+    pushl $V86_SEG                  /* DS */
+    pushl $V86_SEG                  /* ES */
+    pushl $V86_SEG                  /* SS */
+    pushl $(h_stack_v - lhv_hl_start)
+    pushl $0x23002                  /* VM, IOPL 3 */
+    pushl $V86_SEG                  /* CS */
+    pushl $(h_v86 - lhv_hl_start)
+    iretl
+h_h_done:
+    /* Leaving v86 mode nulled DS, ES, FS and GS. */
+    movl $SEL_DATA, %ecx
+    movw %cx, %ds
+    movw %cx, %es
+    movw %cx, %fs
+    movw %cx, %gs
+    movl $0, (LOW+(h_outer-lhv_hl_start))
+    RECORD 7
+
     /* Back to IA-32e mode (compatibility mode first), then 64-bit mode. */
     movl (LOW+(h_cr4-lhv_hl_start)), %eax
     andl $~(1 << 17), %eax
@@ -217,23 +268,83 @@ h_task_c:
     iretl
     ud2
 
-/* 32-bit exception handlers: record, resume at h_resume. */
+/* CPL 3: VMCALL Stats (must be #UD); reaching the store means it was not. */
+h_user:
+    movl $STATS_RAX, %eax
+    vmcall
+    movl $1, %ss:(LOW+(r_user_ran-lhv_hl_start))
+    ud2
+
+/* Virtual-8086 mode: INT 15h E820 (first entry) into h_e820_buf. */
+.code16
+h_v86:
+    movl $0xe820, %eax
+    movl $0x534d4150, %edx
+    xorl %ebx, %ebx
+    movl $20, %ecx
+    movw $(h_e820_buf - lhv_hl_start), %di
+    int $0x15
+    movl %eax, %ss:(r_v86_eax - lhv_hl_start)
+    movl %ecx, %ss:(r_v86_ecx - lhv_hl_start)
+    pushfl
+    popl %eax
+    movl %eax, %ss:(r_v86_flags - lhv_hl_start)
+    movl $1, %ss:(r_v86_done - lhv_hl_start)
+    hlt
+.code32
+
+/* The v86 monitor's INT 15h: reflect to the real-mode vector (SDM 20.3):
+ * push FLAGS, CS, IP on the v86 stack, continue at IVT[15h] with IF and TF
+ * clear. Frame: EIP, CS, EFLAGS, ESP, SS, ES, DS, FS, GS (above 2 saves). */
+h32_int15:
+    pushl %eax
+    pushl %ebx
+    movl 20(%esp), %eax             /* v86 SP */
+    subw $6, %ax
+    movw %ax, 20(%esp)
+    movzwl %ax, %eax
+    movzwl 24(%esp), %ebx           /* v86 SS */
+    shll $4, %ebx
+    addl %eax, %ebx
+    movw 8(%esp), %ax               /* IP */
+    movw %ax, %ss:(%ebx)
+    movw 12(%esp), %ax              /* CS */
+    movw %ax, %ss:2(%ebx)
+    movw 16(%esp), %ax              /* FLAGS */
+    movw %ax, %ss:4(%ebx)
+    andl $~0x300, 16(%esp)          /* IF, TF */
+    movzwl %ss:0x54, %eax
+    movl %eax, 8(%esp)
+    movzwl %ss:0x56, %eax
+    movl %eax, 12(%esp)
+    popl %ebx
+    popl %eax
+    iretl
+
+/* 32-bit exception handlers: record, resume at h_resume (from CPL 3 or
+ * v86 mode: on the case's stack at CPL 0, the frame abandoned). DS may
+ * be anything here: SS (SS0 of TSS A, or the flat data) is used. */
 h32_ud:
-    movl $7, (LOW+(h_vec-lhv_hl_start))
-    movl $0, (LOW+(h_err-lhv_hl_start))
+    movl $7, %ss:(LOW+(h_vec-lhv_hl_start))
+    movl $0, %ss:(LOW+(h_err-lhv_hl_start))
     jmp h32_resume
 h32_ts:
-    movl $11, (LOW+(h_vec-lhv_hl_start))
+    movl $11, %ss:(LOW+(h_vec-lhv_hl_start))
     jmp h32_code
 h32_np:
-    movl $12, (LOW+(h_vec-lhv_hl_start))
+    movl $12, %ss:(LOW+(h_vec-lhv_hl_start))
     jmp h32_code
 h32_gp:
-    movl $14, (LOW+(h_vec-lhv_hl_start))
+    movl $14, %ss:(LOW+(h_vec-lhv_hl_start))
 h32_code:
-    popl (LOW+(h_err-lhv_hl_start))
+    popl %ss:(LOW+(h_err-lhv_hl_start))
 h32_resume:
-    movl (LOW+(h_resume-lhv_hl_start)), %eax
+    cmpl $0, %ss:(LOW+(h_outer-lhv_hl_start))
+    je 1f
+    movl $(LOW+(h_stack_a-lhv_hl_start)), %esp
+    jmp *%ss:(LOW+(h_resume-lhv_hl_start))
+1:
+    movl %ss:(LOW+(h_resume-lhv_hl_start)), %eax
     movl %eax, (%esp)
     iretl
 
@@ -311,12 +422,13 @@ h_cs: .short 0
 h_resume: .long 0
 h_vec: .long 0
 h_err: .long 0
+h_outer: .long 0
 .global lhv_hl_pcid_ok
 lhv_hl_pcid_ok:
 h_pcid_ok: .long 0
 .global lhv_hl_results
 lhv_hl_results:
-r_base: .fill 6, 8, 0
+r_base: .fill 8, 8, 0
 r_tr_after_jmp: .long 0
 r_task_b_eax: .long 0
 r_eflags_after_iret: .long 0
@@ -324,6 +436,14 @@ r_tr_after_iret: .long 0
 r_task_c_eflags: .long 0
 r_task_c_link: .long 0
 r_wrapped: .long 0
+r_user_ran: .long 0
+r_v86_eax: .long 0
+r_v86_ecx: .long 0
+r_v86_flags: .long 0
+r_v86_done: .long 0
+.global lhv_hl_e820_buf
+lhv_hl_e820_buf:
+h_e820_buf: .fill 24, 1, 0
 
 /* Segment descriptor: base, limit (20 bits), access byte, flags nibble. */
 .macro DESC base, limit, access, flags
@@ -337,10 +457,12 @@ h_gdt:
     .quad 0x00AF9B000000FFFF        /* 0x08: 64-bit code */
     .quad 0x00CF93000000FFFF        /* 0x10: flat data */
     .quad 0x00CF9B000000FFFF        /* 0x18: 32-bit code */
-    DESC (LOW+(h_tss_a-lhv_hl_start)), 0x67, 0x89, 0  /* 0x20: TSS A */
+    DESC (LOW+(h_tss_a-lhv_hl_start)), (h_tss_a_end-h_tss_a-1), 0x89, 0  /* 0x20: TSS A */
     DESC (LOW+(h_tss_b-lhv_hl_start)), 0x67, 0x89, 0  /* 0x28: TSS B */
     DESC 0x10000, 0xfffff, 0x9b, 0xc /* 0x30: 32-bit code based at 64 KiB */
     DESC (LOW+(h_tss_c-lhv_hl_start)), 0x67, 0x89, 0  /* 0x38: TSS C */
+    .quad 0x00CFFB000000FFFF        /* 0x40: 32-bit code, DPL 3 */
+    .quad 0x00CFF3000000FFFF        /* 0x48: flat data, DPL 3 */
 h_gdt_end:
 .balign 8
 h_gdt_ptr:
@@ -368,6 +490,10 @@ h_idt32:
     GATE32 h32_np                   /* 11 */
     .fill 1, 8, 0
     GATE32 h32_gp                   /* 13 */
+    .fill 7, 8, 0
+    /* 0x15: DPL 3, the gate INT n from v86 mode (CPL 3) may use. */
+    .long (((LOW+(h32_int15-lhv_hl_start)) & 0xffff) | (SEL_CODE32 << 16))
+    .long (((LOW+(h32_int15-lhv_hl_start)) & 0xffff0000) | 0xee00)
 h_idt32_end:
 .balign 8
 h_idt32_ptr:
@@ -388,9 +514,10 @@ h_idt64_ptr:
 
 /* 32-bit TSSs (SDM Figure 7-2): A is the caller's task; B and C start at
  * their entry points on their own stacks, paging off, flat segments. */
-.macro TSS eip, esp, eax
+.macro TSS eip, esp, eax, esp0, iomap
     .long 0                         /* back link */
-    .fill 6, 4, 0                   /* ESP0..SS2 */
+    .long \esp0, SEL_DATA          /* ESP0, SS0 */
+    .fill 4, 4, 0                   /* ESP1..SS2 */
     .long 0                         /* CR3 */
     .long \eip
     .long 0x2                       /* EFLAGS */
@@ -398,15 +525,20 @@ h_idt64_ptr:
     .long \esp, 0, 0, 0             /* ESP, EBP, ESI, EDI */
     .long SEL_DATA, SEL_CODE32, SEL_DATA, SEL_DATA, 0, 0
     .long 0                         /* LDT */
-    .long 0x00680000                /* T = 0, I/O map base beyond the limit */
+    .long (\iomap << 16)            /* T = 0, I/O map base */
 .endm
 .balign 16
+/* Task A (the caller's; CPL 3 and v86 traps use its ESP0) has an I/O
+ * bitmap allowing ports 0-0x3ff (v86 I/O always consults it: the BIOS). */
 h_tss_a:
-    TSS 0, 0, 0
+    TSS 0, 0, 0, (LOW+(h_stack_r0-lhv_hl_start)), 0x68
+    .fill 128, 1, 0
+    .byte 0xff
+h_tss_a_end:
 h_tss_b:
-    TSS (LOW+(h_task_b-lhv_hl_start)), (LOW+(h_stack_b-lhv_hl_start)), 0x7a5b
+    TSS (LOW+(h_task_b-lhv_hl_start)), (LOW+(h_stack_b-lhv_hl_start)), 0x7a5b, 0, 0x68
 h_tss_c:
-    TSS (LOW+(h_task_c-lhv_hl_start)), (LOW+(h_stack_c-lhv_hl_start)), 0
+    TSS (LOW+(h_task_c-lhv_hl_start)), (LOW+(h_stack_c-lhv_hl_start)), 0, 0, 0x68
 
 /* PAE PDPT: PDPTE 0 present with bit 1 (reserved in a PDPTE) set. */
 .balign 32
@@ -414,11 +546,17 @@ h_pdpt:
     .quad 0x1003, 0, 0, 0
 
 .balign 16
-    .fill 64, 4, 0
+    .fill 32, 4, 0
 h_stack_a:
     .fill 32, 4, 0
 h_stack_b:
     .fill 32, 4, 0
 h_stack_c:
+    .fill 32, 4, 0
+h_stack_r0:
+    .fill 32, 4, 0
+h_stack_u:
+    .fill 112, 4, 0
+h_stack_v:
 .global lhv_hl_end
 lhv_hl_end:

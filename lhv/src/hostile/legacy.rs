@@ -9,7 +9,10 @@
 //! - 32-bit protected mode: JMP to a TSS and back, CALL to a TSS and IRET
 //!   back (task switches, SDM 7.3: the new task's registers, TR, NT and the
 //!   back link); PAE paging with a reserved PDPTE bit is #GP(0); CPUID at
-//!   EIP 0xFFFFFFFE continues at EIP 0 (the instruction pointer wraps).
+//!   EIP 0xFFFFFFFE continues at EIP 0 (the instruction pointer wraps);
+//!   VMCALL Stats at CPL 3 is #UD (item 11); INT 15h E820 from
+//!   virtual-8086 mode, reflected by a minimal v86 monitor to the
+//!   real-mode vector (L0's hook under L0), answers the first entry.
 
 use shared::{println, x86};
 
@@ -19,6 +22,7 @@ use crate::low_code;
 ::core::arch::global_asm!(
     include_str!("legacy.S"),
     low = const lhv::low_mem::CODE,
+    stats_rax = const shared::hypercall::MAGIC | 2,
     options(att_syntax)
 );
 
@@ -36,7 +40,7 @@ unsafe extern "C" {
 #[derive(Clone, Copy, Debug)]
 struct Results {
     /// Per case: vector + 1 (0: none), error code.
-    cases: [[u32; 2]; 6],
+    cases: [[u32; 2]; 8],
     tr_after_jmp: u32,
     task_b_eax: u32,
     eflags_after_iret: u32,
@@ -44,6 +48,13 @@ struct Results {
     task_c_eflags: u32,
     task_c_link: u32,
     wrapped: u32,
+    user_ran: u32,
+    v86_eax: u32,
+    v86_ecx: u32,
+    v86_flags: u32,
+    v86_done: u32,
+    /// The E820 entry INT 15h wrote: base, length, type.
+    e820: [u8; 24],
 }
 
 const SEL_TSS_A: u32 = 0x20;
@@ -168,5 +179,38 @@ pub fn run(env: &Env) {
         outcome(&r, 5).is_none() && r.wrapped == 1,
         format_args!("CPUID at EIP 0xFFFFFFFE continues at EIP 0"),
         format_args!("{:?}, wrapped {}", outcome(&r, 5), r.wrapped),
+    );
+    check(
+        "vmcall_stats_cpl3_ud",
+        outcome(&r, 6) == Some((6, 0)) && r.user_ran == 0,
+        format_args!("#UD, the next instruction not reached"),
+        format_args!("{:?}, reached {}", outcome(&r, 6), r.user_ran),
+    );
+    let base = u64::from_le_bytes(r.e820[0..8].try_into().unwrap_or([0; 8]));
+    let len = u64::from_le_bytes(r.e820[8..16].try_into().unwrap_or([0; 8]));
+    let kind = u32::from_le_bytes(r.e820[16..20].try_into().unwrap_or([0; 4]));
+    println!(
+        "HOSTILE: E820 from v86 mode: [{base:#x}, {:#x}) type {kind}",
+        base + len
+    );
+    check(
+        "e820_from_v86",
+        r.v86_done == 1
+            && r.v86_eax == 0x534d_4150
+            && r.v86_ecx == 20
+            && r.v86_flags & 1 == 0
+            && base == 0
+            && len > 0
+            && kind == 1
+            && outcome(&r, 7) == Some((13, 0)),
+        format_args!("EAX 'SMAP', ECX 20, CF 0, entry [0, ..) type 1, then HLT #GP(0)"),
+        format_args!(
+            "done {}, EAX {:#x}, ECX {}, FLAGS {:#x}, entry [{base:#x}, +{len:#x}) type {kind}, {:?}",
+            r.v86_done,
+            r.v86_eax,
+            r.v86_ecx,
+            r.v86_flags,
+            outcome(&r, 7)
+        ),
     );
 }

@@ -253,6 +253,7 @@ const L0_HOSTILE: Scenario = Scenario {
         "HOSTILE ok sti_then_dropped_write",
         "HOSTILE ok task_switch_call_iret",
         "HOSTILE ok eip_wraps_at_4g",
+        "HOSTILE ok e820_from_v86",
         "HOSTILE ok unclaimed_4g",
         "HOSTILE: L0 alive",
         "HOSTILE done:",
