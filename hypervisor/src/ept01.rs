@@ -11,7 +11,8 @@
 //! thus dropped, and L0's memory is never reachable. See `exits::ept_violation`.
 //!
 //! Memory types follow the MTRRs (with EPT the processor ignores them, SDM
-//! 30.3.7.2). Guest writes to MTRRs are trapped; L0 performs them and
+//! 30.3.7.2): at boot the firmware's, then the guest's virtual MTRRs
+//! (`vmtrr`: its writes never reach the hardware); after a write L0
 //! re-types EPT01, then INVEPT on the writing CPU (the MTRR update protocol,
 //! SDM 13.11.8, has every CPU write the same values, so each CPU flushes its
 //! own TLBs when it writes them).
@@ -161,12 +162,12 @@ pub fn allows(gpa: u64, access: EptPerms) -> bool {
     shared::ept::walk(&HostMemory, eptp, gpa, access, &cfg).is_ok_and(|t| t.perms.contains(access))
 }
 
-/// Re-reads this CPU's MTRRs (after L0 performed a guest's write), re-types
-/// EPT01 and flushes this CPU's EPT-derived translations.
-pub fn mtrrs_changed() {
+/// Takes `mtrrs` (a vCPU's virtual MTRRs after its write, see `vmtrr`),
+/// re-types EPT01 and flushes this CPU's EPT-derived translations.
+pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
     let Some(e) = EPT01.get() else { return };
     let mut e = e.lock();
-    e.mtrrs = read_mtrrs();
+    e.mtrrs = mtrrs;
     let Ept01 {
         builder,
         layout,

@@ -16,6 +16,7 @@ mod memory;
 mod msr_bitmap;
 mod vcpu;
 mod vmcs01;
+mod vmtrr;
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 

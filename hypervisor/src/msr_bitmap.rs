@@ -64,14 +64,15 @@ pub fn init() -> u64 {
     // The guest's IPIs (x2APIC ICR) and APIC moves (see `exits::msr`).
     set(b, crate::lapic::X2APIC_ICR, false, true);
     set(b, msr::IA32_APIC_BASE, false, true);
-    set(b, shared::mtrr::IA32_MTRR_DEF_TYPE, false, true);
+    // The virtual MTRRs (see `vmtrr`).
+    set(b, shared::mtrr::IA32_MTRR_DEF_TYPE, true, true);
     for m in shared::mtrr::FIXED_MSRS {
-        set(b, m, false, true);
+        set(b, m, true, true);
     }
     for m in shared::mtrr::IA32_MTRR_PHYSBASE0
         ..shared::mtrr::IA32_MTRR_PHYSBASE0 + 2 * shared::mtrr::MAX_VARIABLE as u32
     {
-        set(b, m, false, true);
+        set(b, m, true, true);
     }
     shared::boot::layout::phys_of(&raw const BITMAP)
 }

@@ -6,7 +6,8 @@
 //!   (a locked register).
 //! - IA32_EFER: kept in the VMCS ("load/save IA32_EFER"); LMA is preserved
 //!   and follows CR0.PG (see `cr`), as KVM does.
-//! - MTRRs: checked, performed on the hardware, then EPT01 is re-typed.
+//! - MTRRs: virtual per vCPU (`vmtrr`), never written to the hardware;
+//!   EPT01 is re-typed after a write.
 //! - The x2APIC ICR (writes): the guest's IPIs, see `x2apic_icr`.
 //! - IA32_APIC_BASE (writes): checked, performed, and the trapped xAPIC
 //!   page follows the base, see `apic_base`.
@@ -30,11 +31,14 @@ pub fn rdmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
     if guest_cpl(v) != 0 {
         return inject_gp(v);
     }
-    let value = match msr_index(vcpu) {
+    let index = msr_index(vcpu);
+    let value = match index {
         msr::IA32_FEATURE_CONTROL => FEATURE_CONTROL_LOCKED,
         msr::IA32_EFER => v.read(F::GuestIa32Efer),
-        // Trapped for writes only; reads of MTRRs pass through.
-        _ => return inject_gp(v),
+        m => match crate::vmtrr::read(vcpu.index, m) {
+            Some(value) => value,
+            None => return inject_gp(v),
+        },
     };
     vcpu.regs.gpr[reg::RAX] = value & 0xffff_ffff;
     vcpu.regs.gpr[reg::RDX] = value >> 32;
@@ -55,7 +59,7 @@ pub fn wrmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
         }
         msr::IA32_APIC_BASE => write_apic_base(value),
         m if VMX_CAPS.contains(&m) => false,
-        m => write_mtrr(m, value),
+        m => crate::vmtrr::write(vcpu.index, m, value),
     };
     if !ok {
         return inject_gp(v);
@@ -82,25 +86,6 @@ fn write_efer(v: &mut impl VmcsAccess, value: u64) -> bool {
         return false;
     }
     v.write(F::GuestIa32Efer, (value & !efer::LMA) | (old & efer::LMA));
-    true
-}
-
-/// WRMSR to an MTRR: checked like the hardware would, performed, and
-/// EPT01's memory types follow.
-fn write_mtrr(index: u32, value: u64) -> bool {
-    let Some(state) = crate::ept01::read_mtrrs() else {
-        return false;
-    };
-    let Some(which) = state.classify(index) else {
-        return false;
-    };
-    if !state.write_is_valid(which, value, crate::ept01::max_phys_addr()) {
-        return false;
-    }
-    // SAFETY: the MSR exists (IA32_MTRRCAP) and the value passed the
-    // hardware's checks, so WRMSR cannot fault.
-    unsafe { shared::x86::wrmsr(index, value) };
-    crate::ept01::mtrrs_changed();
     true
 }
 

@@ -16,6 +16,7 @@ mod cr;
 mod exits;
 mod hypercalls;
 mod legacy;
+mod mtrr;
 mod smp;
 mod transparency;
 pub mod trap;
@@ -150,6 +151,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
     legacy::run(&env);
     exits::run(&env);
     exits::hidden_msrs(&env);
+    mtrr::run(&env);
     transparency::run(&env);
     hypercalls::run(&env);
     smp::store_forms(&env);
