@@ -13,6 +13,7 @@
 //! APs.
 
 mod cr;
+mod devices;
 mod exits;
 mod hypercalls;
 mod legacy;
@@ -155,6 +156,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
     transparency::run(&env);
     hypercalls::run(&env);
     smp::store_forms(&env);
+    devices::run(&env);
     if env.l0.is_some() {
         match hypercalls::stats() {
             Some(r) => println!("HOSTILE: L0 alive (Stats: exits={} cpus={})", r.rbx, r.rcx),
