@@ -86,18 +86,25 @@ impl Controls {
             | SecondaryProcBased::ENABLE_INVPCID
             | SecondaryProcBased::ENABLE_XSAVES_XRSTORS;
         let proc2 = caps.proc2.require(required.bits())? | caps.proc2.adjust(optional.bits()).value;
+        // The guest's DR7 and IA32_DEBUGCTL survive exits only with "save
+        // debug controls" and "load debug controls": every VM exit sets
+        // DR7 to 400H (SDM 28.5.1), so without them the guest's
+        // breakpoints would vanish at its first exit.
         let exit = caps.exit.effective().require(
             (ExitControls::HOST_ADDRESS_SPACE_SIZE
+                | ExitControls::SAVE_DEBUG_CONTROLS
                 | ExitControls::SAVE_IA32_PAT
                 | ExitControls::LOAD_IA32_PAT
                 | ExitControls::SAVE_IA32_EFER
                 | ExitControls::LOAD_IA32_EFER)
                 .bits(),
         )?;
-        let entry = caps
-            .entry
-            .effective()
-            .require((EntryControls::LOAD_IA32_PAT | EntryControls::LOAD_IA32_EFER).bits())?;
+        let entry = caps.entry.effective().require(
+            (EntryControls::LOAD_IA32_PAT
+                | EntryControls::LOAD_IA32_EFER
+                | EntryControls::LOAD_DEBUG_CONTROLS)
+                .bits(),
+        )?;
         Ok(Self {
             pin,
             proc,

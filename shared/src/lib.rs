@@ -18,6 +18,7 @@ pub mod boot;
 pub mod cmdline;
 #[cfg(target_os = "none")]
 pub mod console;
+pub mod debug_trap;
 pub mod delay;
 pub mod e820;
 pub mod ept;

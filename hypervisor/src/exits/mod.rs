@@ -74,6 +74,7 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
         ExitReason::TaskSwitch => task_switch::handle(vcpu, &mut v, &exit),
         ExitReason::EptViolation => ept_violation::handle(vcpu, &mut v, &exit),
         ExitReason::ExceptionOrNmi => exception::handle(vcpu, &mut v, &exit),
+        ExitReason::ExternalInterrupt => single_step::interrupted(vcpu, &mut v),
         // SMX is hidden (CPUID.1:ECX.SMX = 0, CR4.SMXE refused): GETSEC
         // is #UD as with CR4.SMXE = 0 (SDM Vol. 2D, GETSEC).
         ExitReason::Getsec => inject_ud(&mut v),

@@ -63,7 +63,9 @@ pub fn run(_env: &Env) {
     check(
         "pit_ch2_untouched",
         sent && before == after && port_b_after == port_b & !0x03,
-        format_args!("channel 2 count {before:#x} and port 0x61 gate/speaker 0 across L0's INIT wait"),
+        format_args!(
+            "channel 2 count {before:#x} and port 0x61 gate/speaker 0 across L0's INIT wait"
+        ),
         format_args!("sent {sent}, count {after:#x}, port 0x61 bits {port_b_after:#x}"),
     );
 }

@@ -19,6 +19,7 @@ mod hypercalls;
 mod legacy;
 mod mtrr;
 mod smp;
+mod step;
 mod transparency;
 pub mod trap;
 mod triple_fault;
@@ -149,6 +150,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
         None => println!("HOSTILE: no L0 (bare machine)"),
     }
     cr::run(&env);
+    step::run(&env);
     legacy::run(&env);
     exits::run(&env);
     exits::hidden_msrs(&env);

@@ -15,6 +15,8 @@ static RFLAGS: AtomicU64 = AtomicU64::new(0);
 
 /// RFLAGS.RF.
 pub const RFLAGS_RF: u64 = 1 << 16;
+/// RFLAGS.TF.
+pub const RFLAGS_TF: u64 = 1 << 8;
 
 /// An exception a case raised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +40,8 @@ fn handler(frame: &mut TrapFrame) {
         trap::fatal_exception(frame);
     }
     VECTOR.store(frame.vector + 1, Ordering::Release);
+    // A case's own single step ends with its first trap.
+    frame.rflags &= !RFLAGS_TF;
     ERROR_CODE.store(frame.error_code, Ordering::Release);
     RFLAGS.store(frame.rflags, Ordering::Release);
     frame.rip = resume;
