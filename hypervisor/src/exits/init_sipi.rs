@@ -51,5 +51,10 @@ pub fn sipi(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Res
     v.write(F::GuestInterruptibilityState, 0);
     v.write(F::GuestPendingDebugExceptions, 0);
     crate::guest_smp::set_waiting(vcpu.index, false);
+    // Bochs leaves the processor's NMIs blocked after a SIPI VM exit (as it
+    // does SMIs) until an IRET; nothing else would ever unblock them in
+    // VMX root, and other CPUs' kick NMIs (`guest_smp`: INIT to a running
+    // vCPU) would never arrive. The IRET of `unblock_host_nmis` does.
+    crate::events::unblock_host_nmis();
     Some(Resume::Guest)
 }
