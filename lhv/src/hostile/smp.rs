@@ -13,6 +13,17 @@ use super::{Env, check, skip};
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
 
 fn ap_main() -> ! {
+    // SAFETY: an execute breakpoint at an address nothing executes; INIT
+    // must clear it (checked by `store_forms`).
+    unsafe {
+        ::core::arch::asm!(
+            "mov dr0, {a}",
+            "mov dr7, {c}",
+            a = in(reg) AP_DR0,
+            c = in(reg) AP_DR7,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
     ONLINE.fetch_add(1, Ordering::AcqRel);
     cpu_println!("HOSTILE: AP up");
     x86::halt_forever()
@@ -41,10 +52,26 @@ pub fn start(boot: &BootInfo) {
 }
 
 /// The real-mode code an AP restarted by a form runs: counts itself in
-/// [`COUNTER`] and halts (`lock inc word cs:[0x10]; cli; hlt; jmp $-1`).
+/// [`COUNTER`], stores DR0 and DR7 as INIT left them, halts:
+/// `lock inc word cs:[0x40]; mov eax, dr0; mov cs:[0x44], eax;
+/// mov eax, dr7; mov cs:[0x48], eax; cli; hlt; jmp $-1`.
 const TRAMPOLINE: u64 = 0x6000;
-const COUNTER: u64 = TRAMPOLINE + 0x10;
-const TRAMPOLINE_CODE: [u8; 10] = [0xf0, 0x2e, 0xff, 0x06, 0x10, 0x00, 0xfa, 0xf4, 0xeb, 0xfd];
+const COUNTER: u64 = TRAMPOLINE + 0x40;
+const SEEN_DR0: u64 = TRAMPOLINE + 0x44;
+const SEEN_DR7: u64 = TRAMPOLINE + 0x48;
+const TRAMPOLINE_CODE: [u8; 26] = [
+    0xf0, 0x2e, 0xff, 0x06, 0x40, 0x00, // lock inc word cs:[0x40]
+    0x0f, 0x21, 0xc0, // mov eax, dr0
+    0x66, 0x2e, 0xa3, 0x44, 0x00, // mov cs:[0x44], eax
+    0x0f, 0x21, 0xf8, // mov eax, dr7
+    0x66, 0x2e, 0xa3, 0x48, 0x00, // mov cs:[0x48], eax
+    0xfa, 0xf4, 0xeb, 0xfd, // cli; hlt; jmp $-1
+];
+/// What the APs put in DR0 and DR7 before they halt, for INIT to reset
+/// (an execute breakpoint at an address nothing runs).
+const AP_DR0: u64 = 0x1234_5000;
+const AP_DR7: u64 = 0x401;
+
 /// xAPIC register offsets.
 const ICR_LOW: u64 = 0x300;
 const ICR_HIGH: u64 = 0x310;
@@ -167,6 +194,21 @@ pub fn store_forms(_env: &Env) {
             })
             .find(|&c| c != 0)
             .unwrap_or(0);
+        if form == 0 {
+            // SAFETY: the trampoline's data words.
+            let (dr0, dr7) = unsafe {
+                (
+                    ::core::ptr::read_volatile(SEEN_DR0 as *const u32),
+                    ::core::ptr::read_volatile(SEEN_DR7 as *const u32),
+                )
+            };
+            check(
+                "init_resets_debug_registers",
+                count == 1 && dr0 == 0 && dr7 == 0x400,
+                format_args!("DR0 0, DR7 0x400 after INIT (the AP had {AP_DR0:#x}, {AP_DR7:#x})"),
+                format_args!("ran {count}, DR0 {dr0:#x}, DR7 {dr7:#x}"),
+            );
+        }
         check(
             name,
             ok && count == 1,
