@@ -99,3 +99,12 @@ pub fn send_nmi(apic_id: u32) {
         let _ = shared::apic::LocalApic::current().send_nmi(apic_id);
     }
 }
+
+/// Sends a STARTUP IPI with `vector` to `apic_id` on the guest's behalf
+/// (see `guest_smp::send_startup`); `shared::apic` restores the guest's
+/// xAPIC ICR high half afterwards.
+pub fn send_startup(apic_id: u32, vector: u8) {
+    if mode().is_some() {
+        let _ = shared::apic::LocalApic::current().send_startup(apic_id, vector);
+    }
+}

@@ -10,6 +10,7 @@ mod ept01;
 mod events;
 mod exits;
 mod guest_smp;
+mod init_reset;
 mod lapic;
 mod launch;
 mod memory;
@@ -139,7 +140,25 @@ fn main(boot: &'static BootInfo) -> ! {
         "SMP: {} CPUs online ({} listed by firmware)",
         smp.online, smp.listed
     );
-    wait_for_aps(smp.online - 1);
+    // A CPU the firmware lists that does not run under L0 would be outside
+    // its control once the guest starts it (its STARTUP IPIs reach the
+    // hardware): stop before booting the guest (`shared::smp` said which).
+    if smp.online < smp.listed {
+        fail(
+            "SMP",
+            format_args!(
+                "{} of the {} CPUs the firmware lists did not start; not booting the guest",
+                smp.listed - smp.online,
+                smp.listed
+            ),
+        );
+    }
+    if !wait_for_aps(smp.online - 1) {
+        fail(
+            "SMP",
+            "an AP did not reach the guest's wait-for-SIPI state; not booting the guest",
+        );
+    }
     // The guest owns the PIT and port 0x61 from now on.
     let tsc = shared::delay::switch_to_tsc();
     println!("L0: delays use the TSC ({tsc} ticks/ms) from now on");
@@ -157,10 +176,10 @@ fn ap_main() -> ! {
 
 /// Waits (bounded) until `n` APs are about to enter the guest, so that the
 /// guest's INIT-SIPI-SIPI finds them waiting for a SIPI.
-fn wait_for_aps(n: usize) {
+fn wait_for_aps(n: usize) -> bool {
     for _ in 0..10_000 {
         if APS_READY.load(Ordering::Acquire) >= n {
-            return;
+            return true;
         }
         shared::delay::udelay(100);
     }
@@ -168,6 +187,7 @@ fn wait_for_aps(n: usize) {
         "L0: only {} of {n} APs are ready for the guest",
         APS_READY.load(Ordering::Acquire)
     );
+    false
 }
 
 fn cpu_main(bsp: bool) -> ! {

@@ -143,7 +143,10 @@ fn perform(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, gpa: u64, value: u32) {
             let high = lapic::mmio_read(page + reg::ICR_HIGH);
             let icr = (u64::from(high) << 32) | u64::from(value);
             match ipi::action(icr, ApicMode::XApic) {
-                IcrAction::Forward => lapic::mmio_write(gpa, value),
+                IcrAction::Forward => match crate::guest_smp::is_startup(icr, ApicMode::XApic) {
+                    Some(s) => crate::guest_smp::send_startup(vcpu.index, &s, ApicMode::XApic),
+                    None => lapic::mmio_write(gpa, value),
+                },
                 IcrAction::Drop => {}
                 IcrAction::Init(icr) => {
                     if crate::guest_smp::send_init(vcpu.index, &icr, ApicMode::XApic) {

@@ -100,7 +100,10 @@ fn x2apic_icr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, value: u64)
     }
     skip_instruction(v, exit);
     match ipi::action(value, ApicMode::X2Apic) {
-        IcrAction::Forward => crate::lapic::write_icr(ApicMode::X2Apic, value),
+        IcrAction::Forward => match crate::guest_smp::is_startup(value, ApicMode::X2Apic) {
+            Some(s) => crate::guest_smp::send_startup(vcpu.index, &s, ApicMode::X2Apic),
+            None => crate::lapic::write_icr(ApicMode::X2Apic, value),
+        },
         IcrAction::Drop => {}
         IcrAction::Init(icr) => {
             if crate::guest_smp::send_init(vcpu.index, &icr, ApicMode::X2Apic) {
