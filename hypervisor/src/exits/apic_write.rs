@@ -10,8 +10,9 @@
 //! level de-assert is dropped; everything else is sent unchanged), and the
 //! LDR and DFR, which L0 records for logical-destination matching.
 //!
-//! An instruction L0 cannot decode (or fetch) is single-stepped with the
-//! page writable instead (see `single_step`); its write then reaches the
+//! An instruction L0 cannot decode (or fetch), and a write that is not the
+//! instruction's own data write (event delivery, paging-structure
+//! updates), is single-stepped with the page writable instead (see `single_step`); its write then reaches the
 //! APIC unfiltered, as without L0. Logged once.
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use shared::apic::ApicMode;
 use shared::guest_paging::{self, PagingMode};
 use shared::ipi::{self, IcrAction};
 use shared::store_insn::{self, CodeSize, Effect, Source, Store};
+use shared::vmx::exit::{EptViolationQual, InterruptionInfo};
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
 use super::{Exit, single_step};
@@ -35,7 +37,14 @@ const CS_L: u64 = 1 << 13;
 const CS_DB: u64 = 1 << 14;
 
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, gpa: u64) -> Option<Resume> {
-    let store = fetch_store(v, exit.rip).filter(|_| gpa & 3 == 0 && gpa & 0xfff <= 0xffc);
+    // Only the instruction's own data write is emulated: not a write done
+    // while delivering an event (IDT-vectoring information valid: a stack
+    // or IDT in the APIC page), nor one to a guest paging-structure entry
+    // (A/D bits; qualification bit 8 clear, SDM Table 28-7).
+    let own_write = !InterruptionInfo(v.read32(F::IdtVectoringInfo)).is_valid()
+        && EptViolationQual(exit.qualification).gla_is_translation() == Some(true);
+    let store =
+        fetch_store(v, exit.rip).filter(|_| own_write && gpa & 3 == 0 && gpa & 0xfff <= 0xffc);
     let Some(store) = store else {
         if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
             shared::cpu_println!(
