@@ -58,7 +58,8 @@ pub fn reset_this_cpu(cpu: usize) {
     reset_lapic(cpu);
 }
 
-fn reset_lapic(cpu: usize) {
+/// The local APIC's registers as INIT (or a global disable) leaves them.
+pub fn reset_lapic(cpu: usize) {
     let Some(mode) = crate::lapic::mode() else {
         return;
     };

@@ -15,6 +15,7 @@ mod lapic;
 mod launch;
 mod memory;
 mod msr_bitmap;
+mod vapic_base;
 mod vcpu;
 mod vmcs01;
 mod vmtrr;

@@ -99,7 +99,11 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     let leaf = vcpu.regs.gpr[reg::RAX] as u32;
     let sub = vcpu.regs.gpr[reg::RCX] as u32;
-    let r = guest_cpuid(leaf, sub, crate::vmcs01::guest_cr4(v));
+    let mut r = guest_cpuid(leaf, sub, crate::vmcs01::guest_cr4(v));
+    if leaf == 1 && crate::vapic_base::disabled(vcpu.index) {
+        // CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN (SDM 11.4.3).
+        r.edx &= !(1 << 9);
+    }
     vcpu.regs.gpr[reg::RAX] = u64::from(r.eax);
     vcpu.regs.gpr[reg::RBX] = u64::from(r.ebx);
     vcpu.regs.gpr[reg::RCX] = u64::from(r.ecx);

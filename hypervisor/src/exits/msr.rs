@@ -9,8 +9,8 @@
 //! - MTRRs: virtual per vCPU (`vmtrr`), never written to the hardware;
 //!   EPT01 is re-typed after a write.
 //! - The x2APIC ICR (writes): the guest's IPIs, see `x2apic_icr`.
-//! - IA32_APIC_BASE (writes): checked, performed, and the trapped xAPIC
-//!   page follows the base, see `apic_base`.
+//! - IA32_APIC_BASE: its global enable is virtual (`vapic_base`); writes
+//!   are checked and performed, and the trapped xAPIC page follows the base.
 //! - Anything else that exits: #GP (no such MSR on Intel processors).
 
 use shared::vmx::{VmcsAccess, VmcsField as F};
@@ -35,6 +35,7 @@ pub fn rdmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
     let value = match index {
         msr::IA32_FEATURE_CONTROL => FEATURE_CONTROL_LOCKED,
         msr::IA32_EFER => v.read(F::GuestIa32Efer),
+        msr::IA32_APIC_BASE => crate::vapic_base::guest_view(vcpu.index),
         m => match crate::vmtrr::read(vcpu.index, m) {
             Some(value) => value,
             None => return inject_gp(v),
@@ -57,7 +58,7 @@ pub fn wrmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
         crate::lapic::X2APIC_ICR => {
             return x2apic_icr(vcpu, v, exit, value);
         }
-        msr::IA32_APIC_BASE => write_apic_base(value),
+        msr::IA32_APIC_BASE => crate::vapic_base::write(vcpu.index, value),
         m if VMX_CAPS.contains(&m) => false,
         m => crate::vmtrr::write(vcpu.index, m, value),
     };
@@ -112,39 +113,4 @@ fn x2apic_icr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, value: u64)
         }
     }
     Some(Resume::Guest)
-}
-
-/// WRMSR to IA32_APIC_BASE (SDM 11.4.4, 11.12.5): reserved bits (7:0, 9,
-/// and above MAXPHYADDR) and invalid mode transitions (x2APIC to xAPIC,
-/// disabled to x2APIC, EXTD without EN) are #GP; the BSP flag is read-only
-/// here. L0 also refuses (#GP) an xAPIC page it could not trap: above
-/// 4 GiB, or in its own region, where the APIC would shadow L0's memory.
-fn write_apic_base(value: u64) -> bool {
-    use crate::lapic::base::{ADDRESS, BSP, EN, EXTD};
-    let old = crate::lapic::apic_base();
-    let phys_mask = (1u64 << crate::ept01::max_phys_addr().min(52)) - 1;
-    if value & !(BSP | EXTD | EN | (ADDRESS & phys_mask)) != 0 {
-        return false;
-    }
-    let mode = |b: u64| (b & EN != 0, b & EXTD != 0);
-    // EXTD without EN; x2APIC back to xAPIC; disabled straight to x2APIC.
-    let valid = !matches!(
-        (mode(old), mode(value)),
-        (_, (false, true)) | ((true, true), (true, false)) | ((false, _), (true, true))
-    );
-    // EXTD is reserved without x2APIC (CPUID.1:ECX[21]): #GP in the guest,
-    // never a host #GP on L0's WRMSR.
-    let x2apic = shared::x86::cpuid(1, 0).ecx & (1 << 21) != 0;
-    let page = value & ADDRESS;
-    if !valid || (value & EXTD != 0 && !x2apic) || !crate::lapic::apic_base_is_safe(page) {
-        return false;
-    }
-    // SAFETY: the value passed the checks above, which are the hardware's
-    // reasons for #GP.
-    unsafe { shared::x86::wrmsr(msr::IA32_APIC_BASE, (value & !BSP) | (old & BSP)) };
-    if page != old & ADDRESS {
-        crate::ept01::set_apic_page(page);
-        crate::ept01::invept_all();
-    }
-    true
 }

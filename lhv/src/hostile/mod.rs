@@ -12,6 +12,7 @@
 //! [`transparency`] (item 10), [`hypercalls`] (item 11); [`smp`] starts the
 //! APs.
 
+mod apic;
 mod cr;
 mod devices;
 mod exits;
@@ -159,6 +160,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
     hypercalls::run(&env);
     smp::store_forms(&env);
     devices::run(&env);
+    apic::run(&env);
     if env.l0.is_some() {
         match hypercalls::stats() {
             Some(r) => println!("HOSTILE: L0 alive (Stats: exits={} cpus={})", r.rbx, r.rcx),
