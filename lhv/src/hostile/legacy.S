@@ -5,7 +5,7 @@
  * Every address is absolute: (LOW+(x-lhv_hl_start)) is x's address in the code page.
  *
  * 1. Compatibility mode (IA-32e, CS.L = 0), with its own 64-bit IDT:
- *    a. MOV to CR0 of EAX (NE cleared, then set again) while the upper
+ *    a. MOV to CR0 of EAX (NE flipped, then put back) while the upper
  *       half of RAX is not zero: the operand is 32 bits (no fault);
  *    b. (if PCID) with CR4.PCIDE = 1, clearing CR0.PG: #GP(0).
  * 2. Leaves IA-32e mode (32-bit protected mode, paging off, 32-bit IDT):
@@ -98,9 +98,10 @@ lhv_hl_entry64:
     orq $(1 << 17), %rax
     movq %rax, %cr4
 1:
-    /* RAX: CR0 without NE, garbage in the upper half. */
+    /* RAX: CR0 with NE flipped (a bit L0 owns: the write exits),
+     * garbage in the upper half. */
     movq (LOW+(h_cr0-lhv_hl_start)), %rax
-    andq $~0x20, %rax
+    xorq $0x20, %rax
     movabsq $0xdead000000000000, %rdx
     orq %rdx, %rax
     pushq $SEL_CODE32
@@ -116,7 +117,7 @@ h_compat:
     /* a. MOV to CR0 with a 32-bit operand. */
     ARM h_a_done
     movl %eax, %cr0
-    orl $0x20, %eax
+    movl (LOW+(h_cr0-lhv_hl_start)), %eax
     movl %eax, %cr0
 h_a_done:
     RECORD 0
