@@ -62,6 +62,7 @@ fn blocked_write(env: &Env) {
     let sink = env.sink();
     super::window::with(sink, |p| {
         let t = catch!(
+            "cli",
             "sti",
             "mov dword ptr [{p}], {v:e}",
             "cli";
