@@ -146,7 +146,15 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
         } else if !t.waiting_for_sipi.load(Ordering::Acquire) {
             t.init_request.store(true, Ordering::Release);
             t.kicks.fetch_add(1, Ordering::AcqRel);
-            crate::lapic::send_nmi(id.apic_id);
+            if !crate::lapic::send_nmi(id.apic_id) {
+                // Not sent: no kick will arrive, so none may be counted
+                // (it would swallow the guest's next NMI).
+                let _ = t
+                    .kicks
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| {
+                        Some(k.saturating_sub(1))
+                    });
+            }
             waiting_for[i] = true;
         }
     }
