@@ -11,7 +11,8 @@
 //! thus dropped, and L0's memory is never reachable. See `exits::ept_violation`.
 //!
 //! Memory types follow the MTRRs (with EPT the processor ignores them, SDM
-//! 30.3.7.2). Guest writes to MTRRs are trapped; L0 performs them and
+//! 30.3.7.2): at boot the firmware's, then the guest's virtual MTRRs
+//! (`vmtrr`: its writes never reach the hardware); after a write L0
 //! re-types EPT01, then INVEPT on the writing CPU (the MTRR update protocol,
 //! SDM 13.11.8, has every CPU write the same values, so each CPU flushes its
 //! own TLBs when it writes them).
@@ -111,12 +112,62 @@ pub fn is_hidden(gpa: u64) -> bool {
     EPT01.get().is_some_and(|e| e.lock().layout.is_hidden(gpa))
 }
 
-/// Re-reads this CPU's MTRRs (after L0 performed a guest's write), re-types
-/// EPT01 and flushes this CPU's EPT-derived translations.
-pub fn mtrrs_changed() {
+/// Whether `gpa` is unclaimed bus space: above everything EPT01 maps
+/// (RAM, MMIO below 4 GiB) and below the physical-address width. On a
+/// real machine nothing answers there: reads return all ones and writes
+/// are dropped (e.g. 64-bit BARs nobody assigned).
+pub fn is_unclaimed(gpa: u64) -> bool {
+    let width = max_phys_addr().min(48);
+    EPT01
+        .get()
+        .is_some_and(|e| gpa >= e.lock().layout.limit && gpa >> width == 0)
+}
+
+/// Maps the unclaimed page holding `gpa` to the all-ones page, read and
+/// execute only, as L0's own region is: later reads of it exit no more,
+/// and a write is dropped by the sink single step (see [`open_sink`]).
+/// Returns false if the page could not be mapped (no pool frame left for
+/// its EPT tables).
+pub fn map_unclaimed(gpa: u64) -> bool {
+    let Some(e) = EPT01.get() else { return false };
+    let mut e = e.lock();
+    let page = gpa & !0xfff;
+    if page < e.layout.limit {
+        return false;
+    }
+    let m = Mapping::new(ept01::HIDDEN_PERMS, MemoryType::WriteBack);
+    let r = memory::with_pool(|pool| {
+        e.builder
+            .map_range(&mut HostMemory, pool, page, dummy_phys(), 0x1000, m)
+    });
+    drop(e);
+    match r {
+        Ok(()) => {
+            invept_all();
+            true
+        }
+        Err(err) => {
+            shared::cpu_println!("EPT01: mapping unclaimed {page:#x} failed: {err}");
+            false
+        }
+    }
+}
+
+/// Whether EPT01 now allows `access` at `gpa` (an EPT violation that the
+/// tables allow came from a stale translation, e.g. cached before another
+/// CPU changed EPT01).
+pub fn allows(gpa: u64, access: EptPerms) -> bool {
+    let Some(eptp) = eptp() else { return false };
+    let cfg = shared::ept::EptConfig::from_caps(crate::caps(), max_phys_addr());
+    shared::ept::walk(&HostMemory, eptp, gpa, access, &cfg).is_ok_and(|t| t.perms.contains(access))
+}
+
+/// Takes `mtrrs` (a vCPU's virtual MTRRs after its write, see `vmtrr`),
+/// re-types EPT01 and flushes this CPU's EPT-derived translations.
+pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
     let Some(e) = EPT01.get() else { return };
     let mut e = e.lock();
-    e.mtrrs = read_mtrrs();
+    e.mtrrs = mtrrs;
     let Ept01 {
         builder,
         layout,
@@ -136,8 +187,8 @@ pub fn mtrrs_changed() {
     invept_all();
 }
 
-/// Maps the hidden page holding `gpa` to the sink page (writable), for one
-/// instruction.
+/// Maps the hidden (or unclaimed) page holding `gpa` to the sink page
+/// (writable), for one instruction.
 pub fn open_sink(gpa: u64) {
     remap_hidden(gpa, sink_phys(), EptPerms::RW);
 }
@@ -155,7 +206,7 @@ fn remap_hidden(gpa: u64, hpa: u64, perms: EptPerms) {
     let Some(e) = EPT01.get() else { return };
     let mut e = e.lock();
     let page = gpa & !0xfff;
-    if !e.layout.is_hidden(page) {
+    if !e.layout.is_hidden(page) && page < e.layout.limit {
         return;
     }
     let m = Mapping::new(perms, MemoryType::WriteBack);

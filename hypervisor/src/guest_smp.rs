@@ -18,6 +18,8 @@
 //!   waits (bounded) for the target to be waiting for SIPI, so that the
 //!   guest's STARTUP IPIs, sent after its INIT delay, find it there.
 //!
+//! STARTUP IPIs go only to registered vCPUs (`send_startup`).
+//!
 //! Kicks are counted, so that the target can tell its own kick NMIs from
 //! the guest's NMIs (which it injects). Two NMIs pending at once merge into
 //! one on the hardware: a guest NMI that arrives while a kick is pending is
@@ -144,7 +146,15 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
         } else if !t.waiting_for_sipi.load(Ordering::Acquire) {
             t.init_request.store(true, Ordering::Release);
             t.kicks.fetch_add(1, Ordering::AcqRel);
-            crate::lapic::send_nmi(id.apic_id);
+            if !crate::lapic::send_nmi(id.apic_id) {
+                // Not sent: no kick will arrive, so none may be counted
+                // (it would swallow the guest's next NMI).
+                let _ = t
+                    .kicks
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| {
+                        Some(k.saturating_sub(1))
+                    });
+            }
             waiting_for[i] = true;
         }
     }
@@ -159,4 +169,32 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
         }
     }
     to_self
+}
+
+/// Whether the ICR value `value` (written in `mode`) is a STARTUP IPI.
+pub fn is_startup(value: u64, mode: ApicMode) -> Option<Icr> {
+    ipi::decode(value, mode).filter(|icr| icr.delivery_mode == shared::apic::DeliveryMode::StartUp)
+}
+
+/// Sends the guest's STARTUP `icr` (written in `mode` by CPU `sender`) to
+/// the registered vCPUs it addresses only, one physical STARTUP each: a
+/// processor that does not run under L0 (one the firmware does not list,
+/// or lists as disabled) must never start guest code outside VMX, whatever
+/// destination (shorthand, logical, broadcast) the guest used.
+pub fn send_startup(sender: usize, icr: &Icr, mode: ApicMode) {
+    let Some(from) = me(sender) else { return };
+    let sender_id = from.apic_id.load(Ordering::Relaxed);
+    for t in SHARED.iter() {
+        if !t.present.load(Ordering::Acquire) {
+            continue;
+        }
+        let id = ApicIdentity {
+            apic_id: t.apic_id.load(Ordering::Relaxed),
+            ldr: t.ldr.load(Ordering::Relaxed),
+            dfr: t.dfr.load(Ordering::Relaxed),
+        };
+        if ipi::accepts(icr, mode, sender_id, &id) {
+            crate::lapic::send_startup(id.apic_id, icr.vector);
+        }
+    }
 }

@@ -91,11 +91,19 @@ pub fn write_icr(mode: ApicMode, value: u64) {
 /// its own two ICR stores, and may read it). Nothing is sent while the
 /// guest keeps its APIC globally disabled: `LocalApic::current` would
 /// enable it, changing guest state.
-pub fn send_nmi(apic_id: u32) {
+/// Returns whether it was sent.
+pub fn send_nmi(apic_id: u32) -> bool {
+    // A busy ICR or an id out of range for xAPIC: the kick is lost, as an
+    // IPI to a missing CPU would be, and the sender's bounded wait for the
+    // target (`guest_smp`) gives up.
+    mode().is_some() && shared::apic::LocalApic::current().send_nmi(apic_id).is_ok()
+}
+
+/// Sends a STARTUP IPI with `vector` to `apic_id` on the guest's behalf
+/// (see `guest_smp::send_startup`); `shared::apic` restores the guest's
+/// xAPIC ICR high half afterwards.
+pub fn send_startup(apic_id: u32, vector: u8) {
     if mode().is_some() {
-        // A busy ICR or an id out of range for xAPIC: the kick is lost,
-        // as an IPI to a missing CPU would be, and the sender's bounded
-        // wait for the target (`guest_smp`) gives up.
-        let _ = shared::apic::LocalApic::current().send_nmi(apic_id);
+        let _ = shared::apic::LocalApic::current().send_startup(apic_id, vector);
     }
 }

@@ -10,13 +10,16 @@ mod ept01;
 mod events;
 mod exits;
 mod guest_smp;
+mod init_reset;
 mod lapic;
 mod launch;
 mod memory;
 mod msr_bitmap;
 mod nested;
+mod vapic_base;
 mod vcpu;
 mod vmcs01;
+mod vmtrr;
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -102,6 +105,12 @@ fn main(boot: &'static BootInfo) -> ! {
     } else {
         println!("L0: xAPIC page {apic_page:#x} cannot be trapped; guest INITs reach the hardware");
     }
+    let hc = exits::configure_hypercalls(boot.cmdline());
+    println!(
+        "L0: hypercalls: Print{}{}",
+        if hc.stats { ", Stats" } else { "" },
+        if hc.shutdown { ", Shutdown" } else { "" }
+    );
     let boot_drive = shared::cmdline::get_hex(boot.cmdline(), "boot_drive")
         .and_then(|d| u8::try_from(d).ok())
         .unwrap_or(0x80);
@@ -144,7 +153,28 @@ fn main(boot: &'static BootInfo) -> ! {
         "SMP: {} CPUs online ({} listed by firmware)",
         smp.online, smp.listed
     );
-    wait_for_aps(smp.online - 1);
+    // A CPU the firmware lists that does not run under L0 would be outside
+    // its control once the guest starts it (its STARTUP IPIs reach the
+    // hardware): stop before booting the guest (`shared::smp` said which).
+    if smp.online < smp.listed {
+        fail(
+            "SMP",
+            format_args!(
+                "{} of the {} CPUs the firmware lists did not start; not booting the guest",
+                smp.listed - smp.online,
+                smp.listed
+            ),
+        );
+    }
+    if !wait_for_aps(smp.online - 1) {
+        fail(
+            "SMP",
+            "an AP did not reach the guest's wait-for-SIPI state; not booting the guest",
+        );
+    }
+    // The guest owns the PIT and port 0x61 from now on.
+    let tsc = shared::delay::switch_to_tsc();
+    println!("L0: delays use the TSC ({tsc} ticks/ms) from now on");
     println!(
         "L0: booting the guest from drive {boot_drive:#x} at 0000:{:04x}",
         launch::BOOT_SECTOR
@@ -159,10 +189,10 @@ fn ap_main() -> ! {
 
 /// Waits (bounded) until `n` APs are about to enter the guest, so that the
 /// guest's INIT-SIPI-SIPI finds them waiting for a SIPI.
-fn wait_for_aps(n: usize) {
+fn wait_for_aps(n: usize) -> bool {
     for _ in 0..10_000 {
         if APS_READY.load(Ordering::Acquire) >= n {
-            return;
+            return true;
         }
         shared::delay::udelay(100);
     }
@@ -170,6 +200,7 @@ fn wait_for_aps(n: usize) {
         "L0: only {} of {n} APs are ready for the guest",
         APS_READY.load(Ordering::Acquire)
     );
+    false
 }
 
 fn cpu_main(bsp: bool) -> ! {

@@ -6,6 +6,18 @@ use shared::x86::msr;
 /// IA32_VMX_BASIC .. IA32_VMX_VMFUNC: hidden while VMX is hidden.
 pub const VMX_CAPS: core::ops::RangeInclusive<u32> = 0x480..=0x491;
 
+/// MSRs of features that write to memory by physical address or through
+/// the debug store (Intel PT's IA32_RTIT_*, IA32_DS_AREA, IA32_PEBS_ENABLE):
+/// the features are hidden in CPUID and every access to these exits and is
+/// #GP (`exits::msr`), so they can never point at L0's memory.
+pub const HIDDEN_FEATURE_MSRS: [core::ops::RangeInclusive<u32>; 5] = [
+    0x3f1..=0x3f1, // IA32_PEBS_ENABLE
+    0x560..=0x561, // IA32_RTIT_OUTPUT_BASE, IA32_RTIT_OUTPUT_MASK_PTRS
+    0x570..=0x572, // IA32_RTIT_CTL, IA32_RTIT_STATUS, IA32_RTIT_CR3_MATCH
+    0x580..=0x587, // IA32_RTIT_ADDR0_A .. IA32_RTIT_ADDR3_B
+    0x600..=0x600, // IA32_DS_AREA
+];
+
 #[repr(C, align(4096))]
 struct Bitmap([u8; 4096]);
 
@@ -50,17 +62,21 @@ pub fn init() -> u64 {
         set(b, m, true, true);
     }
     set(b, msr::IA32_EFER, true, true);
+    for m in HIDDEN_FEATURE_MSRS.into_iter().flatten() {
+        set(b, m, true, true);
+    }
     // The guest's IPIs (x2APIC ICR) and APIC moves (see `exits::msr`).
     set(b, crate::lapic::X2APIC_ICR, false, true);
-    set(b, msr::IA32_APIC_BASE, false, true);
-    set(b, shared::mtrr::IA32_MTRR_DEF_TYPE, false, true);
+    set(b, msr::IA32_APIC_BASE, true, true);
+    // The virtual MTRRs (see `vmtrr`).
+    set(b, shared::mtrr::IA32_MTRR_DEF_TYPE, true, true);
     for m in shared::mtrr::FIXED_MSRS {
-        set(b, m, false, true);
+        set(b, m, true, true);
     }
     for m in shared::mtrr::IA32_MTRR_PHYSBASE0
         ..shared::mtrr::IA32_MTRR_PHYSBASE0 + 2 * shared::mtrr::MAX_VARIABLE as u32
     {
-        set(b, m, false, true);
+        set(b, m, true, true);
     }
     shared::boot::layout::phys_of(&raw const BITMAP)
 }

@@ -27,6 +27,9 @@ pub mod cr0 {
 pub mod cr4 {
     pub const PAE: u64 = 1 << 5;
     pub const VMXE: u64 = 1 << 13;
+    /// SMX is hidden from the guest (CPUID.1:ECX.SMX = 0): setting SMXE
+    /// is #GP, as on a processor without SMX.
+    pub const SMXE: u64 = 1 << 14;
     pub const OSXSAVE: u64 = 1 << 18;
     pub const PCIDE: u64 = 1 << 17;
     pub const PKE: u64 = 1 << 22;
@@ -83,18 +86,25 @@ impl Controls {
             | SecondaryProcBased::ENABLE_INVPCID
             | SecondaryProcBased::ENABLE_XSAVES_XRSTORS;
         let proc2 = caps.proc2.require(required.bits())? | caps.proc2.adjust(optional.bits()).value;
+        // The guest's DR7 and IA32_DEBUGCTL survive exits only with "save
+        // debug controls" and "load debug controls": every VM exit sets
+        // DR7 to 400H (SDM 28.5.1), so without them the guest's
+        // breakpoints would vanish at its first exit.
         let exit = caps.exit.effective().require(
             (ExitControls::HOST_ADDRESS_SPACE_SIZE
+                | ExitControls::SAVE_DEBUG_CONTROLS
                 | ExitControls::SAVE_IA32_PAT
                 | ExitControls::LOAD_IA32_PAT
                 | ExitControls::SAVE_IA32_EFER
                 | ExitControls::LOAD_IA32_EFER)
                 .bits(),
         )?;
-        let entry = caps
-            .entry
-            .effective()
-            .require((EntryControls::LOAD_IA32_PAT | EntryControls::LOAD_IA32_EFER).bits())?;
+        let entry = caps.entry.effective().require(
+            (EntryControls::LOAD_IA32_PAT
+                | EntryControls::LOAD_IA32_EFER
+                | EntryControls::LOAD_DEBUG_CONTROLS)
+                .bits(),
+        )?;
         Ok(Self {
             pin,
             proc,
@@ -116,9 +126,9 @@ pub fn cr0_mask(caps: &VmxCaps) -> u64 {
     fixed | cr0::PG | cr0::NE
 }
 
-/// CR4 bits L0 owns: the fixed ones (VMXE) and those that may not be 1.
+/// CR4 bits L0 owns: the fixed ones (VMXE), SMXE and those that may not be 1.
 pub fn cr4_mask(caps: &VmxCaps) -> u64 {
-    (caps.cr4_fixed0 | !caps.cr4_fixed1 | cr4::VMXE) & 0xffff_ffff
+    (caps.cr4_fixed0 | !caps.cr4_fixed1 | cr4::VMXE | cr4::SMXE) & 0xffff_ffff
 }
 
 /// The guest's CR0 as it sees it: the bits it owns from the processor,

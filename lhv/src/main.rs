@@ -12,6 +12,9 @@
 //! - `negative`: the negative VMX suite on the BSP: invalid VMCS contents,
 //!   bad VMX operands, CPL 3, outside VMX operation, broken MSR areas, each
 //!   outcome checked exactly (see [`negative`]).
+//! - `hostile`: no VMX; does what a hostile OS does to the machine and
+//!   checks the hardware's answers (see [`hostile`]); `triple-fault`:
+//!   shuts the processor down and expects the machine to boot again.
 #![no_std]
 #![no_main]
 
@@ -20,6 +23,7 @@ mod bench;
 mod bench_l2;
 mod events;
 mod exit;
+mod hostile;
 mod hw;
 mod irq;
 mod l0;
@@ -50,6 +54,8 @@ fn main(boot: &'static BootInfo) -> ! {
     match cmdline::get(boot.cmdline(), "mode") {
         Some("probe") => probe::run(boot),
         Some("bench") => bench::run(boot),
+        Some("hostile") => hostile::run(boot),
+        Some("triple-fault") => hostile::run_triple_fault(),
         _ => {}
     }
     if cmdline::get(boot.cmdline(), "mode") == Some("negative") {

@@ -1,5 +1,5 @@
 //! Busy-wait delays timed by the 8254 PIT, and the TSC calibrated against
-//! it.
+//! it; after [`switch_to_tsc`], delays are timed by the TSC alone.
 //!
 //! Channel 2 of the PIT counts at 1.193182 MHz on every PC, emulated or
 //! not, and needs no calibration: it is loaded with a count in mode 0
@@ -47,14 +47,53 @@ const MAX_POLLS_PER_COUNTDOWN: u32 = 20_000_000;
 /// Serializes the use of channel 2 between processors.
 static CHANNEL2: Mutex<()> = Mutex::new(());
 
+/// TSC ticks per millisecond once [`switch_to_tsc`] ran (0: use the PIT).
+static TSC_TICKS_PER_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The rate assumed when calibration fails: no processor runs its TSC
+/// faster than 10 GHz, so delays computed with it are at least as long as
+/// asked.
+pub const FALLBACK_TSC_TICKS_PER_MS: u64 = 10_000_000;
+
+/// From now on every delay is timed by the TSC, calibrated once here
+/// against the PIT, and the PIT and port 0x61 are never touched again: a
+/// hypervisor calls this before its guest runs, since the guest owns
+/// those devices then (its speaker, its own PIT channel 2 timing). Returns
+/// the rate used.
+pub fn switch_to_tsc() -> u64 {
+    let rate = calibrate_tsc_ticks_per_ms()
+        .filter(|&r| r > 0)
+        .unwrap_or(FALLBACK_TSC_TICKS_PER_MS);
+    TSC_TICKS_PER_MS.store(rate, core::sync::atomic::Ordering::Release);
+    rate
+}
+
+/// TSC ticks covering at least `us` microseconds at `ticks_per_ms`.
+pub const fn us_to_tsc_ticks(us: u64, ticks_per_ms: u64) -> u64 {
+    saturate((us as u128 * ticks_per_ms as u128).div_ceil(1_000))
+}
+
+fn delay_tsc_ticks(ticks: u64) {
+    let end = Deadline::after(rdtsc(), ticks);
+    while !end.expired() {
+        core::hint::spin_loop();
+    }
+}
+
 /// Waits at least `us` microseconds.
 pub fn udelay(us: u32) {
-    delay_pit_ticks(us_to_pit_ticks(us));
+    match TSC_TICKS_PER_MS.load(core::sync::atomic::Ordering::Acquire) {
+        0 => delay_pit_ticks(us_to_pit_ticks(us)),
+        rate => delay_tsc_ticks(us_to_tsc_ticks(u64::from(us), rate)),
+    }
 }
 
 /// Waits at least `ms` milliseconds.
 pub fn mdelay(ms: u32) {
-    delay_pit_ticks(ms_to_pit_ticks(ms));
+    match TSC_TICKS_PER_MS.load(core::sync::atomic::Ordering::Acquire) {
+        0 => delay_pit_ticks(ms_to_pit_ticks(ms)),
+        rate => delay_tsc_ticks(us_to_tsc_ticks(u64::from(ms) * 1000, rate)),
+    }
 }
 
 /// PIT ticks covering at least `us` microseconds.
@@ -271,6 +310,15 @@ const fn saturate(v: u128) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tsc_delays_round_up() {
+        assert_eq!(us_to_tsc_ticks(0, 2_000_000), 0);
+        assert_eq!(us_to_tsc_ticks(1, 2_000_000), 2_000);
+        assert_eq!(us_to_tsc_ticks(1, 1), 1);
+        assert_eq!(us_to_tsc_ticks(u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(us_to_tsc_ticks(10, FALLBACK_TSC_TICKS_PER_MS), 100_000);
+    }
 
     #[test]
     fn delays_round_up_to_whole_pit_ticks() {

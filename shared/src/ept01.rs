@@ -164,5 +164,31 @@ mod tests {
             let beyond = walk(&mem, eptp, limit, EptPerms::READ, &cfg);
             prop_assert!(matches!(beyond, Err(EptFault::Violation(_))));
         }
+
+        /// Re-typing as MTRR ranges move reuses the tables it made: going
+        /// through the same moves again takes no new frame, so a guest
+        /// that keeps moving its MTRRs cannot drain L0's pool (issue 7).
+        #[test]
+        fn moving_ranges_take_no_new_frames_the_second_time(
+            moves in proptest::collection::vec((0u64..60, 12u32..24), 1..6),
+        ) {
+            let (mut mem, mut alloc, mut ept, _) = setup(8192);
+            let layout = Layout {
+                limit: 64 * MIB,
+                hidden: (40 * MIB, 44 * MIB),
+                dummy_page: 0x7F_0000_0000,
+            };
+            let mut pass = |alloc: &mut _| {
+                for &(base, log2) in &moves {
+                    let m = mtrrs(base * MIB + 0x5000, log2);
+                    let types = |s, l| m.uniform_type(s, l);
+                    map_all(&mut ept, &mut mem, alloc, &layout, &types).unwrap();
+                }
+            };
+            pass(&mut alloc);
+            let after_first = alloc.used();
+            pass(&mut alloc);
+            prop_assert_eq!(alloc.used(), after_first);
+        }
     }
 }

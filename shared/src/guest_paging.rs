@@ -136,8 +136,45 @@ pub fn read_linear(
     Some(())
 }
 
+/// The reserved bits of a present PAE PDPTE (SDM 4.4.1, Table 4-8: bits
+/// 2:1, 8:5 and MAXPHYADDR..63). Loading a PDPTE that is present and has
+/// any of them set is #GP, whether by MOV to CR0/CR4 enabling PAE paging
+/// or by MOV to CR3 with PAE paging active (SDM 4.4.1).
+pub const fn pdpte_reserved_bits(max_phys_addr: u8) -> u64 {
+    let high = if max_phys_addr >= 64 {
+        0
+    } else {
+        !0u64 << max_phys_addr
+    };
+    high | 0b1_1110_0110
+}
+
+/// Whether the four PDPTEs may be loaded (none present with a reserved bit).
+pub fn pdptes_valid(pdptes: &[u64; 4], max_phys_addr: u8) -> bool {
+    let reserved = pdpte_reserved_bits(max_phys_addr);
+    pdptes
+        .iter()
+        .all(|&e| e & PRESENT == 0 || e & reserved == 0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pdpte_reserved_bits_follow_table_4_8() {
+        assert_eq!(pdpte_reserved_bits(36), 0xFFFF_FFF0_0000_01E6);
+        assert!(pdptes_valid(
+            &[0x1001, 0, 0x2001, 0xFFFF_FFFF_FFFF_FFFE],
+            36
+        ));
+        // Bit 1 (R/W) is reserved in a PDPTE; not present entries are not checked.
+        assert!(!pdptes_valid(&[0x1003, 0, 0, 0], 36));
+        assert!(!pdptes_valid(&[0, 0, 0, 0x10_0000_1001], 36));
+        assert!(!pdptes_valid(&[0, 0x1000_0000_1001, 0, 0], 36));
+        assert!(pdptes_valid(&[0, 0x1000_0000_1001, 0, 0], 46));
+        assert!(!pdptes_valid(&[0x1081, 0, 0, 0], 52));
+        assert_eq!(pdpte_reserved_bits(64), 0x1E6);
+    }
+
     use super::*;
     use crate::mem::SparseMemory;
 

@@ -2,9 +2,11 @@
 //!
 //! RAX = [`MAGIC`] | number; arguments in RBX, RCX, RDX. On return RAX is
 //! [`OK`] or an error below, results in RBX, RCX, RDX (and RSI), with CF, PF, AF, ZF, SF
-//! and OF clear (as after a VMX instruction that succeeded). VMCALL at CPL > 0 or
-//! with another RAX gets RAX = [`UNKNOWN`] (as KVM answers unknown calls) and
-//! nothing else happens.
+//! and OF clear (as after a VMX instruction that succeeded). Any other VMCALL gets what
+//! the hardware gives: #UD outside VMX operation (SDM Vol. 2B, VMCALL), VMfail in a guest
+//! hypervisor's VMX root operation; and so does one at CPL > 0 or one of a call that L0's
+//! command line does not enable: Stats and Shutdown need `hypercalls=stats,shutdown`
+//! (either word alone enables that one), Print is always available.
 
 /// "L0" in the top half of EAX marks an L0 hypercall.
 pub const MAGIC: u64 = 0x4C30_0000;
@@ -55,9 +57,52 @@ impl Hypercall {
     }
 }
 
+/// The hypercalls L0's command line enables (`hypercalls=<word>,...`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Enabled {
+    pub stats: bool,
+    pub shutdown: bool,
+}
+
+impl Enabled {
+    /// Parses the value of `hypercalls=` (comma-separated words; unknown
+    /// words are ignored).
+    pub fn parse(value: Option<&str>) -> Self {
+        let mut e = Self::default();
+        for w in value.unwrap_or("").split(',') {
+            match w.trim() {
+                "stats" => e.stats = true,
+                "shutdown" => e.shutdown = true,
+                _ => {}
+            }
+        }
+        e
+    }
+
+    /// Whether `h` may be called.
+    pub const fn allows(self, h: Hypercall) -> bool {
+        match h {
+            Hypercall::Print | Hypercall::DumpVmcs => true,
+            Hypercall::Stats => self.stats,
+            Hypercall::Shutdown => self.shutdown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enabled_words() {
+        assert_eq!(Enabled::parse(None), Enabled::default());
+        let both = Enabled::parse(Some("stats,shutdown"));
+        assert!(both.stats && both.shutdown);
+        let s = Enabled::parse(Some("stats,bogus"));
+        assert!(s.allows(Hypercall::Stats) && !s.allows(Hypercall::Shutdown));
+        assert!(Enabled::default().allows(Hypercall::Print));
+        assert!(!Enabled::parse(Some("statsshutdown")).stats);
+    }
 
     #[test]
     fn rax_roundtrip_and_rejects_others() {

@@ -68,7 +68,8 @@ pub enum IcrAction {
     /// An INIT (assert): the hypervisor emulates it; the processor never
     /// sees it.
     Init(Icr),
-    /// Nothing happens: the INIT level de-assert (processors since the
+    /// Nothing happens: the INIT level de-assert (level 0, trigger level;
+    /// processors since the
     /// Pentium 4 ignore it, SDM 11.6.1) and the reserved delivery modes.
     Drop,
 }
@@ -77,10 +78,19 @@ pub enum IcrAction {
 pub fn action(value: u64, mode: ApicMode) -> IcrAction {
     match decode(value, mode) {
         None => IcrAction::Drop,
-        Some(icr) if icr.delivery_mode == DeliveryMode::Init => match icr.level {
-            Level::Assert => IcrAction::Init(icr),
-            Level::Deassert => IcrAction::Drop,
-        },
+        // The INIT level de-assert is INIT with level 0 *and* trigger
+        // level (SDM 11.6.1, Figure 11-12); processors since the Pentium 4
+        // ignore it. Otherwise they issue the level flag as 1 ("has no
+        // meaning"): an INIT with level 0 and edge trigger is an INIT.
+        Some(icr) if icr.delivery_mode == DeliveryMode::Init => {
+            match (icr.level, icr.trigger_mode) {
+                (Level::Deassert, TriggerMode::Level) => IcrAction::Drop,
+                _ => IcrAction::Init(Icr {
+                    level: Level::Assert,
+                    ..icr
+                }),
+            }
+        }
         Some(_) => IcrAction::Forward,
     }
 }
@@ -180,6 +190,11 @@ mod tests {
         assert!(matches!(
             action(0xC500 | (3 << 56), ApicMode::XApic),
             IcrAction::Init(i) if i.destination == 3 && i.trigger_mode == TriggerMode::Level
+        ));
+        // Level 0 with edge trigger is not the de-assert: an INIT.
+        assert!(matches!(
+            action(0x0500 | (2 << 56), ApicMode::XApic),
+            IcrAction::Init(i) if i.destination == 2 && i.level == Level::Assert
         ));
         assert_eq!(action(0x4300, ApicMode::XApic), IcrAction::Drop);
         assert_eq!(action(0x4700, ApicMode::X2Apic), IcrAction::Drop);

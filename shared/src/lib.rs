@@ -18,10 +18,12 @@ pub mod boot;
 pub mod cmdline;
 #[cfg(target_os = "none")]
 pub mod console;
+pub mod debug_trap;
 pub mod delay;
 pub mod e820;
 pub mod ept;
 pub mod ept01;
+pub mod exception_class;
 pub mod guest_paging;
 pub mod hypercall;
 pub mod ipi;
@@ -41,6 +43,7 @@ pub mod safe_msr;
 #[cfg(target_os = "none")]
 pub mod smp;
 pub mod store_insn;
+pub mod task_switch;
 #[cfg(target_os = "none")]
 pub mod trap;
 pub mod vmx;

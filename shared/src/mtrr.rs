@@ -119,6 +119,16 @@ impl MtrrState {
         }
     }
 
+    /// The value of one of the registers (RDMSR of a virtual MTRR).
+    pub fn value(&self, msr: MtrrMsr) -> u64 {
+        match msr {
+            MtrrMsr::DefType => self.def_type,
+            MtrrMsr::Fixed(i) => self.fixed[i],
+            MtrrMsr::PhysBase(i) => self.variable[i].0,
+            MtrrMsr::PhysMask(i) => self.variable[i].1,
+        }
+    }
+
     /// Records a (valid) write.
     pub fn apply(&mut self, msr: MtrrMsr, value: u64) {
         match msr {
@@ -250,6 +260,27 @@ impl MtrrState {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn value_reads_back_what_apply_wrote() {
+        let mut s = MtrrState {
+            variable_count: 2,
+            fixed_supported: true,
+            ..MtrrState::default()
+        };
+        for (m, v) in [
+            (IA32_MTRR_DEF_TYPE, 0xc06),
+            (FIXED_MSRS[3], 0x0505_0505_0606_0606),
+            (IA32_MTRR_PHYSBASE0 + 2, 0x8000_0006),
+            (IA32_MTRR_PHYSBASE0 + 3, 0xf_8000_0800),
+        ] {
+            let which = s.classify(m).unwrap();
+            s.apply(which, v);
+            assert_eq!(s.value(which), v);
+        }
+        assert_eq!(s.variable[1], (0x8000_0006, 0xf_8000_0800));
+        assert_eq!(s.classify(IA32_MTRR_PHYSBASE0 + 4), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

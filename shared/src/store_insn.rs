@@ -4,12 +4,15 @@
 //!
 //! - `89 /r`: MOV r/m32, r32
 //! - `C7 /0 id`: MOV r/m32, imm32
+//! - `0F C3 /r`: MOVNTI m32, r32
+//! - `87 /r`: XCHG r/m32, r32 (also loads the old value; LOCK allowed)
+//! - `AB`: STOSD (stores EAX at ES:[(E/R)DI], then moves (E/R)DI by 4)
 //!
 //! with segment-override prefixes, an address-size prefix in 64-bit mode
-//! and a REX prefix (W = 0). Anything else (operand-size or REP/LOCK
-//! prefixes, 16-bit addressing, register destinations, other opcodes) is
-//! `None`: the caller falls back to another mechanism. Intel SDM vol. 2A
-//! 2.1 (instruction format) and 2.2.1 (REX prefixes).
+//! and a REX prefix (W = 0). Anything else (operand-size or REP prefixes,
+//! LOCK but on XCHG, 16-bit addressing, register destinations, other
+//! opcodes) is `None`: the caller falls back to another mechanism. Intel
+//! SDM vol. 2A 2.1 (instruction format) and 2.2.1 (REX prefixes).
 
 /// The default operand/address size of the code segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +34,20 @@ pub enum Source {
     Imm(u32),
 }
 
+/// What the instruction does besides the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// XCHG: general register `n` receives the old 32-bit value of the
+    /// destination (zero-extended in 64-bit mode).
+    LoadOld(u8),
+    /// STOSD: RDI (`bits` 64) or EDI (`bits` 32) moves by 4, down if
+    /// RFLAGS.DF = 1.
+    AdvanceDi {
+        bits: u8,
+    },
+}
+
 /// A decoded 32-bit store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Store {
@@ -38,6 +55,18 @@ pub struct Store {
     pub len: u8,
     /// The value's source.
     pub source: Source,
+    /// What else it does.
+    pub effect: Effect,
+}
+
+impl Store {
+    const fn plain(len: usize, source: Source) -> Self {
+        Self {
+            len: len as u8,
+            source,
+            effect: Effect::None,
+        }
+    }
 }
 
 /// Longest x86 instruction.
@@ -49,16 +78,21 @@ pub fn decode(bytes: &[u8], code: CodeSize) -> Option<Store> {
         return None;
     }
     let mut i = 0;
+    let (mut lock, mut addr32) = (false, false);
     // Legacy prefixes.
     loop {
         match *bytes.get(i)? {
             0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
             // 32-bit addressing in 64-bit mode has the same ModRM forms;
             // 16-bit addressing (0x67 in 32-bit code) is not supported.
-            0x67 if code == CodeSize::Bits64 => {}
+            0x67 if code == CodeSize::Bits64 => addr32 = true,
+            0xf0 => lock = true,
             _ => break,
         }
         i += 1;
+        if i >= MAX_LEN {
+            return None;
+        }
     }
     let mut rex_r = 0;
     if code == CodeSize::Bits64 {
@@ -71,8 +105,31 @@ pub fn decode(bytes: &[u8], code: CodeSize) -> Option<Store> {
             i += 1;
         }
     }
-    let opcode = *bytes.get(i)?;
+    let mut opcode = u16::from(*bytes.get(i)?);
     i += 1;
+    if opcode == 0xab {
+        // STOSD: no ModRM; ES:[(E/R)DI].
+        if lock {
+            return None;
+        }
+        let bits = if code == CodeSize::Bits64 && !addr32 {
+            64
+        } else {
+            32
+        };
+        return Some(Store {
+            len: i as u8,
+            source: Source::Reg(0),
+            effect: Effect::AdvanceDi { bits },
+        });
+    }
+    if opcode == 0x0f {
+        opcode = 0x0f00 | u16::from(*bytes.get(i)?);
+        i += 1;
+    }
+    if lock && opcode != 0x87 {
+        return None;
+    }
     let modrm = *bytes.get(i)?;
     i += 1;
     let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
@@ -94,12 +151,17 @@ pub fn decode(bytes: &[u8], code: CodeSize) -> Option<Store> {
         0b10 => i += 4,
         _ => {}
     }
-    let source = match (opcode, reg) {
-        (0x89, _) => Source::Reg(reg | (rex_r << 3)),
+    let r = reg | (rex_r << 3);
+    let (source, effect) = match (opcode, reg) {
+        (0x89 | 0x0fc3, _) => (Source::Reg(r), Effect::None),
+        (0x87, _) => (Source::Reg(r), Effect::LoadOld(r)),
         (0xc7, 0) => {
             let imm = bytes.get(i..i + 4)?;
             i += 4;
-            Source::Imm(u32::from_le_bytes([imm[0], imm[1], imm[2], imm[3]]))
+            (
+                Source::Imm(u32::from_le_bytes([imm[0], imm[1], imm[2], imm[3]])),
+                Effect::None,
+            )
         }
         _ => return None,
     };
@@ -107,8 +169,8 @@ pub fn decode(bytes: &[u8], code: CodeSize) -> Option<Store> {
         return None;
     }
     Some(Store {
-        len: i as u8,
-        source,
+        effect,
+        ..Store::plain(i, source)
     })
 }
 
@@ -126,42 +188,27 @@ mod tests {
         // mov [rax+0x300], ecx
         assert_eq!(
             d64(&[0x89, 0x88, 0x00, 0x03, 0x00, 0x00]),
-            Some(Store {
-                len: 6,
-                source: Source::Reg(1)
-            })
+            Some(Store::plain(6, Source::Reg(1)))
         );
         // mov [rdi], r9d (REX.R)
         assert_eq!(
             d64(&[0x44, 0x89, 0x0f]),
-            Some(Store {
-                len: 3,
-                source: Source::Reg(9)
-            })
+            Some(Store::plain(3, Source::Reg(9)))
         );
         // Linux: mov %eax, 0xffffffffff5fd300 (SIB, no base, disp32)
         assert_eq!(
             d64(&[0x89, 0x04, 0x25, 0x00, 0xd3, 0x5f, 0xff]),
-            Some(Store {
-                len: 7,
-                source: Source::Reg(0)
-            })
+            Some(Store::plain(7, Source::Reg(0)))
         );
         // mov [rip+disp32], edx
         assert_eq!(
             d64(&[0x89, 0x15, 1, 2, 3, 4]),
-            Some(Store {
-                len: 6,
-                source: Source::Reg(2)
-            })
+            Some(Store::plain(6, Source::Reg(2)))
         );
         // 32-bit code: mov [ebx+8], esi ; with a DS override.
         assert_eq!(
             decode(&[0x3e, 0x89, 0x73, 0x08], CodeSize::Bits32),
-            Some(Store {
-                len: 4,
-                source: Source::Reg(6)
-            })
+            Some(Store::plain(4, Source::Reg(6)))
         );
     }
 
@@ -170,26 +217,54 @@ mod tests {
         // mov dword [rax+0xb0], 0
         assert_eq!(
             d64(&[0xc7, 0x80, 0xb0, 0, 0, 0, 0, 0, 0, 0]),
-            Some(Store {
-                len: 10,
-                source: Source::Imm(0)
-            })
+            Some(Store::plain(10, Source::Imm(0)))
         );
         // mov dword [rax], 0x12345678
         assert_eq!(
             d64(&[0xc7, 0x00, 0x78, 0x56, 0x34, 0x12]),
-            Some(Store {
-                len: 6,
-                source: Source::Imm(0x1234_5678)
-            })
+            Some(Store::plain(6, Source::Imm(0x1234_5678)))
         );
         // mov dword [rsp+8], 1 (SIB + disp8)
         assert_eq!(
             d64(&[0xc7, 0x44, 0x24, 0x08, 1, 0, 0, 0]),
+            Some(Store::plain(8, Source::Imm(1)))
+        );
+    }
+
+    #[test]
+    fn more_store_forms() {
+        // movnti [rdi], eax
+        assert_eq!(
+            d64(&[0x0f, 0xc3, 0x07]),
+            Some(Store::plain(3, Source::Reg(0)))
+        );
+        // xchg [rdi], r10d ; lock xchg [rbx+rcx*1+0x300], eax
+        let x = |len, r| {
             Some(Store {
-                len: 8,
-                source: Source::Imm(1)
+                effect: Effect::LoadOld(r),
+                ..Store::plain(len, Source::Reg(r))
             })
+        };
+        assert_eq!(d64(&[0x44, 0x87, 0x17]), x(3, 10));
+        assert_eq!(d64(&[0xf0, 0x87, 0x84, 0x0b, 0x00, 0x03, 0, 0]), x(8, 0));
+        // stosd (RDI), addr32 stosd (EDI), 32-bit code (EDI)
+        let st = |len, bits| {
+            Some(Store {
+                effect: Effect::AdvanceDi { bits },
+                ..Store::plain(len, Source::Reg(0))
+            })
+        };
+        assert_eq!(d64(&[0xab]), st(1, 64));
+        assert_eq!(d64(&[0x67, 0xab]), st(2, 32));
+        assert_eq!(decode(&[0xab], CodeSize::Bits32), st(1, 32));
+        // mov es:[rdi], eax ; mov [rbx+rcx*1+0x300], eax
+        assert_eq!(
+            d64(&[0x26, 0x89, 0x07]),
+            Some(Store::plain(3, Source::Reg(0)))
+        );
+        assert_eq!(
+            d64(&[0x89, 0x84, 0x0b, 0x00, 0x03, 0, 0]),
+            Some(Store::plain(7, Source::Reg(0)))
         );
     }
 
@@ -199,8 +274,10 @@ mod tests {
         assert_eq!(d64(&[0x66, 0x89, 0x08]), None); // 16-bit operand
         assert_eq!(d64(&[0x89, 0xc8]), None); // register destination
         assert_eq!(d64(&[0xc7, 0x08, 0, 0, 0, 0]), None); // C7 /1
-        assert_eq!(d64(&[0x87, 0x08]), None); // XCHG
         assert_eq!(d64(&[0xf3, 0xab]), None); // REP STOSD
+        assert_eq!(d64(&[0xf0, 0x89, 0x08]), None); // LOCK MOV
+        assert_eq!(d64(&[0x0f, 0xc3, 0xc8]), None); // MOVNTI to a register
+        assert_eq!(d64(&[0x87, 0xc8]), None); // XCHG of registers
         assert_eq!(d64(&[0xc7, 0x00, 0, 0]), None); // truncated
         assert_eq!(decode(&[0x89, 0x08], CodeSize::Bits16), None);
         assert_eq!(decode(&[0x67, 0x89, 0x08], CodeSize::Bits32), None);

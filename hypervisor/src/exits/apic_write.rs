@@ -1,16 +1,18 @@
 //! Guest writes to its xAPIC page (EPT violations on the page EPT01 maps
 //! without write access, see `ept01::set_apic_page`).
 //!
-//! L0 decodes the instruction (`shared::store_insn`: MOV m32, r32 and MOV
-//! m32, imm32, the forms kernels use for APIC registers), performs the
+//! L0 decodes the instruction (`shared::store_insn`: MOV m32, r32, MOV
+//! m32, imm32, MOVNTI, XCHG and STOSD, with any addressing form and
+//! segment overrides), performs the
 //! write on the real APIC itself and moves the guest past the instruction:
 //! one exit per write. The exceptions are the ICR's low half, whose write
 //! sends an IPI (an INIT is emulated instead, see `guest_smp`; the INIT
 //! level de-assert is dropped; everything else is sent unchanged), and the
 //! LDR and DFR, which L0 records for logical-destination matching.
 //!
-//! An instruction L0 cannot decode (or fetch) is single-stepped with the
-//! page writable instead (see `single_step`); its write then reaches the
+//! An instruction L0 cannot decode (or fetch), and a write that is not the
+//! instruction's own data write (event delivery, paging-structure
+//! updates), is single-stepped with the page writable instead (see `single_step`); its write then reaches the
 //! APIC unfiltered, as without L0. Logged once.
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +20,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use shared::apic::ApicMode;
 use shared::guest_paging::{self, PagingMode};
 use shared::ipi::{self, IcrAction};
-use shared::store_insn::{self, CodeSize, Source, Store};
+use shared::store_insn::{self, CodeSize, Effect, Source, Store};
+use shared::vmx::exit::{EptViolationQual, InterruptionInfo};
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
 use super::{Exit, single_step};
@@ -34,7 +37,14 @@ const CS_L: u64 = 1 << 13;
 const CS_DB: u64 = 1 << 14;
 
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, gpa: u64) -> Option<Resume> {
-    let store = fetch_store(v, exit.rip).filter(|_| gpa & 3 == 0 && gpa & 0xfff <= 0xffc);
+    // Only the instruction's own data write is emulated: not a write done
+    // while delivering an event (IDT-vectoring information valid: a stack
+    // or IDT in the APIC page), nor one to a guest paging-structure entry
+    // (A/D bits; qualification bit 8 clear, SDM Table 28-7).
+    let own_write = !InterruptionInfo(v.read32(F::IdtVectoringInfo)).is_valid()
+        && EptViolationQual(exit.qualification).gla_is_translation() == Some(true);
+    let store =
+        fetch_store(v, exit.rip).filter(|_| own_write && gpa & 3 == 0 && gpa & 0xfff <= 0xffc);
     let Some(store) = store else {
         if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
             shared::cpu_println!(
@@ -49,7 +59,10 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, gpa: u64) -
         Source::Reg(n) => vcpu.gpr(v, usize::from(n)) as u32,
         Source::Imm(i) => i,
     };
-    // Past the instruction first: a self-INIT below replaces the state.
+    // XCHG reads the register before it writes it.
+    let old = matches!(store.effect, Effect::LoadOld(_)).then(|| lapic::mmio_read(gpa));
+    // Past the instruction first (with its other effects): a self-INIT
+    // below replaces the state.
     super::skip_instruction(
         v,
         &Exit {
@@ -57,8 +70,35 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, gpa: u64) -
             ..*exit
         },
     );
+    match store.effect {
+        Effect::None => {}
+        Effect::LoadOld(n) => set_gpr(vcpu, v, n, u64::from(old.unwrap_or(0))),
+        Effect::AdvanceDi { bits } => {
+            const RFLAGS_DF: u64 = 1 << 10;
+            let rdi = vcpu.regs.gpr[reg_rdi()];
+            let next = if v.read(F::GuestRflags) & RFLAGS_DF != 0 {
+                rdi.wrapping_sub(4)
+            } else {
+                rdi.wrapping_add(4)
+            };
+            vcpu.regs.gpr[reg_rdi()] = if bits == 64 { next } else { next & 0xffff_ffff };
+        }
+    }
     perform(vcpu, v, gpa, value);
     Some(Resume::Guest)
+}
+
+const fn reg_rdi() -> usize {
+    crate::vcpu::reg::RDI
+}
+
+/// Writes a 32-bit result to general register `n` (zero-extended, as a
+/// 32-bit destination is in 64-bit mode; RSP lives in the VMCS).
+fn set_gpr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, n: u8, value: u64) {
+    match usize::from(n) {
+        crate::vcpu::reg::RSP => v.write(F::GuestRsp, value),
+        n => vcpu.regs.gpr[n & 15] = value,
+    }
 }
 
 /// The guest's 32-bit store at `rip`, if L0 can decode it.
@@ -112,7 +152,10 @@ fn perform(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, gpa: u64, value: u32) {
             let high = lapic::mmio_read(page + reg::ICR_HIGH);
             let icr = (u64::from(high) << 32) | u64::from(value);
             match ipi::action(icr, ApicMode::XApic) {
-                IcrAction::Forward => lapic::mmio_write(gpa, value),
+                IcrAction::Forward => match crate::guest_smp::is_startup(icr, ApicMode::XApic) {
+                    Some(s) => crate::guest_smp::send_startup(vcpu.index, &s, ApicMode::XApic),
+                    None => lapic::mmio_write(gpa, value),
+                },
                 IcrAction::Drop => {}
                 IcrAction::Init(icr) => {
                     if crate::guest_smp::send_init(vcpu.index, &icr, ApicMode::XApic) {

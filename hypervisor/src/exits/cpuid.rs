@@ -1,5 +1,5 @@
-//! CPUID (exit reason 10): the processor's answer, with VMX shown (nested
-//! VMX) or hidden (`vmx=off`), the
+//! CPUID (exit reason 10): the processor's answer, with SMX hidden and VMX
+//! shown (nested VMX) or hidden (`vmx=off`), the
 //! hypervisor-present bit set, L0's leaves at 0x40000000, and the bits that
 //! reflect the guest's CR4 recomputed (CPUID runs here in VMX root, with
 //! L0's CR4).
@@ -18,10 +18,21 @@ const HV_MAX: u32 = 0x4000_0001;
 const HV_RANGE_END: u32 = 0x4000_00ff;
 
 const LEAF1_ECX_VMX: u32 = 1 << 5;
+const LEAF1_ECX_SMX: u32 = 1 << 6;
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 const LEAF7_EBX_INVPCID: u32 = 1 << 10;
+const LEAF7_EBX_PT: u32 = 1 << 25;
 const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const LEAF7_ECX_WAITPKG: u32 = 1 << 5;
+const LEAF7_ECX_RDPID: u32 = 1 << 22;
+/// CPUID.1: debug store (EDX.DS) and its 64-bit and CPL-qualified forms
+/// (ECX.DTES64, ECX.DS_CPL): PEBS and BTS write to the DS area.
+const LEAF1_EDX_DS: u32 = 1 << 21;
+const LEAF1_ECX_DTES64: u32 = 1 << 2;
+const LEAF1_ECX_DS_CPL: u32 = 1 << 4;
+/// Intel PT's leaf: all zero while PT is hidden.
+const LEAF_PT: u32 = 0x14;
 const LEAFD1_EAX_XSAVES: u32 = 1 << 3;
 const EXT1_EDX_RDTSCP: u32 = 1 << 27;
 
@@ -51,7 +62,12 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
     let ctl = crate::controls();
     match leaf {
         1 => {
-            r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_OSXSAVE);
+            r.ecx &= !(LEAF1_ECX_VMX
+                | LEAF1_ECX_SMX
+                | LEAF1_ECX_OSXSAVE
+                | LEAF1_ECX_DTES64
+                | LEAF1_ECX_DS_CPL);
+            r.edx &= !LEAF1_EDX_DS;
             if crate::nested::enabled() {
                 r.ecx |= LEAF1_ECX_VMX;
             }
@@ -61,7 +77,14 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
             }
         }
         7 if sub == 0 => {
-            r.ecx &= !LEAF7_ECX_OSPKE;
+            // Features whose VMX enable controls L0 leaves off (they would
+            // #UD in the guest) or that write to physical addresses behind
+            // EPT01 (Intel PT), SDM 26.3 / 33.5.
+            r.ebx &= !LEAF7_EBX_PT;
+            r.ecx &= !(LEAF7_ECX_OSPKE | LEAF7_ECX_WAITPKG);
+            if !ctl.has2(S::ENABLE_RDTSCP) {
+                r.ecx &= !LEAF7_ECX_RDPID;
+            }
             if guest_cr4 & cr4::PKE != 0 {
                 r.ecx |= LEAF7_ECX_OSPKE;
             }
@@ -69,6 +92,7 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
                 r.ebx &= !LEAF7_EBX_INVPCID;
             }
         }
+        LEAF_PT => r = shared::x86::CpuidResult::default(),
         0xd if sub == 1 && !ctl.has2(S::ENABLE_XSAVES_XRSTORS) => r.eax &= !LEAFD1_EAX_XSAVES,
         0x8000_0001 if !ctl.has2(S::ENABLE_RDTSCP) => r.edx &= !EXT1_EDX_RDTSCP,
         _ => {}
@@ -79,7 +103,11 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     let leaf = vcpu.regs.gpr[reg::RAX] as u32;
     let sub = vcpu.regs.gpr[reg::RCX] as u32;
-    let r = guest_cpuid(leaf, sub, crate::vmcs01::guest_cr4(v));
+    let mut r = guest_cpuid(leaf, sub, crate::vmcs01::guest_cr4(v));
+    if leaf == 1 && crate::vapic_base::disabled(vcpu.index) {
+        // CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN (SDM 11.4.3).
+        r.edx &= !(1 << 9);
+    }
     vcpu.regs.gpr[reg::RAX] = u64::from(r.eax);
     vcpu.regs.gpr[reg::RBX] = u64::from(r.ebx);
     vcpu.regs.gpr[reg::RCX] = u64::from(r.ecx);

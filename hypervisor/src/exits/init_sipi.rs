@@ -34,6 +34,7 @@ pub fn enter_init_state(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     );
     let _ = single_step::finish(vcpu, v);
     vcpu.nmis_pending = 0;
+    crate::init_reset::reset_this_cpu(vcpu.index);
     vcpu.regs = GuestRegs::default();
     // EDX after INIT holds the processor signature (SDM 10.1.2).
     vcpu.regs.gpr[reg::RDX] = u64::from(shared::x86::cpuid(1, 0).eax);

@@ -12,6 +12,8 @@ use crate::vcpu::{Resume, Vcpu, reg};
 use crate::vmcs01::{self, Seg, cr0};
 
 const SMAP: u64 = 0x534d_4150;
+/// RFLAGS.VM (virtual-8086 mode).
+const RFLAGS_VM: u64 = 1 << 17;
 const FLAGS_CF: u16 = 1 << 0;
 const E820_RECORD: u64 = 20;
 /// AH = 86h: function not supported.
@@ -20,8 +22,12 @@ const NOT_SUPPORTED: u64 = 0x86;
 /// Handles the VMCALL if it is the stub's; `None` otherwise.
 pub fn try_handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     let gm = launch::guest_map()?;
+    // Real mode, or virtual-8086 mode (a v86 monitor reflecting INT 15h
+    // to the real-mode vector, e.g. a DOS extender or EMM386): segment
+    // bases are selector * 16 in both (SDM 20.2).
+    let v86 = v.read(F::GuestRflags) & RFLAGS_VM != 0;
     let real_mode = v.read(F::GuestCr0) & cr0::PE == 0;
-    if !real_mode || v.read(F::GuestCsBase).wrapping_add(exit.rip) != gm.hook.stub {
+    if !(real_mode || v86) || v.read(F::GuestCsBase).wrapping_add(exit.rip) != gm.hook.stub {
         return None;
     }
     let r = &mut vcpu.regs.gpr;
@@ -42,7 +48,13 @@ pub fn try_handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opti
         // Chain: continue at the BIOS's handler with the interrupt frame
         // as the INT instruction left it.
         let (seg, off) = gm.hook.original;
-        vmcs01::set_real_mode_segment(v, Seg::Cs, seg, u64::from(seg) << 4);
+        if v86 {
+            // Keep the v86 access rights (DPL 3) VM entry requires.
+            v.write(F::GuestCsSelector, u64::from(seg));
+            v.write(F::GuestCsBase, u64::from(seg) << 4);
+        } else {
+            vmcs01::set_real_mode_segment(v, Seg::Cs, seg, u64::from(seg) << 4);
+        }
         v.write(F::GuestRip, u64::from(off));
         return Some(Resume::Guest);
     };

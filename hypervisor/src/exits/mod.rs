@@ -14,6 +14,7 @@ mod init_sipi;
 mod int15;
 mod msr;
 mod single_step;
+mod task_switch;
 mod triple_fault;
 mod vmcall;
 mod xsetbv;
@@ -27,7 +28,8 @@ use crate::vcpu::{Resume, Vcpu};
 pub use ept_violation::handle as ept_violation;
 pub use exception::handle as exception;
 pub use init_sipi::enter_init_state;
-pub use msr::{emulated_rdmsr, rdmsr, write_mtrr, wrmsr};
+pub use msr::{emulated_rdmsr, rdmsr, wrmsr};
+pub use vmcall::{configure as configure_hypercalls, is_enabled_hypercall};
 
 /// A decoded VM exit.
 #[derive(Clone, Copy, Debug)]
@@ -76,8 +78,13 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
         ExitReason::InitSignal => init_sipi::init(vcpu, &mut v),
         ExitReason::StartupIpi => init_sipi::sipi(vcpu, &mut v, &exit),
         ExitReason::TripleFault => triple_fault::handle(vcpu, &v, &exit),
+        ExitReason::TaskSwitch => task_switch::handle(vcpu, &mut v, &exit),
         ExitReason::EptViolation => ept_violation::handle(vcpu, &mut v, &exit),
         ExitReason::ExceptionOrNmi => exception::handle(vcpu, &mut v, &exit),
+        ExitReason::ExternalInterrupt => single_step::interrupted(vcpu, &mut v),
+        // SMX is hidden (CPUID.1:ECX.SMX = 0, CR4.SMXE refused): GETSEC
+        // is #UD as with CR4.SMXE = 0 (SDM Vol. 2D, GETSEC).
+        ExitReason::Getsec => inject_ud(&mut v),
         // `events::before_entry` injects the pending NMI.
         ExitReason::NmiWindow => Some(Resume::Guest),
         ExitReason::Vmclear
@@ -170,8 +177,23 @@ fn unhandled(vcpu: &Vcpu, v: &GuardedVmcs<'_>, exit: &Exit, what: &str) -> Resum
 
 /// Moves the guest past the instruction that exited, ending any blocking
 /// by STI or MOV SS (SDM 25.4.2) as the instruction's completion would.
+/// Outside 64-bit mode the instruction pointer wraps at the code
+/// segment's operand size: 4 GiB (CS.D = 1) or 64 KiB (CS.D = 0: real and
+/// virtual-8086 mode, 16-bit code), SDM Vol. 1 3.5 "Instruction Pointer".
 pub fn skip_instruction(v: &mut impl VmcsAccess, exit: &Exit) {
-    v.write(F::GuestRip, exit.rip.wrapping_add(exit.instruction_len));
+    const CS_L: u64 = 1 << 13;
+    const CS_D: u64 = 1 << 14;
+    const EFER_LMA: u64 = 1 << 10;
+    let next = exit.rip.wrapping_add(exit.instruction_len);
+    let cs = v.read(F::GuestCsAccessRights);
+    let next = if v.read(F::GuestIa32Efer) & EFER_LMA != 0 && cs & CS_L != 0 {
+        next
+    } else if cs & CS_D != 0 {
+        next & 0xffff_ffff
+    } else {
+        next & 0xffff
+    };
+    v.write(F::GuestRip, next);
     let state = v.read(F::GuestInterruptibilityState);
     if state & 0b11 != 0 {
         v.write(F::GuestInterruptibilityState, state & !0b11);
@@ -188,12 +210,18 @@ pub mod vector {
     pub const GP: u8 = 13;
 }
 
-/// Injects hardware exception `vec` at the next VM entry. The error code
+/// Injects hardware exception `vec` at the next VM entry (a fault pushes
+/// RFLAGS.RF = 1 in protected mode). The error code
 /// is only delivered in protected mode (with unrestricted guest, VM entry
 /// requires none when CR0.PE = 0, SDM 27.2.1.3).
 pub fn inject_exception(v: &mut impl VmcsAccess, vec: u8, error_code: Option<u32>) {
     let pe = v.read(F::GuestCr0) & crate::vmcs01::cr0::PE != 0;
     let code = error_code.filter(|_| pe);
+    if pe && shared::exception_class::is_fault(vec) {
+        // Faults push RFLAGS with RF = 1 (SDM 6.6, 18.3.1.1), as the
+        // hardware does for the faults it raises itself.
+        v.set_bits(F::GuestRflags, shared::exception_class::RFLAGS_RF);
+    }
     let info = InterruptionInfo::new(vec, InterruptionType::HardwareException, code.is_some());
     v.write(F::VmEntryInterruptionInfo, u64::from(info.0));
     v.write(F::VmEntryExceptionErrorCode, u64::from(code.unwrap_or(0)));

@@ -7,10 +7,11 @@
 //!   (disabled with `vmx=off`); writes #GP (a locked register).
 //! - IA32_EFER: kept in the VMCS ("load/save IA32_EFER"); LMA is preserved
 //!   and follows CR0.PG (see `cr`), as KVM does.
-//! - MTRRs: checked, performed on the hardware, then EPT01 is re-typed.
+//! - MTRRs: virtual per vCPU (`vmtrr`), never written to the hardware;
+//!   EPT01 is re-typed after a write.
 //! - The x2APIC ICR (writes): the guest's IPIs, see `x2apic_icr`.
-//! - IA32_APIC_BASE (writes): checked, performed, and the trapped xAPIC
-//!   page follows the base, see `apic_base`.
+//! - IA32_APIC_BASE: its global enable is virtual (`vapic_base`); writes
+//!   are checked and performed, and the trapped xAPIC page follows the base.
 //! - Anything else that exits: #GP (no such MSR on Intel processors).
 
 use shared::vmx::{VmcsAccess, VmcsField as F};
@@ -45,10 +46,11 @@ pub fn rdmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
     if guest_cpl(v) != 0 {
         return inject_gp(v);
     }
-    let value = match msr_index(vcpu) {
+    let index = msr_index(vcpu);
+    let value = match index {
         msr::IA32_EFER => v.read(F::GuestIa32Efer),
-        // Trapped for writes only; reads of MTRRs pass through.
-        m => match emulated_rdmsr(m) {
+        msr::IA32_APIC_BASE => crate::vapic_base::guest_view(vcpu.index),
+        m => match emulated_rdmsr(m).or_else(|| crate::vmtrr::read(vcpu.index, m)) {
             Some(value) => value,
             None => return inject_gp(v),
         },
@@ -70,9 +72,9 @@ pub fn wrmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
         crate::lapic::X2APIC_ICR => {
             return x2apic_icr(vcpu, v, exit, value);
         }
-        msr::IA32_APIC_BASE => write_apic_base(value),
+        msr::IA32_APIC_BASE => crate::vapic_base::write(vcpu.index, value),
         m if VMX_CAPS.contains(&m) => false,
-        m => write_mtrr(m, value),
+        m => crate::vmtrr::write(vcpu.index, m, value),
     };
     if !ok {
         return inject_gp(v);
@@ -102,27 +104,6 @@ fn write_efer(v: &mut impl VmcsAccess, value: u64) -> bool {
     true
 }
 
-/// WRMSR to an MTRR: checked like the hardware would, performed, and
-/// EPT01's memory types follow.
-pub fn write_mtrr(index: u32, value: u64) -> bool {
-    let Some(state) = crate::ept01::read_mtrrs() else {
-        return false;
-    };
-    let Some(which) = state.classify(index) else {
-        return false;
-    };
-    if !state.write_is_valid(which, value, crate::ept01::max_phys_addr()) {
-        return false;
-    }
-    // SAFETY: the MSR exists (IA32_MTRRCAP) and the value passed the
-    // hardware's checks, so WRMSR cannot fault.
-    unsafe { shared::x86::wrmsr(index, value) };
-    if state.write_changes_types(which, value) {
-        crate::ept01::mtrrs_changed();
-    }
-    true
-}
-
 /// WRMSR to the x2APIC ICR (SDM 11.12.9): #GP outside x2APIC mode or with
 /// reserved bits set; otherwise the IPI is sent, except an INIT, which L0
 /// emulates (`guest_smp`), and the INIT level de-assert, which is dropped.
@@ -134,7 +115,10 @@ fn x2apic_icr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, value: u64)
     }
     skip_instruction(v, exit);
     match ipi::action(value, ApicMode::X2Apic) {
-        IcrAction::Forward => crate::lapic::write_icr(ApicMode::X2Apic, value),
+        IcrAction::Forward => match crate::guest_smp::is_startup(value, ApicMode::X2Apic) {
+            Some(s) => crate::guest_smp::send_startup(vcpu.index, &s, ApicMode::X2Apic),
+            None => crate::lapic::write_icr(ApicMode::X2Apic, value),
+        },
         IcrAction::Drop => {}
         IcrAction::Init(icr) => {
             if crate::guest_smp::send_init(vcpu.index, &icr, ApicMode::X2Apic) {
@@ -143,36 +127,4 @@ fn x2apic_icr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, value: u64)
         }
     }
     Some(Resume::Guest)
-}
-
-/// WRMSR to IA32_APIC_BASE (SDM 11.4.4, 11.12.5): reserved bits (7:0, 9,
-/// and above MAXPHYADDR) and invalid mode transitions (x2APIC to xAPIC,
-/// disabled to x2APIC, EXTD without EN) are #GP; the BSP flag is read-only
-/// here. L0 also refuses (#GP) an xAPIC page it could not trap: above
-/// 4 GiB, or in its own region, where the APIC would shadow L0's memory.
-fn write_apic_base(value: u64) -> bool {
-    use crate::lapic::base::{ADDRESS, BSP, EN, EXTD};
-    let old = crate::lapic::apic_base();
-    let phys_mask = (1u64 << crate::ept01::max_phys_addr().min(52)) - 1;
-    if value & !(BSP | EXTD | EN | (ADDRESS & phys_mask)) != 0 {
-        return false;
-    }
-    let mode = |b: u64| (b & EN != 0, b & EXTD != 0);
-    // EXTD without EN; x2APIC back to xAPIC; disabled straight to x2APIC.
-    let valid = !matches!(
-        (mode(old), mode(value)),
-        (_, (false, true)) | ((true, true), (true, false)) | ((false, _), (true, true))
-    );
-    let page = value & ADDRESS;
-    if !valid || !crate::lapic::apic_base_is_safe(page) {
-        return false;
-    }
-    // SAFETY: the value passed the checks above, which are the hardware's
-    // reasons for #GP.
-    unsafe { shared::x86::wrmsr(msr::IA32_APIC_BASE, (value & !BSP) | (old & BSP)) };
-    if page != old & ADDRESS {
-        crate::ept01::set_apic_page(page);
-        crate::ept01::invept_all();
-    }
-    true
 }

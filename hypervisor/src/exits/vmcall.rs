@@ -1,14 +1,33 @@
 //! VMCALL (exit reason 18): the INT 15h stub's VMCALL (recognised by its
-//! guest address, real mode only) or L0's hypercall ABI
-//! (`shared::hypercall`: Print, Stats, Shutdown).
+//! guest address, real or virtual-8086 mode only) or L0's hypercall ABI
+//! (`shared::hypercall`: Print, Stats, Shutdown). Every other VMCALL is
+//! #UD, as for a guest outside VMX operation (SDM Vol. 2B, VMCALL): at
+//! CPL > 0, with an RAX that is not a hypercall, or a hypercall that L0's
+//! command line does not enable (`hypercalls=stats,shutdown`). A guest
+//! hypervisor in VMX root operation gets VMfail instead
+//! (`nested::insn::vmcall_in_vmx_root`).
 
-use shared::hypercall::{self, Hypercall};
+use shared::hypercall::{self, Enabled, Hypercall};
 use shared::mem::PhysMemory;
+
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
-use super::{Exit, guest_cpl, skip_instruction};
+use super::{Exit, guest_cpl, inject_ud, skip_instruction};
 use crate::memory::GuestMemory;
 use crate::vcpu::{Resume, Vcpu, reg};
+
+static ENABLED: spin::Once<Enabled> = spin::Once::new();
+
+/// Reads `hypercalls=` from L0's command line (once, at boot).
+pub fn configure(cmdline: &str) -> Enabled {
+    *ENABLED.call_once(|| Enabled::parse(shared::cmdline::get(cmdline, "hypercalls")))
+}
+
+/// Whether RAX names a hypercall L0's command line enables.
+pub fn is_enabled_hypercall(rax: u64) -> bool {
+    let enabled = ENABLED.get().copied().unwrap_or_default();
+    Hypercall::from_rax(rax).is_some_and(|h| enabled.allows(h))
+}
 
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     if let Some(r) = super::int15::try_handle(vcpu, v, exit) {
@@ -17,9 +36,14 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     if let Some(r) = crate::nested::insn::vmcall_in_vmx_root(vcpu, v, exit) {
         return r;
     }
-    let rax = match (guest_cpl(v), Hypercall::from_rax(vcpu.regs.gpr[reg::RAX])) {
-        (0, Some(Hypercall::Print)) => print(vcpu),
-        (0, Some(Hypercall::Stats)) => {
+    let enabled = ENABLED.get().copied().unwrap_or_default();
+    let call = Hypercall::from_rax(vcpu.regs.gpr[reg::RAX]).filter(|&h| enabled.allows(h));
+    let Some(call) = call.filter(|_| guest_cpl(v) == 0) else {
+        return inject_ud(v);
+    };
+    let rax = match call {
+        Hypercall::Print => print(vcpu),
+        Hypercall::Stats => {
             let (b, e) = crate::memory::region();
             vcpu.regs.gpr[reg::RBX] = vcpu.exits;
             vcpu.regs.gpr[reg::RCX] = shared::percpu::online_count() as u64;
@@ -27,19 +51,18 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
             vcpu.regs.gpr[reg::RSI] = b;
             hypercall::OK
         }
-        (0, Some(Hypercall::DumpVmcs)) => {
+        Hypercall::DumpVmcs => {
             crate::nested::dump::current("01");
             if vcpu.nested.current_vmcs12().is_some() {
                 crate::nested::dump::vmcs12(vcpu);
             }
             hypercall::OK
         }
-        (0, Some(Hypercall::Shutdown)) => {
+        Hypercall::Shutdown => {
             let code = vcpu.regs.gpr[reg::RBX] as u8;
             shared::cpu_println!("guest requested shutdown (code {code})");
             shared::platform::shutdown(code);
         }
-        _ => hypercall::UNKNOWN,
     };
     vcpu.regs.gpr[reg::RAX] = rax;
     // The hypercall returns like a VMX instruction that succeeded (CF, PF,

@@ -92,7 +92,7 @@ pub fn enter(
         pat: v.read(F::GuestIa32Pat),
     };
     let mut loads = msr_areas::FieldLoads::new();
-    if let Err(e) = msr_areas::entry_load(&nested.store.vmcs12[slot], &mut loads) {
+    if let Err(e) = msr_areas::entry_load(vcpu.index, &nested.store.vmcs12[slot], &mut loads) {
         return fail_entry(
             vcpu,
             v,

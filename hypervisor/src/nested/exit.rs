@@ -193,7 +193,7 @@ pub fn reflect_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, info: ExitInfo) {
             info.intr_info
         );
     }
-    let store_failed = super::msr_areas::exit_store(vmcs12, v).is_err();
+    let store_failed = super::msr_areas::exit_store(vcpu.index, vmcs12, v).is_err();
     switch_to_vmcs01(vcpu);
     if store_failed {
         vmx_abort(vcpu, v, ABORT_SAVING_GUEST_MSRS);
@@ -254,7 +254,7 @@ pub fn load_l1(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, nmi: bool) {
     if nmi {
         v.set_bits(F::GuestInterruptibilityState, u64::from(BLOCKING_BY_NMI));
     }
-    let load = super::msr_areas::exit_load(vmcs12, v);
+    let load = super::msr_areas::exit_load(vcpu.index, vmcs12, v);
     // Without VPID a VM exit flushes L1's linear mappings (SDM 29.4.3.1).
     let l1_vpid =
         Controls12::read(vmcs12).proc2(shared::vmx::controls::SecondaryProcBased::ENABLE_VPID);

@@ -323,7 +323,7 @@ pub fn vmcall_in_vmx_root(
         return Some(inject_gp(v));
     }
     let rax = vcpu.gpr(v, crate::vcpu::reg::RAX);
-    if shared::hypercall::Hypercall::from_rax(rax).is_some() {
+    if crate::exits::is_enabled_hypercall(rax) {
         return None;
     }
     Some(finish(vcpu, v, exit, vmfail(vcpu, E::VmcallInVmxRoot)))

@@ -2,8 +2,8 @@
 //! the processor at L1's memory): the VM-entry MSR-load area (SDM 27.4),
 //! the VM-exit MSR-store area (28.4) and the VM-exit MSR-load area (28.6).
 //! Entries are checked by `shared::msr_area`; each MSR goes where its class
-//! says (`shared::vmx::nested::msr_class`): a VMCS field, L0's MTRR
-//! emulation, the hardware (MSRs nobody switches), or nowhere (MSRs L0
+//! says (`shared::vmx::nested::msr_class`): a VMCS field, the vCPU's
+//! virtual MTRRs (`vmtrr`), the hardware (MSRs nobody switches), or nowhere (MSRs L0
 //! owns: loading one fails as a WRMSR that raises #GP would).
 
 use heapless::Vec;
@@ -27,6 +27,7 @@ fn max_entries() -> u32 {
 /// Performs a WRMSR of one area entry for L1 or L2: a field goes to
 /// `fields` (or is written into `vmcs` at once when `vmcs` is given).
 fn load_one(
+    cpu: usize,
     msr: u32,
     value: u64,
     fields: &mut FieldLoads,
@@ -51,7 +52,7 @@ fn load_one(
             Ok(())
         }
         MsrClass::Mtrr => {
-            if crate::exits::write_mtrr(msr, value) {
+            if crate::vmtrr::write(cpu, msr, value) {
                 Ok(())
             } else {
                 refused
@@ -73,7 +74,11 @@ fn load_one(
 /// Emulates VMCS12's VM-entry MSR-load area into `fields` (and the
 /// hardware). `Err` carries the 1-based index of the failing entry
 /// (exit reason 34's qualification).
-pub fn entry_load(vmcs12: &impl VmcsAccess, fields: &mut FieldLoads) -> Result<(), MsrAreaError> {
+pub fn entry_load(
+    cpu: usize,
+    vmcs12: &impl VmcsAccess,
+    fields: &mut FieldLoads,
+) -> Result<(), MsrAreaError> {
     let count = vmcs12.read32(F::VmEntryMsrLoadCount);
     let addr = vmcs12.read(F::VmEntryMsrLoadAddress);
     msr_area::process_area(
@@ -82,13 +87,17 @@ pub fn entry_load(vmcs12: &impl VmcsAccess, fields: &mut FieldLoads) -> Result<(
         addr,
         count,
         max_entries(),
-        |_, _, e| load_one(e.index, e.data, fields, None),
+        |_, _, e| load_one(cpu, e.index, e.data, fields, None),
     )
 }
 
 /// Emulates VMCS12's VM-exit MSR-store area: the values L2 had, read from
 /// VMCS02 (`vmcs02`, current) or the hardware.
-pub fn exit_store(vmcs12: &impl VmcsAccess, vmcs02: &impl VmcsAccess) -> Result<(), MsrAreaError> {
+pub fn exit_store(
+    cpu: usize,
+    vmcs12: &impl VmcsAccess,
+    vmcs02: &impl VmcsAccess,
+) -> Result<(), MsrAreaError> {
     let count = vmcs12.read32(F::VmExitMsrStoreCount);
     let addr = vmcs12.read(F::VmExitMsrStoreAddress);
     msr_area::process_area(
@@ -101,7 +110,8 @@ pub fn exit_store(vmcs12: &impl VmcsAccess, vmcs02: &impl VmcsAccess) -> Result<
             let value = match classify(e.index) {
                 MsrClass::VmcsField(f) => Some(vmcs02.read(f)),
                 MsrClass::L0Owned => crate::exits::emulated_rdmsr(e.index),
-                MsrClass::Mtrr | MsrClass::Passthrough => shared::safe_msr::rdmsr(e.index),
+                MsrClass::Mtrr => crate::vmtrr::read(cpu, e.index),
+                MsrClass::Passthrough => shared::safe_msr::rdmsr(e.index),
             };
             let value = value.ok_or(MsrAreaFailure::Refused)?;
             msr_area::store_data(mem, addr, i, value).map_err(MsrAreaFailure::Memory)
@@ -112,6 +122,7 @@ pub fn exit_store(vmcs12: &impl VmcsAccess, vmcs02: &impl VmcsAccess) -> Result<
 /// Emulates VMCS12's VM-exit MSR-load area into L1's state (`vmcs01`,
 /// current).
 pub fn exit_load(
+    cpu: usize,
     vmcs12: &impl VmcsAccess,
     vmcs01: &mut dyn VmcsAccess,
 ) -> Result<(), MsrAreaError> {
@@ -124,6 +135,6 @@ pub fn exit_load(
         addr,
         count,
         max_entries(),
-        |_, _, e| load_one(e.index, e.data, &mut unused, Some(&mut *vmcs01)),
+        |_, _, e| load_one(cpu, e.index, e.data, &mut unused, Some(&mut *vmcs01)),
     )
 }

@@ -18,6 +18,22 @@ pub enum Check {
     /// `lhv/<opt>/<n>cpu`. Compared once both runs are over (`twins.rs`);
     /// nothing to do line by line.
     LhvCountsMatchTwin,
+    /// The machine resets once (a guest triple fault under L0) and boots
+    /// into L0 again: `L0 hypervisor ... starting` must appear twice.
+    RebootsIntoL0,
+}
+
+/// The line L0 prints first at every boot.
+pub const L0_START: &str = "L0 hypervisor ";
+
+impl Check {
+    /// Machine resets (after the power-on one) that the check expects.
+    pub const fn resets_allowed(self) -> u32 {
+        match self {
+            Check::RebootsIntoL0 => 1,
+            _ => 0,
+        }
+    }
 }
 
 /// A check's state during one run.
@@ -27,6 +43,8 @@ pub struct Checker {
     region: Option<(u64, u64)>,
     /// Usable (inclusive) ranges seen so far.
     usable: Vec<(u64, u64)>,
+    /// L0 boots seen.
+    l0_boots: u32,
 }
 
 /// The type /sys/firmware/memmap gives usable RAM.
@@ -105,6 +123,7 @@ impl Checker {
             kind,
             region: None,
             usable: Vec::new(),
+            l0_boots: 0,
         }
     }
 
@@ -112,6 +131,12 @@ impl Checker {
     pub fn line(&mut self, line: &str) -> Option<String> {
         match self.kind {
             Check::None | Check::LhvCountsMatchTwin => None,
+            Check::RebootsIntoL0 => {
+                if line.contains(L0_START) && line.contains(" starting") {
+                    self.l0_boots += 1;
+                }
+                None
+            }
             Check::E820AvoidsL0Region => {
                 if let Some(r) = parse_l0_region(line) {
                     self.region = Some(r);
@@ -143,6 +168,11 @@ impl Checker {
     pub fn missing(&self) -> Option<String> {
         match self.kind {
             Check::None | Check::LhvCountsMatchTwin => None,
+            Check::RebootsIntoL0 if self.l0_boots < 2 => Some(format!(
+                "L0 booted {} time(s), expected twice (before and after the reset)",
+                self.l0_boots
+            )),
+            Check::RebootsIntoL0 => None,
             Check::E820AvoidsL0Region if self.region.is_none() => {
                 Some("L0 never printed its `L0: region [0x.., 0x..)` line".into())
             }
@@ -157,6 +187,17 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reboot_check_counts_l0_boots() {
+        let mut c = Checker::new(Check::RebootsIntoL0);
+        assert_eq!(c.line("L0 hypervisor 0.1.0 starting"), None);
+        assert!(c.missing().is_some());
+        assert_eq!(c.line("L0 hypervisor 0.1.0 starting"), None);
+        assert_eq!(c.missing(), None);
+        assert_eq!(Check::RebootsIntoL0.resets_allowed(), 1);
+        assert_eq!(Check::None.resets_allowed(), 0);
+    }
 
     #[test]
     fn parses_the_l0_region_line() {

@@ -142,7 +142,8 @@ pub const BOCHS_L0: Scenario = Scenario {
     guest: Guest::Lhv,
     lhv_opt: 0,
     lhv_args: "iters=20",
-    l0_args: "",
+    // LHV under L0 shows L0 alive with its Stats hypercall at the end.
+    l0_args: "hypercalls=stats",
     pass: &[
         "L0: region [",
         "CPU({cpu}): VMXON done",
@@ -234,6 +235,7 @@ pub const SELFTEST_BOCHS: Scenario = Scenario {
 const L0_PROBE: Scenario = Scenario {
     name: "l0-probe",
     lhv_args: "mode=probe",
+    l0_args: "hypercalls=stats",
     pass: &[
         "L0: region [",
         "SMP: {cpus} CPUs online",
@@ -246,6 +248,67 @@ const L0_PROBE: Scenario = Scenario {
     fail: L0_FATAL,
     timeout_s: 300,
     check: Check::E820AvoidsL0Region,
+    ..BOCHS_L0
+};
+
+/// LHV's hostile mode (`mode=hostile`, lhv/src/hostile/) on bare Bochs:
+/// what the hardware gives for each hostile guest action.
+const HOSTILE: Scenario = Scenario {
+    name: "hostile",
+    lhv_args: "mode=hostile",
+    pass: &[
+        "HOSTILE: mode=hostile",
+        "SMP: {cpus} CPUs online",
+        "HOSTILE ok cr0_clear_pg_64bit",
+        "HOSTILE ok unclaimed_4g",
+        "HOSTILE done:",
+        " 0 failed",
+    ],
+    expect_exit: true,
+    timeout_s: 120,
+    ..BOCHS_LHV
+};
+
+/// The same under L0, which must give the same answers and stay alive.
+const L0_HOSTILE: Scenario = Scenario {
+    name: "l0-hostile",
+    boot: Boot::L0,
+    l0_args: "hypercalls=stats,shutdown",
+    pass: &[
+        "L0: booting the guest",
+        "HOSTILE: under L0",
+        "SMP: {cpus} CPUs online",
+        "HOSTILE ok cr0_clear_pg_64bit",
+        "HOSTILE ok sti_then_dropped_write",
+        "HOSTILE ok task_switch_call_iret",
+        "HOSTILE ok eip_wraps_at_4g",
+        "HOSTILE ok e820_from_v86",
+        "HOSTILE ok unclaimed_4g",
+        "HOSTILE: L0 alive",
+        "HOSTILE done:",
+        " 0 failed",
+    ],
+    fail: &["unhandled VM exit", "VM-entry failure", "failed: VMfail"],
+    timeout_s: 180,
+    ..HOSTILE
+};
+
+/// A guest triple fault under L0 resets the machine: L0 boots again and
+/// so does the guest (LHV `mode=triple-fault`, a CMOS marker tells the
+/// boots apart).
+const L0_TRIPLE_FAULT: Scenario = Scenario {
+    name: "l0-triple-fault",
+    cpus: 1,
+    lhv_args: "mode=triple-fault",
+    pass: &[
+        "TRIPLE: shutting the processor down",
+        "resetting the machine",
+        "TRIPLE: the guest booted again after the reset",
+    ],
+    fail: &["unhandled VM exit", "VM-entry failure"],
+    expect_exit: true,
+    timeout_s: 180,
+    check: Check::RebootsIntoL0,
     ..BOCHS_L0
 };
 
@@ -392,6 +455,31 @@ pub const SCENARIOS: &[Scenario] = &[
         cpus: 4,
         ..L0_PROBE
     },
+    // Hostile guest actions (issue 7): bare Bochs, then under L0.
+    Scenario {
+        cpus: 1,
+        name: "hostile",
+        ..HOSTILE
+    },
+    Scenario {
+        name: "hostile-2cpu",
+        ..HOSTILE
+    },
+    Scenario {
+        name: "l0-hostile",
+        cpus: 1,
+        ..L0_HOSTILE
+    },
+    Scenario {
+        name: "l0-hostile-2cpu",
+        ..L0_HOSTILE
+    },
+    Scenario {
+        name: "l0-hostile-4cpu",
+        cpus: 4,
+        ..L0_HOSTILE
+    },
+    L0_TRIPLE_FAULT,
     // LHV's test loop alone on Bochs (lhv/src/test_loop.rs): every option alone, with the
     // options it needs, and combinations; 0xedfd is every option but NO_EFLAGS_IF and
     // NO_INTERRUPT. Default tier: every option on 2 CPUs, 0x0 and 0xedfd on 1 CPU too,

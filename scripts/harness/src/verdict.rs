@@ -24,6 +24,8 @@ pub struct Judge {
     kernel_lines: usize,
     last_line: Option<String>,
     resets: u32,
+    /// Machine resets after power-on that are part of the scenario.
+    resets_allowed: u32,
     check: Checker,
 }
 
@@ -68,6 +70,7 @@ impl Judge {
             kernel_lines: 0,
             last_line: None,
             resets: 0,
+            resets_allowed: s.check.resets_allowed(),
             check: Checker::new(s.check),
         }
     }
@@ -129,7 +132,7 @@ impl Judge {
         if line.contains("Reset(") && line.contains("called") {
             self.resets += 1;
             // The first reset is the power-on one.
-            if self.resets > 1 {
+            if self.resets > 1 + self.resets_allowed {
                 return fatal("machine reset");
             }
         }

@@ -1,6 +1,6 @@
 //! The COM port (16550 UART) of the console.
 
-use core::sync::atomic::{AtomicU16, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use uart_16550::SerialPort;
 
@@ -15,8 +15,39 @@ static PORT: AtomicU16 = AtomicU16::new(0);
 /// Line status register offset and its "transmitter empty" bit.
 const LSR: u16 = 5;
 const LSR_TEMT: u8 = 1 << 6;
+/// LSR bit 5: the transmit holding register can take a byte.
+const LSR_THRE: u8 = 1 << 5;
 /// Polls of LSR before `flush` gives up (a missing UART reads 0xFF anyway).
 const FLUSH_POLLS: u32 = 1 << 20;
+/// Polls of LSR for one byte before it is dropped. A byte takes 87 us at
+/// 115200 baud; this bound is far above that on any machine, yet finite:
+/// the UART is shared with the guest (L0's console is the guest's COM1),
+/// which may reprogram it (divisor, loopback, FIFO off) or stop it, and L0
+/// must never wait for ever on it.
+const SEND_POLLS: u32 = 1 << 18;
+
+/// Bytes dropped because the transmitter never became ready.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes the console dropped (a stuck or reprogrammed UART).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Sends one byte after a bounded wait for the transmitter; drops it
+/// (counted) if the UART never becomes ready.
+fn send(port: u16, b: u8) {
+    for _ in 0..SEND_POLLS {
+        // SAFETY: reading the line status register has no side effect.
+        if unsafe { x86::inb(port + LSR) } & LSR_THRE != 0 {
+            // SAFETY: writing the transmit register only sends the byte.
+            unsafe { x86::outb(port, b) };
+            return;
+        }
+        x86::pause();
+    }
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Programs the UART at `port` (115200 8N1, FIFOs on); `None` disables serial.
 pub fn init(port: Option<u16>) {
@@ -39,13 +70,11 @@ pub fn port() -> Option<u16> {
 /// Writes a string, translating `\n` to `\r\n`.
 pub fn write_str(s: &str) {
     let Some(p) = port() else { return };
-    // SAFETY: see `init`; sending bytes has no effect beyond the UART.
-    let mut sp = unsafe { SerialPort::new(p) };
     for b in s.bytes() {
         if b == b'\n' {
-            sp.send(b'\r');
+            send(p, b'\r');
         }
-        sp.send(b);
+        send(p, b);
     }
 }
 

@@ -25,6 +25,13 @@ impl FrameAlloc for PoolAlloc {
     }
 }
 
+impl PoolAlloc {
+    /// Frames handed out so far.
+    pub(crate) fn used(&self) -> u64 {
+        (self.next - POOL) / PAGE_SIZE
+    }
+}
+
 pub(crate) fn setup(frames: u64) -> (SparseMemory, PoolAlloc, EptBuilder, EptConfig) {
     let mut mem = SparseMemory::new();
     mem.map(POOL, frames * PAGE_SIZE);
