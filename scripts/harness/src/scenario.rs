@@ -561,6 +561,21 @@ pub const SCENARIOS: &[Scenario] = &[
         &["repro nmi-blocking: GOOD"],
         &["repro nmi-blocking: BAD"],
     ),
+    // The same reproducer with LHV as L1 under L0 (issue 9: both must say
+    // GOOD under L0 as on bare Bochs).
+    Scenario {
+        name: "l0-repro/nmi-blocking",
+        boot: Boot::L0,
+        guest: Guest::Lhv,
+        l0_args: "hypercalls=stats",
+        timeout_s: 180,
+        ..repro(
+            "l0-repro/nmi-blocking",
+            "lhv_repro=nmi-blocking",
+            &["L0: booting the guest", "repro nmi-blocking: GOOD"],
+            &["repro nmi-blocking: BAD"],
+        )
+    },
     // LHV's negative suite (lhv/src/negative/) on bare Bochs: every case
     // passes (which proves its expected outcomes are the hardware's).
     Scenario {
