@@ -85,7 +85,8 @@ global_asm!(
     "    je kvmtest_smp_go",
     "    dec edx",
     "    jnz kvmtest_smp_wait",
-    "    out 0x18, al", // the other vCPU never came
+    "    mov eax, dword ptr [0x7100]",
+    "    out 0x18, eax", // the other vCPU never came: the counter as seen here
     "kvmtest_smp_go:",
     "    mov ecx, 200",
     "kvmtest_smp_loop:",

@@ -311,13 +311,16 @@ fn this_cpu() -> i32 {
 
 /// One vCPU's part of the SMP guest, on its own thread pinned to host CPU
 /// `id`: it waits in the guest for the other, then 200 exits.
-fn smp_vcpu(id: u32, mut vcpu: VcpuFd) -> Result<String, String> {
+fn smp_vcpu(id: u32, mut vcpu: VcpuFd, ram: &GuestRam) -> Result<String, String> {
     pin_to(id as usize)?;
     let mut d = Driver::new(&mut vcpu);
     d.expect_out_loop(0x17, 4, 200, |i| (id << 16) | (200 - i))
         .map_err(|e| {
             if e.contains("OUT port 0x18") {
-                format!("vCPU {id} waited in the guest and the other vCPU never came: {e}")
+                let counter = u32::from_le_bytes(ram.read::<4>(SMP_COUNTER));
+                format!(
+                    "vCPU {id} waited in the guest and never saw both vCPUs arrive (the OUT carries the counter it read; the counter in memory is {counter}): {e}"
+                )
             } else {
                 format!("vCPU {id}: {e}")
             }
@@ -351,8 +354,8 @@ pub fn two_vcpus(kvm: &Kvm, cpuid: &Cpuid, r: &mut Report) -> Result<(), Aborted
     r.run("smp two-vcpus", || {
         let t = Instant::now();
         let (a, b) = std::thread::scope(|s| {
-            let h0 = s.spawn(|| smp_vcpu(0, v0));
-            let h1 = s.spawn(|| smp_vcpu(1, v1));
+            let h0 = s.spawn(|| smp_vcpu(0, v0, &ram));
+            let h1 = s.spawn(|| smp_vcpu(1, v1, &ram));
             let j = |h: std::thread::ScopedJoinHandle<'_, Result<String, String>>| {
                 h.join().unwrap_or_else(|_| Err("thread panicked".into()))
             };

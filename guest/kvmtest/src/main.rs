@@ -168,12 +168,7 @@ mod linux {
             if v == "Y" || v == "1" {
                 let _ = r.check(&name, Ok(String::new()));
             } else if strict {
-                let _ = r.check(
-                    &name,
-                    Err(format!(
-                        "{p}={v}: kvm_intel loaded without it (the CPU, or the hypervisor below Linux, does not offer it)"
-                    )),
-                );
+                let _ = r.check(&name, Err(format!("{p}={v}, required")));
                 ok = false;
             } else {
                 r.skip(&name, &format!("{p}={v}, required but kvm_strict=0"));
@@ -204,7 +199,7 @@ mod linux {
             run_guests(&mut r);
         } else {
             say(
-                "KVM: EPT, VPID and unrestricted guest are required; the guests were not run (kvm_strict=0 runs them anyway)",
+                "KVM: kvm_intel loaded without EPT, VPID or unrestricted guest (the CPU, or the hypervisor under Linux, does not offer them); the guests were not run (kvm_strict=0 runs them anyway)",
             );
         }
         if r.failed() {
