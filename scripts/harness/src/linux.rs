@@ -72,11 +72,23 @@ echo "LINUX: FAIL: poweroff returned"
 "#;
 
 /// `/etc/harness.d/kvm.sh` of the Linux-KVM image: loads the modules (each
-/// `KVM insmod <module>: ok|FAIL`), then runs kvmtest, which prints its
-/// checks and powers off.
+/// `KVM insmod <module>: ok|FAIL`) with the parameters the kernel command
+/// line gives them (`kvm-intel.ept=0`, as modprobe would), then runs
+/// kvmtest, which prints its checks and powers off.
 pub const KVM_SH: &str = r#"# Linux-KVM image (scripts/harness/src/linux.rs): KVM, then kvmtest.
+# Module parameters come from the kernel command line as modprobe takes them:
+# kvm-intel.ept=0 (or kvm_intel.ept=0) gives ept=0 to kvm-intel.
+module_params() {
+    for w in $(cat /proc/cmdline); do
+        case "$w" in
+            "$1".*|"$(echo "$1" | tr - _)".*) echo "${w#*.}" ;;
+        esac
+    done
+}
 for m in irqbypass kvm kvm-intel; do
-    if insmod /lib/modules/$m.ko; then
+    p=$(module_params $m)
+    [ -n "$p" ] && echo "KVM insmod $m: parameters" $p
+    if insmod /lib/modules/$m.ko $p; then
         echo "KVM insmod $m: ok"
     else
         echo "KVM insmod $m: FAIL (see the KVM dmesg lines below)"
@@ -504,7 +516,8 @@ mod tests {
     fn kvm_script_loads_the_modules_in_order_then_runs_kvmtest() {
         let at = |s: &str| KVM_SH.find(s).unwrap_or_else(|| panic!("{s}"));
         assert!(KVM_SH.contains("for m in irqbypass kvm kvm-intel; do"));
-        assert!(KVM_SH.contains("insmod /lib/modules/$m.ko"));
+        assert!(KVM_SH.contains("insmod /lib/modules/$m.ko $p"));
+        assert!(KVM_SH.contains("module_params $m"));
         assert!(at("insmod") < at("/bin/kvmtest --poweroff"));
         // The module files the loop names are the ones in the initramfs.
         for m in MODULES {
