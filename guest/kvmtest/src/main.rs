@@ -17,7 +17,9 @@
 //! hangs is reported as failed and the machine powers off.
 //!
 //! Options are words of the kernel command line (`/proc/cmdline`) or
-//! arguments (which win): `kvm_strict=0`, `kvm_timeout=<s>`, and
+//! arguments (which win): `kvm_strict=0`, `kvm_timeout=<s>`,
+//! `kvm_tests=<group>,...` (run only these of `realmode`, `longmode`,
+//! `smp`; a debugging aid, e.g. with L0's `nested_trace=1`), and
 //! `--poweroff` (what `/init` passes): power the machine off at the end
 //! instead of exiting with status 0 (pass) or 1 (fail). Without it the
 //! program can be run on any Linux host with /dev/kvm.
@@ -195,8 +197,9 @@ mod linux {
         start_watchdog(timeout, poweroff);
         let mut r = Report::default();
         let go_on = params(&mut r, strict);
+        let groups = cmdline_word(&words, "kvm_tests").unwrap_or_else(|| "all".into());
         if go_on {
-            run_guests(&mut r);
+            run_guests(&mut r, &groups);
         } else {
             say(
                 "KVM: kvm_intel loaded without EPT, VPID or unrestricted guest (the CPU, or the hypervisor under Linux, does not offer them); the guests were not run (kvm_strict=0 runs them anyway)",
@@ -210,7 +213,7 @@ mod linux {
         finish(poweroff, i32::from(r.failed()));
     }
 
-    fn run_guests(r: &mut Report) {
+    fn run_guests(r: &mut Report, groups: &str) {
         let mut kvm = None;
         if r.run("open /dev/kvm", || {
             let k = Kvm::new().map_err(|e| format!("open /dev/kvm: {e} (did kvm_intel load?)"))?;
@@ -245,9 +248,25 @@ mod linux {
         }
         let cpuid = cpuid.expect("read");
         // Each group stops at its first failed check; the next one still runs.
-        let _ = guests::real_mode(&kvm, &cpuid, r);
-        let _ = guests::long_mode(&kvm, &cpuid, r);
-        let _ = guests::two_vcpus(&kvm, &cpuid, r);
+        let wanted = |g: &str| groups == "all" || groups.split(',').any(|x| x == g);
+        let mut any = false;
+        type Group = fn(&Kvm, &guests::Cpuid, &mut Report) -> Result<(), report::Aborted>;
+        let all: [(&str, Group); 3] = [
+            ("realmode", guests::real_mode),
+            ("longmode", guests::long_mode),
+            ("smp", guests::two_vcpus),
+        ];
+        for (name, run) in all {
+            if wanted(name) {
+                any = true;
+                let _ = run(&kvm, &cpuid, r);
+            } else {
+                r.skip(name, &format!("not in kvm_tests={groups}"));
+            }
+        }
+        if !any {
+            let _ = r.check("kvm_tests", Err(format!("`{groups}` names no group")));
+        }
     }
 
     #[cfg(test)]
