@@ -62,10 +62,15 @@ deps_check_rust() {
         # target and components if needed (no-ops when present).
         local installed
         installed="$(cd "$HARNESS_ROOT" && rustup target list --installed 2>/dev/null)"
-        if ! grep -qx 'x86_64-unknown-none' <<<"$installed"; then
-            deps_say "adding rustup target x86_64-unknown-none"
-            (cd "$HARNESS_ROOT" && rustup target add x86_64-unknown-none) || exit 1
-        fi
+        # x86_64-unknown-none: the kernels; x86_64-unknown-linux-musl: the static
+        # programs of the Linux guest image (guest/kvmtest).
+        local t
+        for t in x86_64-unknown-none x86_64-unknown-linux-musl; do
+            if ! grep -qx "$t" <<<"$installed"; then
+                deps_say "adding rustup target $t"
+                (cd "$HARNESS_ROOT" && rustup target add "$t") || exit 1
+            fi
+        done
         local comps
         comps="$(cd "$HARNESS_ROOT" && rustup component list --installed 2>/dev/null)"
         local c
@@ -76,7 +81,7 @@ deps_check_rust() {
             fi
         done
     else
-        deps_say "rustup not found: make sure the x86_64-unknown-none target and rustfmt, clippy are installed"
+        deps_say "rustup not found: make sure the x86_64-unknown-none and x86_64-unknown-linux-musl targets and rustfmt, clippy are installed"
     fi
 }
 

@@ -1,4 +1,5 @@
-//! Cargo builds of the bare-metal kernels (L0 = `hypervisor`, `lhv`).
+//! Cargo builds of the bare-metal kernels (L0 = `hypervisor`, `lhv`) and of
+//! the static Linux programs of the Linux guest image (`kvmtest`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -9,10 +10,25 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+/// The target of the programs that run inside the Linux guest: static, so
+/// that the initramfs needs no C library.
+pub const LINUX_TARGET: &str = "x86_64-unknown-linux-musl";
+
 /// Builds one kernel package in release mode; returns its ELF path. Cargo's
 /// own messages go to stderr as usual.
 pub fn kernel(package: &str, verbose: bool) -> Result<PathBuf, String> {
-    let args = ["build", "--release", "--target", TARGET, "-p", package];
+    build(package, TARGET, verbose)
+}
+
+/// Builds a program of the Linux guest (static, [`LINUX_TARGET`]).
+pub fn linux_program(package: &str, verbose: bool) -> Result<PathBuf, String> {
+    build(package, LINUX_TARGET, verbose).map_err(|e| {
+        format!("{e} (the rustup target {LINUX_TARGET} is needed: rustup target add {LINUX_TARGET}, as scripts/lib/deps.sh does)")
+    })
+}
+
+fn build(package: &str, target: &str, verbose: bool) -> Result<PathBuf, String> {
+    let args = ["build", "--release", "--target", target, "-p", package];
     crate::paths::progress("build", &format!("cargo {}", args.join(" ")));
     let mut cmd = Command::new(cargo());
     cmd.args(args)
@@ -26,7 +42,7 @@ pub fn kernel(package: &str, verbose: bool) -> Result<PathBuf, String> {
         return Err(format!("cargo build of {package} failed ({status})"));
     }
     let elf = crate::paths::target()
-        .join(TARGET)
+        .join(target)
         .join("release")
         .join(package);
     if elf.is_file() {

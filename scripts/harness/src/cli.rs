@@ -26,9 +26,17 @@ run options:
   --lhv-opt HEX           LHV test options, lhv_opt=HEX (default 0)
   --lhv-args 'WORDS'      more LHV command-line words (lhv_repro=NAME mode=probe iters=N)
   --l0-args 'WORDS'       more L0 command-line words (mem=MB)
-  --guest lhv|linux       what L0 boots from the second disk (default lhv); linux
-                          is Debian's cloud kernel + busybox (model broadwell_ult)
-  --no-l0                 boot LHV (or with --guest linux, Linux) directly, without L0
+  --guest lhv|linux|linux-kvm
+                          what L0 boots from the second disk (default lhv); linux
+                          is Debian's cloud kernel + busybox (model broadwell_ult);
+                          linux-kvm also loads KVM and runs kvmtest (guest/kvmtest)
+  --guest-image FILE      boot your own disk image (a hybrid ISO or a raw disk) as
+                          L0's guest; with --no-l0, alone. The run passes when the
+                          machine powers off with nothing fatal on serial (L0 booted
+                          it); use --keep to just run it, --timeout S for long ones
+  --linux-args 'WORDS'    more Linux kernel command-line words (a Linux guest), e.g.
+                          kvm_strict=0 (kvmtest runs without EPT/VPID/UG, SKIPping them)
+  --no-l0                 boot the guest (LHV, Linux, your image) directly, without L0
   --timeout S             seconds before giving up (default 120)
   --keep                  leave the machine running interactively; no judging
   --model NAME            Bochs CPU model (default corei7_skylake_x)
@@ -58,6 +66,9 @@ pub struct RunOpts {
     pub l0_args: Option<String>,
     pub no_l0: bool,
     pub guest: Option<Guest>,
+    /// `--guest-image FILE` (implies [`Guest::Image`]).
+    pub guest_image: Option<String>,
+    pub linux_args: Option<String>,
     pub timeout: Option<u64>,
     pub keep: bool,
     pub model: Option<String>,
@@ -129,6 +140,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "vmcs-diff" => parse_vmcs_diff(rest).map(Command::VmcsDiff),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!("unknown subcommand `{other}`")),
+    }
+}
+
+/// Whether the arguments ask for help (`--help` or `-h` anywhere).
+pub fn wants_help(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--help" || a == "-h")
+}
+
+/// Where to read the usage after an error in `args`: the wrapper script of
+/// the subcommand (`see ./scripts/run --help`).
+pub fn help_hint(args: &[String]) -> String {
+    match args.first().map(String::as_str) {
+        Some(sub @ ("run" | "test" | "bench")) => format!("see ./scripts/{sub} --help"),
+        _ => "see `harness help`".to_string(),
     }
 }
 
@@ -214,9 +239,18 @@ fn parse_run(rest: &[String]) -> Result<RunOpts, String> {
                 o.guest = Some(match a.value(flag, inline)? {
                     "lhv" => Guest::Lhv,
                     "linux" => Guest::Linux,
-                    g => return Err(format!("--guest: `{g}` is not lhv or linux")),
+                    "linux-kvm" => Guest::LinuxKvm,
+                    g => return Err(format!("--guest: `{g}` is not lhv, linux or linux-kvm")),
                 })
             }
+            "--guest-image" => {
+                let f = a.value(flag, inline)?;
+                if f.is_empty() {
+                    return Err("--guest-image needs a file name".into());
+                }
+                o.guest_image = Some(f.to_string());
+            }
+            "--linux-args" => o.linux_args = Some(a.value(flag, inline)?.to_string()),
             "--timeout" => o.timeout = Some(num(flag, a.value(flag, inline)?)?),
             "--keep" => o.keep = true,
             "--model" => o.model = Some(a.value(flag, inline)?.to_string()),
@@ -227,6 +261,12 @@ fn parse_run(rest: &[String]) -> Result<RunOpts, String> {
         if inline.is_some() && matches!(flag, "--no-l0" | "--keep" | "--verbose") {
             return Err(format!("{flag} takes no value"));
         }
+    }
+    if o.guest_image.is_some() && o.guest.is_some_and(|g| g != Guest::Image) {
+        return Err("--guest-image and --guest name two different guests: give one".into());
+    }
+    if o.guest_image.is_some() {
+        o.guest = Some(Guest::Image);
     }
     Ok(o)
 }
@@ -388,6 +428,36 @@ mod tests {
         assert!(p("run --keep=1").is_err());
         assert!(p("run --guest windows").is_err());
         assert!(p("frobnicate").is_err());
+    }
+
+    #[test]
+    fn guest_images_and_linux_args() {
+        let Ok(Command::Run(o)) = p("run --guest-image my.iso --no-l0") else {
+            panic!("parse failed")
+        };
+        assert_eq!(
+            (o.guest, o.guest_image.as_deref(), o.no_l0),
+            (Some(Guest::Image), Some("my.iso"), true)
+        );
+        let Ok(Command::Run(o)) = p("run --guest=linux-kvm --linux-args=kvm_strict=0") else {
+            panic!("parse failed")
+        };
+        assert_eq!(o.guest, Some(Guest::LinuxKvm));
+        assert_eq!(o.linux_args.as_deref(), Some("kvm_strict=0"));
+        assert!(p("run --guest-image").is_err());
+        assert!(p("run --guest-image=").is_err());
+        assert!(p("run --guest linux --guest-image a.img").is_err());
+    }
+
+    #[test]
+    fn errors_point_to_the_help_of_their_command() {
+        let v = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(help_hint(&v("run --bogus")), "see ./scripts/run --help");
+        assert_eq!(help_hint(&v("test --what")), "see ./scripts/test --help");
+        assert_eq!(help_hint(&v("vmcs-diff")), "see `harness help`");
+        assert!(wants_help(&v("run --cpus 2 --help")));
+        assert!(wants_help(&v("test -h")));
+        assert!(!wants_help(&v("run --cpus 2")));
     }
 
     #[test]

@@ -151,12 +151,16 @@ pub fn padded_len(len: u64) -> u64 {
     len.div_ceil(CYLINDER_BYTES) * CYLINDER_BYTES
 }
 
-fn pad_to_cylinders(p: &Path) -> Result<(), String> {
+/// Pads the file to [`padded_len`] (no change when it is already).
+pub fn pad_to_cylinders(p: &Path) -> Result<(), String> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(p)
         .map_err(|e| format!("open {}: {e}", p.display()))?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if padded_len(len) == len {
+        return Ok(());
+    }
     f.set_len(padded_len(len))
         .map_err(|e| format!("pad {}: {e}", p.display()))
 }

@@ -15,6 +15,10 @@
 //! in that order with `insmod`). Its `/init` prints `LINUX: cpus=<n>`, one
 //! `LINUX: e820 [0x<start>, 0x<end>] <type>` per firmware memory-map entry,
 //! `LINUX: init reached`, runs any `/etc/harness.d/*.sh`, then powers off.
+//!
+//! The Linux-KVM variant ([`Variant::Kvm`]) adds `/bin/kvmtest` (the static
+//! program of `guest/kvmtest`) and `/etc/harness.d/kvm.sh` ([`KVM_SH`]),
+//! which loads the KVM modules and runs it; kvmtest powers the machine off.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,6 +71,42 @@ poweroff -f
 echo "LINUX: FAIL: poweroff returned"
 "#;
 
+/// `/etc/harness.d/kvm.sh` of the Linux-KVM image: loads the modules (each
+/// `KVM insmod <module>: ok|FAIL`) with the parameters the kernel command
+/// line gives them (`kvm-intel.ept=0`, as modprobe would), then runs
+/// kvmtest, which prints its checks and powers off.
+pub const KVM_SH: &str = r#"# Linux-KVM image (scripts/harness/src/linux.rs): KVM, then kvmtest.
+# Module parameters come from the kernel command line as modprobe takes them:
+# kvm-intel.ept=0 (or kvm_intel.ept=0) gives ept=0 to kvm-intel.
+module_params() {
+    for w in $(cat /proc/cmdline); do
+        case "$w" in
+            "$1".*|"$(echo "$1" | tr - _)".*) echo "${w#*.}" ;;
+        esac
+    done
+}
+for m in irqbypass kvm kvm-intel; do
+    p=$(module_params $m)
+    [ -n "$p" ] && echo "KVM insmod $m: parameters" $p
+    if insmod /lib/modules/$m.ko $p; then
+        echo "KVM insmod $m: ok"
+    else
+        echo "KVM insmod $m: FAIL (see the KVM dmesg lines below)"
+    fi
+done
+/bin/kvmtest --poweroff
+echo "LINUX: FAIL: kvmtest returned ($?)"
+"#;
+
+/// Which Linux guest image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant<'a> {
+    /// The plain image: /init prints the CPUs and E820 map and powers off.
+    Plain,
+    /// With KVM: kvmtest (its ELF) runs after /init's report.
+    Kvm(&'a [u8]),
+}
+
 /// What the image is made of.
 #[derive(Debug)]
 pub struct Parts {
@@ -114,7 +154,7 @@ pub fn strip_module_signature(ko: &[u8]) -> &[u8] {
 }
 
 /// The initramfs (an uncompressed newc cpio archive).
-pub fn initramfs(p: &Parts) -> Vec<u8> {
+pub fn initramfs(p: &Parts, variant: Variant) -> Vec<u8> {
     let mut a = Archive::new();
     for d in ["bin", "dev", "etc", "etc/harness.d", "lib", "lib/modules"] {
         a.dir(d, 0o755);
@@ -131,21 +171,36 @@ pub fn initramfs(p: &Parts) -> Vec<u8> {
         a.file(&format!("lib/modules/{name}"), 0o644, ko);
     }
     a.file("etc/harness-kernel-version", 0o644, p.version.as_bytes());
+    if let Variant::Kvm(kvmtest) = variant {
+        a.file("bin/kvmtest", 0o755, kvmtest);
+        a.file("etc/harness.d/kvm.sh", 0o644, KVM_SH.as_bytes());
+    }
     a.file("init", 0o755, INIT.as_bytes());
     a.finish()
 }
 
-/// The bootable second-disk image (built once, then cached).
-pub fn image(verbose: bool) -> Result<PathBuf, String> {
+/// The kernel command line with `extra` words (e.g. `kvm_strict=0`).
+pub fn cmdline(extra: &str) -> String {
+    match extra.trim() {
+        "" => CMDLINE.to_string(),
+        e => format!("{CMDLINE} {e}"),
+    }
+}
+
+/// The bootable second-disk image (built once per content, then cached).
+pub fn image(variant: Variant, extra_args: &str, verbose: bool) -> Result<PathBuf, String> {
     let parts = fetch(verbose)?;
-    let initrd = initramfs(&parts);
+    let initrd = initramfs(&parts, variant);
     images::make_with_files(
         &ImageSpec {
-            kind: "linux",
+            kind: match variant {
+                Variant::Plain => "linux",
+                Variant::Kvm(_) => "linux-kvm",
+            },
             template: "grub-linux.cfg.template",
             kernel_name: "vmlinuz",
             kernel: &parts.vmlinuz,
-            cmdline: CMDLINE,
+            cmdline: &cmdline(extra_args),
         },
         &[("initrd.img", &initrd)],
         verbose,
@@ -458,6 +513,22 @@ mod tests {
     }
 
     #[test]
+    fn kvm_script_loads_the_modules_in_order_then_runs_kvmtest() {
+        let at = |s: &str| KVM_SH.find(s).unwrap_or_else(|| panic!("{s}"));
+        assert!(KVM_SH.contains("for m in irqbypass kvm kvm-intel; do"));
+        assert!(KVM_SH.contains("insmod /lib/modules/$m.ko $p"));
+        assert!(KVM_SH.contains("module_params $m"));
+        assert!(at("insmod") < at("/bin/kvmtest --poweroff"));
+        // The module files the loop names are the ones in the initramfs.
+        for m in MODULES {
+            let stem = m.trim_end_matches(".ko");
+            assert!(KVM_SH.contains(&format!(" {stem}")), "{m}");
+        }
+        assert_eq!(cmdline(""), CMDLINE);
+        assert_eq!(cmdline(" kvm_strict=0 "), format!("{CMDLINE} kvm_strict=0"));
+    }
+
+    #[test]
     fn command_line_is_the_measured_one() {
         for w in [
             "console=ttyS0,115200",
@@ -484,12 +555,17 @@ mod tests {
                 .map(|m| (m.to_string(), m.as_bytes().to_vec()))
                 .collect(),
         };
-        let a = initramfs(&p);
+        let a = initramfs(&p, Variant::Plain);
         let has = |name: &str| {
             let mut n = name.as_bytes().to_vec();
             n.push(0);
             a.windows(n.len()).any(|w| w == n.as_slice())
         };
+        assert!(!has("bin/kvmtest") && !has("etc/harness.d/kvm.sh"));
+        let k = initramfs(&p, Variant::Kvm(b"\x7fELF kvmtest"));
+        for n in ["bin/kvmtest\0", "etc/harness.d/kvm.sh\0", "\x7fELF kvmtest"] {
+            assert!(k.windows(n.len()).any(|w| w == n.as_bytes()), "{n}");
+        }
         for n in [
             "init",
             "bin/busybox",

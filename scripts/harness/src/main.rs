@@ -31,6 +31,10 @@ use session::Stream;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if cli::wants_help(&args) {
+        print!("{}", cli::USAGE);
+        return ExitCode::SUCCESS;
+    }
     match cli::parse(&args) {
         Ok(Command::Run(o)) => run(&o),
         Ok(Command::Test(o)) => test(&o),
@@ -53,7 +57,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("harness: {e}\n\n{}", cli::USAGE);
+            // One line and where to read more: the whole usage would scroll
+            // the error away.
+            eprintln!("harness: {e}\n{}", cli::help_hint(&args));
             ExitCode::from(2)
         }
     }
@@ -148,6 +154,10 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
         None => match (o.guest, o.no_l0) {
             (Some(Guest::Linux), true) => scenario::BOCHS_LINUX,
             (Some(Guest::Linux), false) => scenario::BOCHS_L0_LINUX,
+            (Some(Guest::LinuxKvm), true) => scenario::BOCHS_LINUX_KVM,
+            (Some(Guest::LinuxKvm), false) => scenario::BOCHS_L0_LINUX_KVM,
+            (Some(Guest::Image), true) => scenario::BOCHS_IMAGE,
+            (Some(Guest::Image), false) => scenario::BOCHS_L0_IMAGE,
             (_, true) => scenario::BOCHS_LHV,
             (_, false) => scenario::BOCHS_L0,
         },
@@ -155,11 +165,18 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
     if let Some(g) = o.guest {
         s.guest = g;
     }
+    if let Some(f) = &o.guest_image {
+        // Before anything is built or booted.
+        s.guest_image = leak(plan::user_image(f)?);
+    }
     if o.no_l0 {
         s.boot = match s.guest {
             Guest::Lhv => Boot::Lhv,
-            Guest::Linux => Boot::Linux,
+            Guest::Linux | Guest::LinuxKvm | Guest::Image => Boot::Bare,
         };
+    }
+    if let Some(a) = &o.linux_args {
+        s.linux_args = leak(a);
     }
     if let Some(e) = o.emulator {
         s.emulator = e;
@@ -352,6 +369,8 @@ fn list() {
             s.memory_mb,
             match (s.boot, s.guest) {
                 (Boot::L0, Guest::Linux) => "L0+Linux".to_string(),
+                (Boot::L0, Guest::LinuxKvm) => "L0+KVM".to_string(),
+                (Boot::Bare, Guest::LinuxKvm) => "Linux+KVM".to_string(),
                 (b, _) => format!("{b:?}"),
             },
             s.expanded_pass().join(" | ")

@@ -12,8 +12,11 @@ use crate::session::{Job, Stream};
 #[derive(Default, Debug)]
 pub struct Kernels {
     built: HashMap<&'static str, Result<Vec<u8>, String>>,
-    /// The Linux guest image, made at most once.
-    linux: Option<Result<std::path::PathBuf, String>>,
+    /// Linux guest programs (musl builds).
+    programs: HashMap<&'static str, Result<Vec<u8>, String>>,
+    /// The Linux guest images (by guest and extra command line), each made
+    /// at most once.
+    linux: HashMap<(Guest, &'static str), Result<std::path::PathBuf, String>>,
     pub verbose: bool,
 }
 
@@ -29,11 +32,43 @@ impl Kernels {
             .clone()
     }
 
-    fn linux(&mut self) -> Result<std::path::PathBuf, String> {
+    fn linux(&mut self, s: &Scenario) -> Result<std::path::PathBuf, String> {
+        let key = (s.guest, s.linux_args);
+        if let Some(made) = self.linux.get(&key) {
+            return made.clone();
+        }
+        let made = match s.guest {
+            Guest::LinuxKvm => {
+                let verbose = self.verbose;
+                self.program("kvmtest").and_then(|kvmtest| {
+                    crate::linux::image(crate::linux::Variant::Kvm(&kvmtest), s.linux_args, verbose)
+                })
+            }
+            _ => crate::linux::image(crate::linux::Variant::Plain, s.linux_args, self.verbose),
+        };
+        self.linux.insert(key, made.clone());
+        made
+    }
+
+    /// A static program for the Linux guest, built once.
+    fn program(&mut self, package: &'static str) -> Result<Vec<u8>, String> {
         let verbose = self.verbose;
-        self.linux
-            .get_or_insert_with(|| crate::linux::image(verbose))
+        self.programs
+            .entry(package)
+            .or_insert_with(|| {
+                let elf = crate::build::linux_program(package, verbose)?;
+                std::fs::read(&elf).map_err(|e| format!("read {}: {e}", elf.display()))
+            })
             .clone()
+    }
+
+    /// The second-disk guest of `s` (or, with [`Boot::Bare`], its only disk).
+    fn guest(&mut self, s: &Scenario) -> Result<std::path::PathBuf, String> {
+        match s.guest {
+            Guest::Lhv => lhv_image(self, s),
+            Guest::Linux | Guest::LinuxKvm => self.linux(s),
+            Guest::Image => user_image(s.guest_image).map(std::path::PathBuf::from),
+        }
     }
 }
 
@@ -66,6 +101,43 @@ fn lhv_image(k: &mut Kernels, s: &Scenario) -> Result<std::path::PathBuf, String
     )
 }
 
+/// Checks a user's disk image (`--guest-image`): it must be a readable,
+/// non-empty regular file. Returns the path.
+pub fn user_image(path: &str) -> Result<&str, String> {
+    let bad = |why: String| {
+        Err(format!(
+            "--guest-image {path}: {why} (a hybrid ISO or a raw disk image is needed)"
+        ))
+    };
+    if path.is_empty() {
+        return bad("no file named".into());
+    }
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return bad(format!("cannot read it: {e}")),
+    };
+    if !meta.is_file() {
+        return bad("not a regular file".into());
+    }
+    if meta.len() < 512 {
+        return bad(format!("{} bytes, less than one sector", meta.len()));
+    }
+    let mut sector = [0u8; 512];
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut sector)
+    });
+    if let Err(e) = read {
+        return bad(format!("cannot read it: {e}"));
+    }
+    if sector[510..] != [0x55, 0xaa] {
+        return bad(
+            "its first sector has no boot signature (55 aa): not bootable as a disk".into(),
+        );
+    }
+    Ok(path)
+}
+
 /// The first disk and the optional second one.
 pub fn disks(
     k: &mut Kernels,
@@ -84,14 +156,10 @@ pub fn disks(
                 },
                 k.verbose,
             )?;
-            let guest = match s.guest {
-                Guest::Lhv => lhv_image(k, s)?,
-                Guest::Linux => k.linux()?,
-            };
-            Ok((l0, Some(guest)))
+            Ok((l0, Some(k.guest(s)?)))
         }
         Boot::Lhv => Ok((lhv_image(k, s)?, None)),
-        Boot::Linux => Ok((k.linux()?, None)),
+        Boot::Bare => Ok((k.guest(s)?, None)),
         Boot::SelfTest => {
             let kernel = crate::selftest::kernel();
             let img = images::make(
@@ -139,4 +207,42 @@ pub fn tasks(scenarios: &[Scenario], stream: Stream, verbose: bool) -> Vec<Task>
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_image;
+
+    #[test]
+    fn user_images_are_checked_before_booting() {
+        let dir = std::env::temp_dir().join(format!("harness-user-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        let missing = p("missing.img");
+        assert!(user_image(&missing).unwrap_err().contains("cannot read it"));
+        assert!(
+            user_image(dir.to_str().unwrap())
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+        std::fs::write(p("short.img"), [0u8; 100]).unwrap();
+        assert!(
+            user_image(&p("short.img"))
+                .unwrap_err()
+                .contains("less than one sector")
+        );
+        std::fs::write(p("blank.img"), [0u8; 1024]).unwrap();
+        assert!(
+            user_image(&p("blank.img"))
+                .unwrap_err()
+                .contains("boot signature")
+        );
+        let mut mbr = vec![0u8; 1024];
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        std::fs::write(p("disk.img"), &mbr).unwrap();
+        assert_eq!(user_image(&p("disk.img")), Ok(p("disk.img").as_str()));
+        assert!(user_image("").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

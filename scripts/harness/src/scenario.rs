@@ -38,20 +38,26 @@ pub enum Boot {
     L0,
     /// LHV alone (`/boot/lhv`), no second disk.
     Lhv,
-    /// The Linux guest image alone (`linux.rs`), no L0, no second disk.
-    Linux,
+    /// The guest image (`guest`: a Linux image of `linux.rs`, or the user's
+    /// own image) alone, no L0, no second disk. (LHV alone is [`Boot::Lhv`].)
+    Bare,
     /// The harness's own tiny multiboot2 kernel: checks the emulator, GRUB
     /// and serial plumbing independently of L0 and LHV.
     SelfTest,
 }
 
 /// What L0 boots from the second disk (with [`Boot::L0`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Guest {
     /// The LHV image.
     Lhv,
     /// The Linux guest image (Debian cloud kernel, busybox initramfs).
     Linux,
+    /// The Linux guest image whose /init loads KVM and runs `kvmtest`
+    /// (`guest/kvmtest`).
+    LinuxKvm,
+    /// The user's own disk image (`guest_image`: a hybrid ISO or a raw disk).
+    Image,
 }
 
 /// Which test run includes a scenario: `scripts/test` runs the Default
@@ -100,6 +106,11 @@ pub struct Scenario {
     pub lhv_args: &'static str,
     /// More L0 command-line words, e.g. `mem=256`.
     pub l0_args: &'static str,
+    /// More Linux kernel command-line words for a Linux guest, e.g.
+    /// `kvm_strict=0` (read by `kvmtest`).
+    pub linux_args: &'static str,
+    /// The disk image file of [`Guest::Image`] (empty otherwise).
+    pub guest_image: &'static str,
     /// Every one of these must appear (see the module doc for `{cpu}`).
     pub pass: &'static [&'static str],
     /// Extra fatal markers, on top of [`DEFAULT_FAIL`].
@@ -144,6 +155,8 @@ pub const BOCHS_L0: Scenario = Scenario {
     lhv_args: "iters=20",
     // LHV under L0 shows L0 alive with its Stats hypercall at the end.
     l0_args: "hypercalls=stats",
+    linux_args: "",
+    guest_image: "",
     pass: &[
         "L0: region [",
         "CPU({cpu}): VMXON done",
@@ -212,10 +225,122 @@ pub const BOCHS_L0_LINUX: Scenario = Scenario {
 /// The Linux guest image alone (checks the image itself).
 pub const BOCHS_LINUX: Scenario = Scenario {
     name: "linux-bare",
-    boot: Boot::Linux,
+    boot: Boot::Bare,
     timeout_s: 120,
     check: Check::None,
     ..BOCHS_L0_LINUX
+};
+
+/// The Linux-KVM image (`Guest::LinuxKvm`) on bare Bochs: Linux loads
+/// irqbypass, kvm and kvm-intel and runs `kvmtest`, which must find EPT,
+/// VPID and unrestricted guest in kvm_intel and pass every check of its
+/// real-mode, 64-bit and two-vCPU guests (`guest/kvmtest`).
+pub const BOCHS_LINUX_KVM: Scenario = Scenario {
+    name: "linux-kvm",
+    guest: Guest::LinuxKvm,
+    pass: KVM_PASS,
+    fail: KVM_FAIL,
+    timeout_s: 300,
+    ..BOCHS_LINUX
+};
+
+/// `kvmtest`'s markers of a full pass: the three kvm_intel features it
+/// requires, each guest's last check, and the verdict.
+const KVM_PASS: &[&str] = &[
+    "LINUX: cpus={cpus}",
+    "LINUX: init reached",
+    "KVM check kvm_intel ept: ok",
+    "KVM check kvm_intel vpid: ok",
+    "KVM check kvm_intel unrestricted_guest: ok",
+    "KVM check realmode state: ok",
+    "KVM check longmode state: ok",
+    "KVM check smp two-vcpus: ok",
+    "KVM TEST PASS",
+];
+
+const KVM_FAIL: &[&str] = &["Kernel panic", "LINUX: FAIL", "KVM TEST FAIL"];
+
+/// L0, then the Linux-KVM image as its guest: KVM runs as L1 on L0's
+/// nested VMX and must get EPT, VPID and unrestricted guest from it (the
+/// acceptance check of issue 10).
+pub const BOCHS_L0_LINUX_KVM: Scenario = Scenario {
+    name: "l0-linux-kvm",
+    boot: Boot::L0,
+    fail: L0_KVM_FAIL,
+    timeout_s: 900,
+    tier: L0_KVM_TIER,
+    ..BOCHS_LINUX_KVM
+};
+
+const L0_KVM_FAIL: &[&str] = &[
+    "Kernel panic",
+    "LINUX: FAIL",
+    "KVM TEST FAIL",
+    "unhandled VM exit",
+    "VM-entry failure",
+    "failed: VMfail",
+];
+
+/// The tier of `l0-linux-kvm`. It needs nested EPT, VPID and unrestricted
+/// guest in L0 (until they land, kvm_intel loads without them and the
+/// scenario fails, saying so): Full until then, then Default (flip this
+/// line). `./scripts/run --scenario l0-linux-kvm --linux-args kvm_strict=0`
+/// shows how far KVM gets meanwhile.
+const L0_KVM_TIER: Tier = Tier::Full;
+
+/// KVM with shadow paging (kvm-intel ept=0 vpid=0 unrestricted_guest=0):
+/// #PF, CR3 and INVLPG exits instead of EPT, real mode emulated through
+/// vm86. Passes whatever L0 offers; the bare twin checks the image.
+pub const BOCHS_LINUX_KVM_SHADOW: Scenario = Scenario {
+    name: "linux-kvm-shadow",
+    linux_args: KVM_SHADOW_ARGS,
+    pass: KVM_SHADOW_PASS,
+    tier: Tier::Full,
+    ..BOCHS_LINUX_KVM
+};
+
+/// [`BOCHS_LINUX_KVM_SHADOW`] under L0: KVM's shadow paging as L1.
+pub const BOCHS_L0_LINUX_KVM_SHADOW: Scenario = Scenario {
+    name: "l0-linux-kvm-shadow",
+    linux_args: KVM_SHADOW_ARGS,
+    pass: KVM_SHADOW_PASS,
+    tier: Tier::Default,
+    ..BOCHS_L0_LINUX_KVM
+};
+
+const KVM_SHADOW_ARGS: &str =
+    "kvm_strict=0 kvm-intel.ept=0 kvm-intel.vpid=0 kvm-intel.unrestricted_guest=0";
+
+const KVM_SHADOW_PASS: &[&str] = &[
+    "LINUX: cpus={cpus}",
+    "LINUX: init reached",
+    "KVM param ept=N",
+    "KVM param vpid=N",
+    "KVM param unrestricted_guest=N",
+    "KVM check realmode state: ok",
+    "KVM check longmode state: ok",
+    "KVM check smp two-vcpus: ok",
+    "KVM TEST PASS",
+];
+
+/// A user's own disk image (`--guest-image FILE`) as L0's guest: judged
+/// only by L0 booting it and by nothing fatal until the machine powers off.
+pub const BOCHS_L0_IMAGE: Scenario = Scenario {
+    name: "l0+image",
+    guest: Guest::Image,
+    pass: &["L0: booting the guest"],
+    fail: L0_FATAL,
+    timeout_s: 600,
+    ..BOCHS_L0
+};
+
+/// The same image alone on Bochs (`--no-l0 --guest-image FILE`).
+pub const BOCHS_IMAGE: Scenario = Scenario {
+    name: "image",
+    boot: Boot::Bare,
+    pass: &[],
+    fail: &[],
+    ..BOCHS_L0_IMAGE
 };
 
 /// The harness self-test kernel prints this line and then stops the machine.
@@ -428,6 +553,10 @@ pub const SCENARIOS: &[Scenario] = &[
     QEMU_NO_VMX_LHV,
     BOCHS_LINUX,
     BOCHS_L0_LINUX,
+    BOCHS_LINUX_KVM,
+    BOCHS_L0_LINUX_KVM,
+    BOCHS_LINUX_KVM_SHADOW,
+    BOCHS_L0_LINUX_KVM_SHADOW,
     // The main job, as `./scripts/run` boots it.
     BOCHS_L0,
     // L0 with `vmx=off` (a late-launch hypervisor only): LHV must find VMX
@@ -655,11 +784,17 @@ pub fn filter(filters: &[String], full: bool) -> Vec<Scenario> {
 }
 
 /// A name for an ad-hoc `run` from its options: `l0`, `lhv/0x0`, `l0/0x3`,
-/// `l0+linux`, `linux`, with `@qemu` appended on QEMU.
+/// `l0+linux`, `linux`, `l0+linux-kvm`, `linux-kvm`, `l0+image`, `image`,
+/// with `@qemu` appended on QEMU.
 pub fn derived_name(boot: Boot, guest: Guest, lhv_opt: u64, emulator: Emulator) -> String {
+    let guest_name = match guest {
+        Guest::Lhv | Guest::Linux => "linux",
+        Guest::LinuxKvm => "linux-kvm",
+        Guest::Image => "image",
+    };
     let mut n = match boot {
-        Boot::L0 if guest == Guest::Linux => "l0+linux".to_string(),
-        Boot::Linux => "linux".to_string(),
+        Boot::L0 if guest != Guest::Lhv => format!("l0+{guest_name}"),
+        Boot::Bare => guest_name.to_string(),
         Boot::L0 if lhv_opt == 0 => "l0".to_string(),
         Boot::L0 => format!("l0/{lhv_opt:#x}"),
         Boot::Lhv => format!("lhv/{lhv_opt:#x}"),
@@ -810,7 +945,7 @@ mod tests {
         let bare = find("linux-bare").unwrap();
         assert_eq!(
             (bare.boot, bare.model, bare.cpus),
-            (Boot::Linux, "broadwell_ult", 2)
+            (Boot::Bare, "broadwell_ult", 2)
         );
         assert_eq!(bare.check, Check::None);
         assert_eq!(
@@ -842,9 +977,47 @@ mod tests {
             derived_name(Boot::L0, linux, 0, Emulator::Bochs),
             "l0+linux"
         );
+        assert_eq!(derived_name(Boot::Bare, linux, 0, Emulator::Bochs), "linux");
+        let (kvm, image) = (Guest::LinuxKvm, Guest::Image);
         assert_eq!(
-            derived_name(Boot::Linux, linux, 0, Emulator::Bochs),
-            "linux"
+            derived_name(Boot::L0, kvm, 0, Emulator::Bochs),
+            "l0+linux-kvm"
         );
+        assert_eq!(
+            derived_name(Boot::Bare, kvm, 0, Emulator::Bochs),
+            "linux-kvm"
+        );
+        assert_eq!(
+            derived_name(Boot::L0, image, 0, Emulator::Qemu),
+            "l0+image@qemu"
+        );
+        assert_eq!(derived_name(Boot::Bare, image, 0, Emulator::Bochs), "image");
+    }
+
+    #[test]
+    fn kvm_scenarios_require_ept_vpid_and_unrestricted_guest() {
+        for name in ["linux-kvm", "l0-linux-kvm"] {
+            let s = find(name).unwrap();
+            assert_eq!(
+                (s.guest, s.model, s.cpus),
+                (Guest::LinuxKvm, LINUX_MODEL, 2)
+            );
+            assert_eq!(s.linux_args, "", "{name} must run kvmtest strictly");
+            for p in ["ept", "vpid", "unrestricted_guest"] {
+                let m = format!("KVM check kvm_intel {p}: ok");
+                assert!(s.pass.contains(&m.as_str()), "{name}: {m}");
+            }
+            assert!(s.pass.contains(&"KVM TEST PASS"));
+            assert!(s.fail.contains(&"KVM TEST FAIL"));
+            assert!(s.expect_exit);
+        }
+        assert_eq!(find("linux-kvm").unwrap().boot, Boot::Bare);
+        assert_eq!(find("l0-linux-kvm").unwrap().boot, Boot::L0);
+        for name in ["linux-kvm-shadow", "l0-linux-kvm-shadow"] {
+            let s = find(name).unwrap();
+            assert!(s.linux_args.contains("kvm-intel.ept=0"), "{name}");
+            assert!(s.pass.contains(&"KVM param ept=N"), "{name}");
+            assert!(s.pass.contains(&"KVM TEST PASS"), "{name}");
+        }
     }
 }

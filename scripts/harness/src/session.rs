@@ -81,11 +81,14 @@ fn fresh_dir(job: &Job) -> Result<Disks, String> {
     let dir = job.dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let copy = |from: &std::path::Path, name: &str| {
+    let copy = |from: &std::path::Path, name: &str| -> Result<std::path::PathBuf, String> {
         let to = dir.join(name);
         std::fs::copy(from, &to)
-            .map(|_| to)
-            .map_err(|e| format!("copy {} to the run folder: {e}", from.display()))
+            .map_err(|e| format!("copy {} to the run folder: {e}", from.display()))?;
+        // A user's image (--guest-image) may end inside a cylinder of the
+        // geometry Bochs gives it: pad the copy (ours are padded already).
+        crate::images::pad_to_cylinders(&to)?;
+        Ok(to)
     };
     let disk0 = copy(&job.disk0, "disk0.img")?;
     let disk1 = match &job.disk1 {
