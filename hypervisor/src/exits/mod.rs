@@ -28,6 +28,7 @@ pub use ept_violation::handle as ept_violation;
 pub use exception::handle as exception;
 pub use init_sipi::enter_init_state;
 pub use msr::{emulated_rdmsr, rdmsr, write_mtrr, wrmsr};
+pub use single_step::start as single_step_start;
 
 /// A decoded VM exit.
 #[derive(Clone, Copy, Debug)]

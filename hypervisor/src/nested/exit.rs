@@ -11,7 +11,7 @@
 //! has "NMI exiting", an INIT an INIT-signal exit (SDM 26.2).
 
 use shared::nmi_inject::BLOCKING_BY_NMI;
-use shared::vmx::controls::{PinBased, PrimaryProcBased};
+use shared::vmx::controls::{PinBased, PrimaryProcBased, SecondaryProcBased};
 use shared::vmx::exit::{InterruptionInfo, InterruptionType};
 use shared::vmx::insn as hw;
 use shared::vmx::nested::reflect::{self, L2Exit};
@@ -101,6 +101,12 @@ fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resu
                 return crate::exits::exception(vcpu, v, exit);
             }
             None
+        }
+        // L1 uses EPT: VMCS02 uses an EPT02 (see `ept02`).
+        ExitReason::EptViolation | ExitReason::EptMisconfiguration
+            if c.proc2(SecondaryProcBased::ENABLE_EPT) =>
+        {
+            super::ept02::handle_exit(vcpu, v, exit)
         }
         // L1 has no EPT: VMCS02 uses EPT01, whose faults are L0's.
         ExitReason::EptViolation | ExitReason::EptMisconfiguration => {

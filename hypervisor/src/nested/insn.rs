@@ -121,6 +121,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
         ExitReason::Vmxon => vmxon(vcpu, v, exit),
         ExitReason::Vmxoff => {
             vcpu.nested.flush_vmcs12s();
+            vcpu.nested.ept02.clear();
             vcpu.nested.vmxon = None;
             Ok(Outcome::Succeed)
         }
@@ -131,6 +132,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
         ExitReason::Vmwrite => vmwrite(vcpu, v, exit),
         ExitReason::Vmlaunch => return super::entry::enter(vcpu, v, exit, true),
         ExitReason::Vmresume => return super::entry::enter(vcpu, v, exit, false),
+        ExitReason::Invept => super::ept02::invept(vcpu, v, exit),
         // EPT, VPID and VM functions are not offered to L1 (yet): the
         // instructions are #UD as on a processor without them.
         _ => return inject_ud(v),

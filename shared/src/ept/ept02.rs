@@ -289,6 +289,15 @@ impl RootCache {
         self.len() == 0
     }
 
+    /// The cached hierarchy whose PML4 is at `root`, if any.
+    pub fn find_root(&self, root: u64) -> Option<Ept02> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| s.ept02.root == root)
+            .map(|s| s.ept02)
+    }
+
     /// The root for `eptp12` without touching the LRU order.
     pub fn peek(&self, eptp12: u64) -> Option<Ept02> {
         self.slots
