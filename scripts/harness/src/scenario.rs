@@ -456,6 +456,10 @@ pub const SCENARIOS: &[Scenario] = &[
     l0_lhv_test("l0-lhv/0x2000/2cpu", 0x2000, 2),
     l0_lhv_test("l0-lhv/0x4000/2cpu", 0x4000, 2),
     l0_lhv_test("l0-lhv/0x8000/2cpu", 0x8000, 2),
+    // Nested EPT (issue 9): EPT, SWITCH_EPT, LARGE_PAGE.
+    l0_lhv_test("l0-lhv/0x4/2cpu", 0x4, 2),
+    l0_lhv_test("l0-lhv/0xc/2cpu", 0xc, 2),
+    l0_lhv_test("l0-lhv/0x104/2cpu", 0x104, 2),
     l0_lhv_test("l0-lhv/0xecc1/2cpu", 0xecc1, 2),
     l0_lhv_test("l0-lhv/0xecc1/4cpu", 0xecc1, 4),
     // Reproducers of nested-VMX bugs in other hypervisors: GOOD on bare Bochs.
@@ -668,7 +672,8 @@ mod tests {
             })
             .collect();
         let mut want: Vec<(u64, u32)> = [
-            0x0, 0x1, 0x2, 0x40, 0x80, 0x200, 0x400, 0x800, 0x2000, 0x4000, 0x8000, 0xecc1,
+            0x0, 0x1, 0x2, 0x40, 0x80, 0x200, 0x400, 0x800, 0x2000, 0x4000, 0x8000, 0x4, 0xc,
+            0x104, 0xecc1,
         ]
         .iter()
         .map(|o| (*o, 2))
