@@ -149,7 +149,7 @@ proptest! {
         let mut pool = ListPool::new(&mut mem, BASE, frames);
         let mut c = RootCache::new(capacity);
         // Model: which EPTPs were invalidated since their root was made.
-        let key = |k: u8| 0x10_0000u64 * (u64::from(k) + 1) | 0x1e;
+        let key = |k: u8| (0x10_0000u64 * (u64::from(k) + 1)) | 0x1e;
         let mut must_be_fresh = [true; 6];
         for o in ops {
             match o {

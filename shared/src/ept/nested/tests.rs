@@ -5,7 +5,7 @@
 use super::*;
 use crate::ept::build::{EptBuilder, FrameAlloc, Mapping};
 use crate::ept::entry::{ENTRY_SIZE, MemoryType, level_index};
-use crate::ept::ept02::{Ept02, FramePool};
+use crate::ept::ept02::Ept02;
 use crate::mem::SparseMemory;
 use proptest::prelude::*;
 
@@ -173,7 +173,6 @@ impl World {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build(
     maps: &[Map12],
     edits: &[Edit12],
