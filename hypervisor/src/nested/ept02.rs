@@ -20,7 +20,7 @@
 //!   may name, read-only), writes are dropped into the sink page for one
 //!   single-stepped instruction (xAPIC writes pass through the same way).
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use shared::ept::ept02::{Ept02, FramePool, Installed, RootCache};
 use shared::ept::nested::{self, Ept01Leaf, Ept01View, Ept02Outcome, Install, Resolve};
@@ -46,6 +46,8 @@ pub const DEFAULT_FRAMES: u64 = 1024;
 /// Fewest frames the pool gets: a root and its three tables below, twice.
 const MIN_FRAMES: u64 = 8;
 
+/// The first fault L0 resolves for L2 on its own is logged.
+static L0_FAULT_LOGGED: AtomicBool = AtomicBool::new(false);
 static ROOTS: AtomicUsize = AtomicUsize::new(DEFAULT_ROOTS);
 /// Bumped by every change of EPT01 that EPT02s derive from.
 static EPT01_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -386,6 +388,18 @@ fn l0_fault(
     let page1 = gpa1 & !(PAGE_SIZE - 1);
     let write = nested::access_of(exit.qualification).contains(EptPerms::WRITE);
     let apic = crate::ept01::apic_page() == Some(page1);
+    if !L0_FAULT_LOGGED.swap(true, Ordering::Relaxed) {
+        shared::cpu_println!(
+            "nested EPT: L2 {} L1-physical {gpa1:#x} (L2 {gpa2:#x}, RIP {:#x}), which EPT01 refuses: {} (logged once)",
+            if write { "writes" } else { "reads" },
+            exit.rip,
+            match (write, apic) {
+                (false, _) => "reads see all ones",
+                (true, true) => "the xAPIC write passes through, single-stepped",
+                (true, false) => "the write is dropped, single-stepped",
+            }
+        );
+    }
     let leaf = |hpa: u64, perms: EptPerms, mt: MemoryType| Install {
         gpa2: page2,
         page_size: PageSize::Size4K,
