@@ -22,7 +22,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use shared::ept::ept02::{Ept02, FramePool, Installed, RootCache};
+use shared::ept::ept02::{Ept02, FramePool, RootCache};
 use shared::ept::nested::{self, Ept01Leaf, Ept01View, Ept02Outcome, Install, Resolve};
 use shared::ept::{BuildError, EptConfig, EptEntry, EptPerms, Eptp, FrameAlloc, MemoryType};
 use shared::ept::{PageSize, entry::PAGE_SIZE};
@@ -43,9 +43,16 @@ use crate::vcpu::{Resume, StepKind, Vcpu};
 pub const DEFAULT_ROOTS: usize = 4;
 /// Frames for EPT02 tables (all CPUs) unless `ept02_frames=<n>`.
 pub const DEFAULT_FRAMES: u64 = 1024;
-/// Fewest frames the pool gets: a root and its three tables below, twice.
-const MIN_FRAMES: u64 = 8;
+/// Frames one walk needs: a PML4 and the three tables below it.
+const WALK_FRAMES: u64 = 4;
+/// Fewest frames the pool gets. One instruction of L2 may need several
+/// pages at once (code, data, stack, descriptor tables), each up to three
+/// tables below the PML4: with too small a share a CPU's L2 evicts what it
+/// needs next and makes no progress (8 frames for 2 CPUs do that).
+const MIN_FRAMES: u64 = 64;
 
+/// Running out of frames for good is logged once.
+static EXHAUSTED_LOGGED: AtomicBool = AtomicBool::new(false);
 /// The first fault L0 resolves for L2 on its own is logged.
 static L0_FAULT_LOGGED: AtomicBool = AtomicBool::new(false);
 static ROOTS: AtomicUsize = AtomicUsize::new(DEFAULT_ROOTS);
@@ -68,12 +75,29 @@ static POOL: spin::Mutex<FreeList> = spin::Mutex::new(FreeList {
     low: 0,
 });
 
-/// The EPT02 pool, locked for one operation.
-struct Pool<'a>(spin::MutexGuard<'a, FreeList>);
+/// The EPT02 pool, locked for one operation of one CPU, which may hold
+/// at most its share of the frames (the total divided by the CPUs online):
+/// a CPU that runs out evicts its own roots, and then always finds at
+/// least one walk's frames, whatever the other CPUs hold.
+struct Pool<'a> {
+    list: spin::MutexGuard<'a, FreeList>,
+    /// Frames this CPU holds.
+    held: &'a mut u64,
+}
+
+impl Pool<'_> {
+    fn quota(&self) -> u64 {
+        let cpus = shared::percpu::online_count().max(1) as u64;
+        (self.list.total / cpus).max(WALK_FRAMES)
+    }
+}
 
 impl FrameAlloc for Pool<'_> {
     fn alloc_zeroed(&mut self) -> Option<u64> {
-        let l = &mut *self.0;
+        if *self.held >= self.quota() {
+            return None;
+        }
+        let l = &mut *self.list;
         if l.head == 0 {
             return None;
         }
@@ -81,6 +105,7 @@ impl FrameAlloc for Pool<'_> {
         l.head = HostMemory.read_u64(frame).unwrap_or(0);
         l.free -= 1;
         l.low = l.low.min(l.free);
+        *self.held += 1;
         // The frame is L0's (carved from its pool); `Ept02` zeroes it.
         Some(frame)
     }
@@ -88,15 +113,22 @@ impl FrameAlloc for Pool<'_> {
 
 impl FramePool for Pool<'_> {
     fn free(&mut self, frame: u64) {
-        let l = &mut *self.0;
-        let _ = HostMemory.write_u64(frame, l.head);
-        l.head = frame;
-        l.free += 1;
+        push(&mut self.list, frame);
+        *self.held = self.held.saturating_sub(1);
     }
 }
 
-fn pool() -> Pool<'static> {
-    Pool(POOL.lock())
+fn push(l: &mut FreeList, frame: u64) {
+    let _ = HostMemory.write_u64(frame, l.head);
+    l.head = frame;
+    l.free += 1;
+}
+
+fn pool(held: &mut u64) -> Pool<'_> {
+    Pool {
+        list: POOL.lock(),
+        held,
+    }
 }
 
 /// Carves the EPT02 frames out of L0's pool and reads the LRU size (BSP,
@@ -111,18 +143,18 @@ pub fn init(cmdline: &str) {
     let want = shared::cmdline::get_num(cmdline, "ept02_frames")
         .unwrap_or(DEFAULT_FRAMES)
         .max(MIN_FRAMES);
-    let mut p = pool();
+    let mut p = POOL.lock();
     crate::memory::with_pool(|l0| {
-        while p.0.total < want {
+        while p.total < want {
             let Some(f) = l0.alloc_zeroed() else { break };
-            p.free(f);
-            p.0.total += 1;
+            push(&mut p, f);
+            p.total += 1;
         }
     });
-    p.0.low = p.0.free;
+    p.low = p.free;
     shared::println!(
         "L0: nested EPT: {} EPT02 frames, {} roots per CPU",
-        p.0.total,
+        p.total,
         ROOTS.load(Ordering::Relaxed)
     );
 }
@@ -155,6 +187,8 @@ pub struct Counters {
 pub struct State {
     cache: RootCache,
     generation: u64,
+    /// Frames of the pool this CPU's roots hold.
+    held: u64,
     pub counters: Counters,
 }
 
@@ -163,6 +197,7 @@ impl State {
         Self {
             cache: RootCache::new(ROOTS.load(Ordering::Relaxed)),
             generation: EPT01_GENERATION.load(Ordering::Acquire),
+            held: 0,
             counters: Counters::default(),
         }
     }
@@ -171,7 +206,8 @@ impl State {
     fn sync_generation(&mut self) {
         let g = EPT01_GENERATION.load(Ordering::Acquire);
         if g != self.generation {
-            self.cache.invalidate_all(&HostMemory, &mut pool());
+            self.cache
+                .invalidate_all(&HostMemory, &mut pool(&mut self.held));
             self.generation = g;
         }
     }
@@ -179,7 +215,9 @@ impl State {
     /// The root for `eptp12`, flushed if new.
     fn root(&mut self, eptp12: u64) -> Result<Ept02, BuildError> {
         self.sync_generation();
-        let r = self.cache.get(&mut HostMemory, &mut pool(), eptp12)?;
+        let r = self
+            .cache
+            .get(&mut HostMemory, &mut pool(&mut self.held), eptp12)?;
         if r.created {
             flush(r.ept02);
         }
@@ -188,7 +226,8 @@ impl State {
 
     /// Drops every root (VMXOFF of L1).
     pub fn clear(&mut self) {
-        self.cache.invalidate_all(&HostMemory, &mut pool());
+        self.cache
+            .invalidate_all(&HostMemory, &mut pool(&mut self.held));
     }
 }
 
@@ -271,8 +310,12 @@ pub fn handle_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opt
     let ept02 = match st.root(eptp12) {
         Ok(r) => r,
         Err(e) => {
-            shared::cpu_println!("nested EPT: no EPT02 root: {e}");
-            return None;
+            // VMCS02's EPTP may name a dropped root: L2 must not run.
+            shared::cpu_println!(
+                "nested EPT: no EPT02 root for EPTP12 {eptp12:#x}: {e}; this CPU stops"
+            );
+            super::dump::current("02");
+            return Some(Resume::Stop);
         }
     };
     if v.read(F::EptPointer) != ept02.eptp().0 {
@@ -286,7 +329,8 @@ pub fn handle_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opt
     };
     match nested::resolve(&p, &GuestMemory, &L0Ept01, gpa2, exit.qualification) {
         Ept02Outcome::Install(i) => {
-            install(vcpu, v, ept02, &i)?;
+            // Not installed (logged): L2 faults again.
+            install(vcpu, ept02, &i);
             crate::exits::reinject_vectored_event(v, exit);
             Some(Resume::Guest)
         }
@@ -330,48 +374,52 @@ fn resume_with_root(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Op
 
 /// Adds `i` to `ept02`, making room when frames run out: other roots of
 /// this CPU are evicted first (least recently used first), then this root
-/// is emptied (VMCS02 then gets its new PML4).
-fn install(
-    vcpu: &mut Vcpu,
-    v: &mut impl VmcsAccess,
-    mut ept02: Ept02,
-    i: &Install,
-) -> Option<Installed> {
+/// is emptied in place. False (logged once) if it still does not fit.
+fn install(vcpu: &mut Vcpu, ept02: Ept02, i: &Install) -> bool {
     let st = &mut vcpu.nested.ept02;
-    let mut reset = false;
+    let mut emptied = false;
     loop {
-        let r = ept02.install(&mut HostMemory, &mut pool(), i.gpa2, i.page_size, i.leaf);
+        let r = ept02.install(
+            &mut HostMemory,
+            &mut pool(&mut st.held),
+            i.gpa2,
+            i.page_size,
+            i.leaf,
+        );
         match r {
             Ok(done) => {
                 st.counters.installs += 1;
                 if done.replaced {
                     flush(ept02);
                 }
-                return Some(done);
+                return true;
             }
             Err(BuildError::OutOfFrames) => {
                 st.counters.exhausted += 1;
-                if st.cache.evict_lru(&HostMemory, &mut pool(), Some(ept02)) {
+                let mut p = pool(&mut st.held);
+                if st.cache.evict_lru(&HostMemory, &mut p, Some(ept02)) {
                     continue;
                 }
-                if reset {
+                if emptied || !st.cache.reset(&mut HostMemory, &mut p, ept02) {
                     break;
                 }
-                reset = true;
-                ept02 = st.cache.reset(&mut HostMemory, &mut pool(), ept02)?;
+                drop(p);
                 flush(ept02);
-                v.write(F::EptPointer, ept02.eptp().0);
+                emptied = true;
             }
             Err(e) => {
                 shared::cpu_println!("nested EPT: EPT02 install at {:#x} failed: {e}", i.gpa2);
-                return None;
+                return false;
             }
         }
     }
-    shared::cpu_println!(
-        "nested EPT: out of EPT02 frames (ept02_frames= is too small for one walk)"
-    );
-    None
+    if !EXHAUSTED_LOGGED.swap(true, Ordering::Relaxed) {
+        shared::cpu_println!(
+            "nested EPT: no EPT02 frame for {:#x} even after emptying this CPU's roots (logged once)",
+            i.gpa2
+        );
+    }
+    false
 }
 
 /// EPT12 allows an access that EPT01 does not.
@@ -408,16 +456,12 @@ fn l0_fault(
     };
     if !write {
         // Reads and fetches of memory L1 has not: all ones, as for L1.
-        install(
-            vcpu,
-            v,
-            ept02,
-            &leaf(
-                crate::ept01::dummy_page(),
-                EptPerms::RX,
-                MemoryType::WriteBack,
-            ),
-        )?;
+        let dummy = leaf(
+            crate::ept01::dummy_page(),
+            EptPerms::RX,
+            MemoryType::WriteBack,
+        );
+        install(vcpu, ept02, &dummy);
         crate::exits::reinject_vectored_event(v, exit);
         return Some(Resume::Guest);
     }
@@ -430,8 +474,10 @@ fn l0_fault(
             MemoryType::WriteBack,
         )
     };
-    install(vcpu, v, ept02, &target)?;
     crate::exits::reinject_vectored_event(v, exit);
+    if !install(vcpu, ept02, &target) {
+        return Some(Resume::Guest);
+    }
     crate::exits::single_step_start(
         vcpu,
         v,
@@ -450,7 +496,9 @@ pub fn end_write_step(vcpu: &mut Vcpu, root: u64, gpa2: u64) {
     let st = &mut vcpu.nested.ept02;
     if let Some(e) = st.cache.find_root(root) {
         let empty = EptEntry::EMPTY;
-        let _ = e.install(&mut HostMemory, &mut pool(), gpa2, PageSize::Size4K, empty);
+        let mut p = pool(&mut st.held);
+        let _ = e.install(&mut HostMemory, &mut p, gpa2, PageSize::Size4K, empty);
+        drop(p);
         flush(e);
     }
     crate::ept01::refill_sink();
@@ -493,9 +541,11 @@ pub fn invept(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Result<O
         if Eptp(eptp).validate(&cfg12).is_err() {
             return Ok(vmfail(vcpu, E::InvalidInveptInvvpidOperand));
         }
-        st.cache.invalidate(&HostMemory, &mut pool(), eptp);
+        st.cache
+            .invalidate(&HostMemory, &mut pool(&mut st.held), eptp);
     } else {
-        st.cache.invalidate_all(&HostMemory, &mut pool());
+        st.cache
+            .invalidate_all(&HostMemory, &mut pool(&mut st.held));
     }
     Ok(Outcome::Succeed)
 }

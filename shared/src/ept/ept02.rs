@@ -140,6 +140,23 @@ impl Ept02 {
         count_tables(mem, self.root, LEVELS)
     }
 
+    /// Frees every table below the PML4 and empties it (the EPTP stays
+    /// valid; the caller flushes it).
+    pub fn clear(&self, mem: &mut impl PhysMemory, pool: &mut impl FramePool) {
+        for i in 0..ENTRIES_PER_TABLE {
+            let addr = self.root + i * ENTRY_SIZE;
+            let Ok(e) = mem.read_u64(addr).map(EptEntry) else {
+                continue;
+            };
+            if e.is_present() {
+                if !e.is_leaf(LEVELS) {
+                    free_tree(mem, pool, e.addr(), LEVELS - 1);
+                }
+                let _ = mem.write_u64(addr, 0);
+            }
+        }
+    }
+
     /// Frees every table of the hierarchy, root included.
     pub fn free(self, mem: &impl PhysMemory, pool: &mut impl FramePool) {
         free_tree(mem, pool, self.root, LEVELS);
@@ -410,25 +427,20 @@ impl RootCache {
         n
     }
 
-    /// Empties the root `ept02` (frees its tables, keeps a fresh root for
-    /// the same EPTP12): the last resort when frames run out. Returns the
-    /// new root, which the caller flushes, or `None` if `ept02` is not
-    /// cached or no frame is left even for a root.
+    /// Empties the root `ept02` in place (frees the tables below its
+    /// PML4, which stays): the last resort when frames run out, needing no
+    /// frame itself. False if `ept02` is not cached.
     pub fn reset(
         &mut self,
         mem: &mut impl PhysMemory,
         pool: &mut impl FramePool,
         ept02: Ept02,
-    ) -> Option<Ept02> {
-        let s = self
-            .slots
-            .iter_mut()
-            .find(|s| s.is_some_and(|s| s.ept02 == ept02))?;
-        let old = s.take()?;
-        old.ept02.free(mem, pool);
-        let new = Ept02::new(mem, pool).ok()?;
-        *s = Some(Slot { ept02: new, ..old });
-        Some(new)
+    ) -> bool {
+        if self.find_root(ept02.root).is_none() {
+            return false;
+        }
+        ept02.clear(mem, pool);
+        true
     }
 }
 

@@ -61,6 +61,10 @@ fn install_replaces_tables_and_large_leaves() {
         e.lookup(&mem, 0x20_3fff).map(|(l, _)| l.addr()),
         Some(0x9000)
     );
+    // Cleared in place: only the PML4 is left, and it maps nothing.
+    e.clear(&mut mem, &mut pool);
+    assert_eq!((e.frames(&mem), pool.out.len()), (1, 1));
+    assert_eq!(e.lookup(&mem, 0x20_3000), None);
     e.free(&mem, &mut pool);
     assert!(pool.out.is_empty());
 }
@@ -89,6 +93,12 @@ fn out_of_frames_is_an_error_and_leaks_nothing() {
     assert!(a.created);
     let b = c.get(&mut mem, &mut pool, 0x2000).unwrap();
     assert!(b.created && c.peek(0x1000).is_none() && c.stats.evictions == 1);
+    // The one frame came back as the new root (which the caller flushes).
+    assert_eq!(a.ept02, b.ept02);
+    assert!(c.reset(&mut mem, &mut pool, b.ept02));
+    assert_eq!(c.peek(0x2000), Some(b.ept02));
+    c.invalidate_all(&mem, &mut pool);
+    assert!(!c.reset(&mut mem, &mut pool, b.ept02));
 }
 
 #[test]
