@@ -341,6 +341,25 @@ const fn repro(
     }
 }
 
+/// A reproducer under L0 (LHV as L1, nested VMX), 1 CPU.
+const fn l0_repro(
+    name: &'static str,
+    lhv_args: &'static str,
+    pass: &'static [&'static str],
+    fail: &'static [&'static str],
+) -> Scenario {
+    Scenario {
+        name,
+        cpus: 1,
+        lhv_args,
+        pass,
+        fail,
+        expect_exit: true,
+        timeout_s: 180,
+        ..BOCHS_L0
+    }
+}
+
 /// The table `scripts/test` runs. Keep names unique; filters match substrings.
 pub const SCENARIOS: &[Scenario] = &[
     SELFTEST_BOCHS,
@@ -469,6 +488,14 @@ pub const SCENARIOS: &[Scenario] = &[
         &["repro kvm216212: GOOD"],
         &["repro kvm216212: BAD"],
     ),
+    // kvm216212 under L0 needs nested EPT and unrestricted guest for L2
+    // (issue 9); Full until both are merged, then Default.
+    full(l0_repro(
+        "l0-repro/kvm216212",
+        "lhv_repro=kvm216212",
+        &["L0: VMX for the guest: on", "repro kvm216212: GOOD"],
+        &["repro kvm216212: BAD", "SKIP repro kvm216212"],
+    )),
     repro(
         "repro/nmi-blocking",
         "lhv_repro=nmi-blocking",
