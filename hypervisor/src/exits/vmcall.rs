@@ -14,6 +14,11 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     if let Some(r) = super::int15::try_handle(vcpu, v, exit) {
         return Some(r);
     }
+    // In (L1's) VMX root operation VMCALL above CPL 0 is #GP(0) (SDM 31.3
+    // "VMCALL"); L0's hypercalls are for CPL 0 there.
+    if vcpu.nested.vmxon.is_some() && guest_cpl(v) != 0 {
+        return super::inject_gp(v);
+    }
     let rax = match (guest_cpl(v), Hypercall::from_rax(vcpu.regs.gpr[reg::RAX])) {
         (0, Some(Hypercall::Print)) => print(vcpu),
         (0, Some(Hypercall::Stats)) => {

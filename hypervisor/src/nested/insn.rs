@@ -114,6 +114,17 @@ fn revision_id() -> u32 {
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     let reason = exit.reason.basic();
     let needs_vmx_operation = reason != ExitReason::Vmxon;
+    // INVEPT and INVVPID do not exist for an L1 whose capability MSRs
+    // offer no EPT / VPID: #UD whatever the CPL (as on such a processor).
+    let l1 = super::l1_msrs().map(|m| m.caps());
+    let missing = match reason {
+        ExitReason::Invept => !l1.is_some_and(|c| c.has_ept() && c.ept_vpid.invept),
+        ExitReason::Invvpid => !l1.is_some_and(|c| c.has_vpid() && c.ept_vpid.invvpid),
+        _ => false,
+    };
+    if missing {
+        return inject_ud(v);
+    }
     if let Err(r) = preconditions(vcpu, v, needs_vmx_operation) {
         return r;
     }
