@@ -366,7 +366,11 @@ pub fn handle_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opt
 /// After L0 dropped the roots: VMCS02 gets a fresh one.
 fn resume_with_root(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     let eptp12 = vcpu.nested.current_vmcs12()?.read(F::EptPointer);
-    let r = vcpu.nested.ept02.root(eptp12).ok()?;
+    let Ok(r) = vcpu.nested.ept02.root(eptp12) else {
+        // VMCS02's EPTP names a dropped root: L2 must not run.
+        shared::cpu_println!("nested EPT: no EPT02 root for EPTP12 {eptp12:#x}; this CPU stops");
+        return Some(Resume::Stop);
+    };
     v.write(F::EptPointer, r.eptp().0);
     crate::exits::reinject_vectored_event(v, exit);
     Some(Resume::Guest)
