@@ -107,6 +107,48 @@ pub fn eptp() -> Option<Eptp> {
     Some(e.builder.eptp(MemoryType::WriteBack, false))
 }
 
+/// The all-ones page hidden guest pages read as.
+pub fn dummy_page() -> u64 {
+    dummy_phys()
+}
+
+/// The page dropped writes land in.
+pub fn sink_page() -> u64 {
+    sink_phys()
+}
+
+/// Refills the sink page with ones (after a dropped write).
+pub fn refill_sink() {
+    // SAFETY: the sink is L0's page; see `close_sink`.
+    unsafe { core::ptr::write_volatile(&raw mut SINK_PAGE, Page([0xff; 4096])) };
+}
+
+/// EPT01's translation of guest-physical `gpa` for nested EPT: `None` in
+/// L0's region and where EPT01 maps nothing. The page size is that of
+/// EPT01's leaf, or 4 KiB if that leaf's page touches L0's region (EPT01
+/// splits around the region, so this is only a guard).
+pub fn lookup(gpa: u64) -> Option<shared::ept::nested::Ept01Leaf> {
+    let e = EPT01.get()?.lock();
+    if e.layout.is_hidden(gpa) || gpa >= e.layout.limit {
+        return None;
+    }
+    let eptp = e.builder.eptp(MemoryType::WriteBack, false);
+    let cfg = EptConfig::full(max_phys_addr());
+    let t = shared::ept::walk(&HostMemory, eptp, gpa, EptPerms::empty(), &cfg).ok()?;
+    drop(e);
+    let size = t.page_size.bytes();
+    let page_size = if memory::overlaps_region(gpa & !(size - 1), size) {
+        PageSize::Size4K
+    } else {
+        t.page_size
+    };
+    Some(shared::ept::nested::Ept01Leaf {
+        hpa: t.hpa,
+        perms: t.perms,
+        page_size,
+    })
+}
+
 /// Whether `gpa` is in L0's hidden region.
 pub fn is_hidden(gpa: u64) -> bool {
     EPT01.get().is_some_and(|e| e.lock().layout.is_hidden(gpa))
@@ -184,6 +226,7 @@ pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
     if let Err(err) = r {
         shared::cpu_println!("EPT01: re-typing after an MTRR write failed: {err}");
     }
+    crate::nested::ept02::ept01_changed();
     invept_all();
 }
 
@@ -254,6 +297,8 @@ pub fn set_apic_page(page: u64) {
     }
     map_guest_page(&mut e, page, APIC_PROTECTED);
     e.apic_page = Some(page);
+    drop(e);
+    crate::nested::ept02::ept01_changed();
 }
 
 /// The trapped xAPIC page.
@@ -274,6 +319,10 @@ pub fn open_apic_page(open: bool) {
         if open { EptPerms::RWX } else { APIC_PROTECTED },
     );
     drop(e);
+    if !open {
+        // An EPT02 made while the page was open may let writes through.
+        crate::nested::ept02::ept01_changed();
+    }
     invept_all();
 }
 

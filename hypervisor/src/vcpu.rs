@@ -52,6 +52,10 @@ pub enum StepKind {
     HiddenWrite { gpa: u64 },
     /// A write to the xAPIC page that L0 cannot decode passes through.
     ApicWrite,
+    /// A write of L2 that EPT12 allows and EPT01 does not: the EPT02 entry
+    /// of `gpa2` (in the EPT02 whose PML4 is `root`) names the sink page or
+    /// the xAPIC page for one instruction (see `nested::ept02`).
+    Ept02Access { root: u64, gpa2: u64, gpa1: u64 },
 }
 
 /// A single-stepped instruction in progress.

@@ -43,6 +43,17 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     }
     // Any other exception exits only during a step.
     single_step::finish(vcpu, v)?;
+    redeliver(v, exit)
+}
+
+/// Delivers the exception of this exit to the guest as it was raised (the
+/// instruction did not complete): #PF with its CR2, software exceptions
+/// with their instruction length. If the exit interrupted the delivery of
+/// another event, that event is re-delivered instead (`handle_exit`) and
+/// the exception recurs by itself.
+pub fn redeliver(v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    let info = InterruptionInfo(v.read32(F::VmExitInterruptionInfo));
+    let kind = info.kind();
     if InterruptionInfo(v.read32(F::IdtVectoringInfo)).is_valid() {
         return Some(Resume::Guest);
     }

@@ -35,7 +35,7 @@ pub fn start(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, kind: StepKind) {
         // The previous step never completed (its instruction faulted
         // again): keep the guest's own TF from before it.
         Some(prev) => {
-            undo(prev.kind);
+            undo(vcpu, prev.kind);
             prev.guest_tf
         }
         None => {
@@ -46,6 +46,8 @@ pub fn start(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, kind: StepKind) {
     match kind {
         StepKind::HiddenWrite { gpa } => crate::ept01::open_sink(gpa),
         StepKind::ApicWrite => crate::ept01::open_apic_page(true),
+        // `nested::ept02` has installed the writable EPT02 entry.
+        StepKind::Ept02Access { .. } => {}
     }
     vcpu.step = Some(SingleStep { kind, guest_tf });
     v.set_bits(F::GuestRflags, RFLAGS_TF);
@@ -100,7 +102,7 @@ fn set_pending_bs_if_blocked(v: &mut impl VmcsAccess) {
 /// Ends the step in progress, if any; returns the guest's own TF then.
 pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
     let step = vcpu.step.take()?;
-    undo(step.kind);
+    undo(vcpu, step.kind);
     restore_controls(vcpu.index, v);
     // The step's trap has been taken (as the #DB exit).
     v.clear_bits(F::GuestPendingDebugExceptions, PENDING_DEBUG_BS);
@@ -124,9 +126,12 @@ pub fn interrupted(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
     Some(Resume::Guest)
 }
 
-fn undo(kind: StepKind) {
+fn undo(vcpu: &mut Vcpu, kind: StepKind) {
     match kind {
         StepKind::HiddenWrite { gpa } => crate::ept01::close_sink(gpa),
         StepKind::ApicWrite => crate::ept01::open_apic_page(false),
+        StepKind::Ept02Access { root, gpa2, .. } => {
+            crate::nested::ept02::end_write_step(vcpu, root, gpa2)
+        }
     }
 }

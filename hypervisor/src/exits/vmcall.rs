@@ -49,6 +49,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
             vcpu.regs.gpr[reg::RCX] = shared::percpu::online_count() as u64;
             vcpu.regs.gpr[reg::RDX] = (e - b) / 1024;
             vcpu.regs.gpr[reg::RSI] = b;
+            crate::nested::ept02::report(vcpu);
             hypercall::OK
         }
         Hypercall::DumpVmcs => {

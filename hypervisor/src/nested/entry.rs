@@ -253,6 +253,8 @@ fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: &HostState) -> Result<(), hw:
 /// copied into L0's pages.
 fn l0_part(vcpu: &mut Vcpu, slot: usize) -> L0Part {
     let caps = crate::caps();
+    // L1 uses EPT: VMCS02 runs with the EPT02 of VMCS12's EPTP.
+    let eptp02 = super::ept02::entry_eptp(vcpu, slot);
     let n = &mut vcpu.nested;
     let vmcs12 = &n.store.vmcs12[slot];
     let c = vmcs02::Controls12::read(vmcs12);
@@ -265,6 +267,10 @@ fn l0_part(vcpu: &mut Vcpu, slot: usize) -> L0Part {
         super::bitmaps::copy_page(vmcs12.read(F::IoBitmapBAddress), b);
     }
     let pdptes = vmcs02::l2_uses_pae_paging(vmcs12).then(|| {
+        // With EPT the PDPTEs come from VMCS12's guest state (SDM 27.3.2.4).
+        if eptp02.is_some() {
+            return vmcs02::PDPTE_FIELDS.map(|f| vmcs12.read(f));
+        }
         let base = vmcs12.read(F::GuestCr3) & 0xffff_ffe0;
         core::array::from_fn(|i| {
             use shared::mem::PhysMemory;
@@ -275,7 +281,7 @@ fn l0_part(vcpu: &mut Vcpu, slot: usize) -> L0Part {
     L0Part {
         pin: crate::controls().pin & (PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS).bits(),
         proc2: (SecondaryProcBased::ENABLE_EPT | SecondaryProcBased::ENABLE_VPID).bits(),
-        eptp: crate::ept01::eptp().map_or(0, |e| e.0),
+        eptp: eptp02.unwrap_or_else(|| crate::ept01::eptp().map_or(0, |e| e.0)),
         vpid: vpid02(vcpu.index),
         msr_bitmap: phys(&n.store.msr_bitmap),
         io_bitmaps: (phys(&n.store.io_bitmaps[0]), phys(&n.store.io_bitmaps[1])),

@@ -11,7 +11,7 @@
 //! has "NMI exiting", an INIT an INIT-signal exit (SDM 26.2).
 
 use shared::nmi_inject::BLOCKING_BY_NMI;
-use shared::vmx::controls::{PinBased, PrimaryProcBased};
+use shared::vmx::controls::{PinBased, PrimaryProcBased, SecondaryProcBased};
 use shared::vmx::exit::{InterruptionInfo, InterruptionType};
 use shared::vmx::insn as hw;
 use shared::vmx::nested::reflect::{self, L2Exit};
@@ -80,6 +80,11 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
         // exit L1 does not want tried to change one of those, which is
         // #GP (SDM 24.8 "Restrictions on VMX Operation").
         ExitReason::ControlRegisterAccess => inject_gp(v),
+        // Exits that ended one of L0's single steps: the exception goes to
+        // L2 as raised; the interrupt stays pending in the local APIC (L1
+        // does not acknowledge it on exit, or it would want the exit).
+        ExitReason::ExceptionOrNmi => crate::exits::redeliver_exception(v, &exit),
+        ExitReason::ExternalInterrupt => Some(Resume::Guest),
         _ => {
             // Nothing else exits only for L0; give L1 what it would get.
             reflect_exit(vcpu, v, ExitInfo::read(v));
@@ -91,16 +96,30 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
 /// Exits that are L0's whatever L1 asked for.
 fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
     let c = Controls12::read(vcpu.nested.current_vmcs12()?);
+    let info = InterruptionInfo(v.read32(F::VmExitInterruptionInfo));
+    let is_exception = exit.reason.basic() == ExitReason::ExceptionOrNmi;
+    let nmi = is_exception && info.kind() == Some(InterruptionType::Nmi);
+    let step_db = is_exception
+        && info.vector() == crate::exits::vector::DB
+        && info.kind() == Some(InterruptionType::HardwareException);
+    // NMIs are L0's to sort out: its kicks, or NMIs for the virtual CPU
+    // (see `pending_events`); so is the #DB that ends one of L0's single
+    // steps of L2.
+    if nmi || (step_db && vcpu.step.is_some()) {
+        crate::exits::reinject_vectored_event(v, exit);
+        return crate::exits::exception(vcpu, v, exit);
+    }
+    // Any other exit during L0's step ends the step first (VMCS02's
+    // controls as they were), then is L1's or L0's as usual.
+    if vcpu.step.is_some() {
+        let _ = crate::exits::single_step_finish(vcpu, v);
+    }
     match exit.reason.basic() {
-        ExitReason::ExceptionOrNmi => {
-            let info = InterruptionInfo(v.read32(F::VmExitInterruptionInfo));
-            // NMIs are L0's to sort out: its kicks, or NMIs for the virtual
-            // CPU (see `pending_events`).
-            if info.kind() == Some(InterruptionType::Nmi) || vcpu.step.is_some() {
-                crate::exits::reinject_vectored_event(v, exit);
-                return crate::exits::exception(vcpu, v, exit);
-            }
-            None
+        // L1 uses EPT: VMCS02 uses an EPT02 (see `ept02`).
+        ExitReason::EptViolation | ExitReason::EptMisconfiguration
+            if c.proc2(SecondaryProcBased::ENABLE_EPT) =>
+        {
+            super::ept02::handle_exit(vcpu, v, exit)
         }
         // L1 has no EPT: VMCS02 uses EPT01, whose faults are L0's.
         ExitReason::EptViolation | ExitReason::EptMisconfiguration => {

@@ -134,6 +134,17 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut GuardedVmcs<'_>, exit: &Exit) -> Option<R
         return inject_ud(v);
     }
     let needs_vmx_operation = reason != ExitReason::Vmxon;
+    // INVEPT and INVVPID do not exist for an L1 whose capability MSRs
+    // offer no EPT / VPID: #UD whatever the CPL (as on such a processor).
+    let l1 = super::l1_msrs().map(|m| m.caps());
+    let missing = match reason {
+        ExitReason::Invept => !l1.is_some_and(|c| c.has_ept() && c.ept_vpid.invept),
+        ExitReason::Invvpid => !l1.is_some_and(|c| c.has_vpid() && c.ept_vpid.invvpid),
+        _ => false,
+    };
+    if missing {
+        return inject_ud(v);
+    }
     if let Err(r) = preconditions(vcpu, v, needs_vmx_operation) {
         return r;
     }
@@ -141,6 +152,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut GuardedVmcs<'_>, exit: &Exit) -> Option<R
         ExitReason::Vmxon => vmxon(vcpu, v, exit),
         ExitReason::Vmxoff => {
             vcpu.nested.flush_vmcs12s();
+            vcpu.nested.ept02.clear();
             vcpu.nested.vmxon = None;
             Ok(Outcome::Succeed)
         }
@@ -152,6 +164,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut GuardedVmcs<'_>, exit: &Exit) -> Option<R
         ExitReason::Vmlaunch => return super::entry::enter(vcpu, v, exit, true),
         ExitReason::Vmresume => return super::entry::enter(vcpu, v, exit, false),
         ExitReason::Invvpid => invvpid(vcpu, v, exit),
+        ExitReason::Invept => super::ept02::invept(vcpu, v, exit),
         // EPT, VPID and VM functions are not offered to L1 (yet): the
         // instructions are #UD as on a processor without them.
         _ => return inject_ud(v),

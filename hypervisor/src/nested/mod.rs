@@ -16,6 +16,7 @@
 pub mod bitmaps;
 pub mod dump;
 pub mod entry;
+pub mod ept02;
 pub mod exit;
 pub mod insn;
 pub mod msr_areas;
@@ -45,11 +46,14 @@ pub fn init(cmdline: &str) {
         L1VmxMsrs::compute(
             |m| unsafe { shared::x86::rdmsr(m) },
             NestedFeatures {
+                ept: true,
                 vpid: true,
+                unrestricted_guest: true,
                 ..NestedFeatures::default()
             },
         )
     });
+    ept02::init(cmdline);
     ENABLED.store(on, Ordering::Release);
 }
 
@@ -121,6 +125,8 @@ pub struct Nested {
     pub reflected: u64,
     /// `nested_trace=1`: one line per nested entry and exit.
     pub trace: bool,
+    /// Nested EPT: this CPU's EPT02 roots and figures.
+    pub ept02: ept02::State,
 }
 
 impl Nested {
@@ -143,6 +149,7 @@ impl Nested {
             entries: 0,
             reflected: 0,
             trace,
+            ept02: ept02::State::new(),
         })
     }
 

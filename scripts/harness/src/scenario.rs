@@ -529,6 +529,25 @@ const fn repro(
     }
 }
 
+/// A reproducer under L0 (LHV as L1, nested VMX), 1 CPU.
+const fn l0_repro(
+    name: &'static str,
+    lhv_args: &'static str,
+    pass: &'static [&'static str],
+    fail: &'static [&'static str],
+) -> Scenario {
+    Scenario {
+        name,
+        cpus: 1,
+        lhv_args,
+        pass,
+        fail,
+        expect_exit: true,
+        timeout_s: 180,
+        ..BOCHS_L0
+    }
+}
+
 /// The table `scripts/test` runs. Keep names unique; filters match substrings.
 pub const SCENARIOS: &[Scenario] = &[
     SELFTEST_BOCHS,
@@ -673,6 +692,10 @@ pub const SCENARIOS: &[Scenario] = &[
     l0_lhv_test("l0-lhv/0x2000/2cpu", 0x2000, 2),
     l0_lhv_test("l0-lhv/0x4000/2cpu", 0x4000, 2),
     l0_lhv_test("l0-lhv/0x8000/2cpu", 0x8000, 2),
+    // Nested EPT (issue 9): EPT, SWITCH_EPT, LARGE_PAGE.
+    l0_lhv_test("l0-lhv/0x4/2cpu", 0x4, 2),
+    l0_lhv_test("l0-lhv/0xc/2cpu", 0xc, 2),
+    l0_lhv_test("l0-lhv/0x104/2cpu", 0x104, 2),
     l0_lhv_test("l0-lhv/0xecc1/2cpu", 0xecc1, 2),
     l0_lhv_test("l0-lhv/0xecc1/4cpu", 0xecc1, 4),
     // Nested VPID (issue 9).
@@ -684,6 +707,14 @@ pub const SCENARIOS: &[Scenario] = &[
         &["repro kvm216212: GOOD"],
         &["repro kvm216212: BAD"],
     ),
+    // kvm216212 under L0 needs nested EPT and unrestricted guest for L2
+    // (issue 9); Full until both are merged, then Default.
+    full(l0_repro(
+        "l0-repro/kvm216212",
+        "lhv_repro=kvm216212",
+        &["L0: VMX for the guest: on", "repro kvm216212: GOOD"],
+        &["repro kvm216212: BAD", "SKIP repro kvm216212"],
+    )),
     repro(
         "repro/nmi-blocking",
         "lhv_repro=nmi-blocking",
@@ -911,7 +942,8 @@ mod tests {
             })
             .collect();
         let mut want: Vec<(u64, u32)> = [
-            0x0, 0x1, 0x2, 0x40, 0x80, 0x200, 0x400, 0x800, 0x2000, 0x4000, 0x8000, 0xecc1,
+            0x0, 0x1, 0x2, 0x40, 0x80, 0x200, 0x400, 0x800, 0x2000, 0x4000, 0x8000, 0x4, 0xc,
+            0x104, 0xecc1,
         ]
         .iter()
         .map(|o| (*o, 2))

@@ -5,11 +5,15 @@
 //! - [`walk`]: the translation of a guest-physical address through tables
 //!   in [`PhysMemory`](crate::mem::PhysMemory), with EPT violations and
 //!   misconfigurations told apart.
+//! - [`nested`], [`ept02`]: nested EPT (EPT02 from EPT12 and EPT01, its
+//!   tables and the per-CPU cache of its roots).
 //! - [`build`]: building and editing tables (identity maps, unmapping,
 //!   permission changes) with frames from a [`build::FrameAlloc`].
 
 pub mod build;
 pub mod entry;
+pub mod ept02;
+pub mod nested;
 pub mod walk;
 
 pub use build::{BuildError, EptBuilder, FrameAlloc, Mapping};

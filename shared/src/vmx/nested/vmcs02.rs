@@ -375,6 +375,15 @@ pub fn save_guest_state(vmcs02: &impl VmcsAccess, vmcs12: &mut impl VmcsAccess) 
             vmcs02.read(F::VmxPreemptionTimerValue),
         );
     }
+    // With EPT and PAE paging the PDPTEs are saved (SDM 28.3.4).
+    let pae = vmcs02.read(F::GuestCr0) & cr::CR0_PG != 0
+        && vmcs02.read(F::GuestCr4) & cr::CR4_PAE != 0
+        && vmcs02.read(F::GuestIa32Efer) & cr::EFER_LMA == 0;
+    if pae && c.proc2(SecondaryProcBased::ENABLE_EPT) {
+        for f in PDPTE_FIELDS {
+            vmcs12.write(f, vmcs02.read(f));
+        }
+    }
     // The real CR values: for the bits L1 owns they are what L2 wrote,
     // for the rest what VMCS12 held (a write to those exited to L1).
     // "IA-32e mode guest" follows EFER.LMA (IA32_VMX_MISC bit 5, SDM 28.2).
@@ -446,6 +455,7 @@ pub fn write_exit_info(vmcs12: &mut impl VmcsAccess, info: &ExitInfo) {
         (F::VmExitReason, u64::from(info.reason)),
         (F::ExitQualification, info.qualification),
         (F::GuestLinearAddress, info.guest_linear_address),
+        (F::GuestPhysicalAddress, info.guest_physical_address),
         (F::VmExitInterruptionInfo, u64::from(info.intr_info)),
         (
             F::VmExitInterruptionErrorCode,
