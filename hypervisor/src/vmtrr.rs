@@ -42,15 +42,19 @@ pub fn write(cpu: usize, msr: u32, value: u64) -> bool {
         if !s.write_is_valid(which, value, crate::ept01::max_phys_addr()) {
             return None;
         }
+        let retype = s.write_changes_types(which, value);
         s.apply(which, value);
-        Some(*s)
+        Some(retype.then_some(*s))
     })
     .flatten();
     match changed {
-        Some(state) => {
+        // A write that changes no memory type (a disabled range rewritten,
+        // as MSR-load areas do at every VM entry) costs no EPT01 rebuild.
+        Some(Some(state)) => {
             crate::ept01::mtrrs_changed(Some(state));
             true
         }
+        Some(None) => true,
         None => false,
     }
 }
