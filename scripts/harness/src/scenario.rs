@@ -286,7 +286,7 @@ const L0_KVM_FAIL: &[&str] = &[
 /// scenario fails, saying so): Full until then, then Default (flip this
 /// line). `./scripts/run --scenario l0-linux-kvm --linux-args kvm_strict=0`
 /// shows how far KVM gets meanwhile.
-const L0_KVM_TIER: Tier = Tier::Full;
+const L0_KVM_TIER: Tier = Tier::Default;
 
 /// KVM with shadow paging (kvm-intel ept=0 vpid=0 unrestricted_guest=0):
 /// #PF, CR3 and INVLPG exits instead of EPT, real mode emulated through
@@ -480,6 +480,14 @@ const fn lhv_test(name: &'static str, lhv_opt: u64, cpus: u32) -> Scenario {
 /// the bare run, L0 alive at the end (LHV's Stats hypercall answered), and
 /// the same `LHV counts` as the bare twin `lhv/<opt>/<cpus>cpu` (compared
 /// after both ran, see `twins.rs`). Named `l0-lhv/<opt>/<cpus>cpu`.
+/// [`l0_lhv_test`] in the Full tier.
+const fn l0_lhv_full(name: &'static str, lhv_opt: u64, cpus: u32) -> Scenario {
+    Scenario {
+        tier: Tier::Full,
+        ..l0_lhv_test(name, lhv_opt, cpus)
+    }
+}
+
 const fn l0_lhv_test(name: &'static str, lhv_opt: u64, cpus: u32) -> Scenario {
     Scenario {
         name,
@@ -700,6 +708,21 @@ pub const SCENARIOS: &[Scenario] = &[
     l0_lhv_test("l0-lhv/0xecc1/4cpu", 0xecc1, 4),
     // Nested VPID (issue 9).
     l0_lhv_test("l0-lhv/0x10/2cpu", 0x10, 2),
+    // Issue 9: unrestricted guest for L2, EPT + VPID + UG together, the
+    // combination of every option but NO_EFLAGS_IF and NO_INTERRUPT; the
+    // other combinations of the bare matrix, and 0xedfd on 1 and 4 CPUs,
+    // in the Full tier.
+    l0_lhv_test("l0-lhv/0x24/2cpu", 0x24, 2),
+    l0_lhv_test("l0-lhv/0x34/2cpu", 0x34, 2),
+    l0_lhv_test("l0-lhv/0xedfd/2cpu", 0xedfd, 2),
+    l0_lhv_full("l0-lhv/0x10c/2cpu", 0x10c, 2),
+    l0_lhv_full("l0-lhv/0x415/2cpu", 0x415, 2),
+    l0_lhv_full("l0-lhv/0x840/2cpu", 0x840, 2),
+    l0_lhv_full("l0-lhv/0x4096/2cpu", 0x4096, 2),
+    l0_lhv_full("l0-lhv/0x4296/2cpu", 0x4296, 2),
+    l0_lhv_full("l0-lhv/0xa004/2cpu", 0xa004, 2),
+    l0_lhv_full("l0-lhv/0xedfd/1cpu", 0xedfd, 1),
+    l0_lhv_full("l0-lhv/0xedfd/4cpu", 0xedfd, 4),
     // Reproducers of nested-VMX bugs in other hypervisors: GOOD on bare Bochs.
     repro(
         "repro/kvm216212",
@@ -707,14 +730,13 @@ pub const SCENARIOS: &[Scenario] = &[
         &["repro kvm216212: GOOD"],
         &["repro kvm216212: BAD"],
     ),
-    // kvm216212 under L0 needs nested EPT and unrestricted guest for L2
-    // (issue 9); Full until both are merged, then Default.
-    full(l0_repro(
+    // kvm216212 under L0 (nested EPT and unrestricted guest for L2, issue 9).
+    l0_repro(
         "l0-repro/kvm216212",
         "lhv_repro=kvm216212",
         &["L0: VMX for the guest: on", "repro kvm216212: GOOD"],
         &["repro kvm216212: BAD", "SKIP repro kvm216212"],
-    )),
+    ),
     repro(
         "repro/nmi-blocking",
         "lhv_repro=nmi-blocking",
@@ -723,19 +745,12 @@ pub const SCENARIOS: &[Scenario] = &[
     ),
     // The same reproducer with LHV as L1 under L0 (issue 9: both must say
     // GOOD under L0 as on bare Bochs).
-    Scenario {
-        name: "l0-repro/nmi-blocking",
-        boot: Boot::L0,
-        guest: Guest::Lhv,
-        l0_args: "hypercalls=stats",
-        timeout_s: 180,
-        ..repro(
-            "l0-repro/nmi-blocking",
-            "lhv_repro=nmi-blocking",
-            &["L0: booting the guest", "repro nmi-blocking: GOOD"],
-            &["repro nmi-blocking: BAD"],
-        )
-    },
+    l0_repro(
+        "l0-repro/nmi-blocking",
+        "lhv_repro=nmi-blocking",
+        &["L0: VMX for the guest: on", "repro nmi-blocking: GOOD"],
+        &["repro nmi-blocking: BAD"],
+    ),
     // LHV's negative suite (lhv/src/negative/) on bare Bochs: every case
     // passes (which proves its expected outcomes are the hardware's).
     Scenario {
@@ -913,11 +928,12 @@ mod tests {
             let two = find(&s.name.replace("/1cpu", "/2cpu")).expect(s.name);
             assert_eq!(two.tier, Tier::Default, "{}", s.name);
         }
-        // The nested scenarios share one tier.
+        // Issue 8's nested scenarios are in the Default tier.
         assert!(
             SCENARIOS
                 .iter()
-                .filter(|s| s.name.starts_with("l0-lhv/"))
+                .filter(|s| s.name.starts_with("l0-lhv/") && s.name.ends_with("/2cpu"))
+                .filter(|s| [0x0, 0x1, 0x2, 0x40, 0x80, 0x200, 0x400, 0x800, 0x2000, 0x4000, 0x8000].contains(&s.lhv_opt))
                 .all(|s| s.tier == NESTED_TIER)
         );
     }
@@ -949,8 +965,21 @@ mod tests {
         .map(|o| (*o, 2))
         .collect();
         want.push((0xecc1, 4));
-        // Issue 9: nested VPID.
-        want.push((0x10, 2));
+        // Issue 9: nested VPID, unrestricted guest, the combinations.
+        want.extend([
+            (0x10, 2),
+            (0x24, 2),
+            (0x34, 2),
+            (0xedfd, 2),
+            (0x10c, 2),
+            (0x415, 2),
+            (0x840, 2),
+            (0x4096, 2),
+            (0x4296, 2),
+            (0xa004, 2),
+            (0xedfd, 1),
+            (0xedfd, 4),
+        ]);
         assert_eq!(got, want);
     }
 
