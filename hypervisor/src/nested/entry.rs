@@ -114,7 +114,7 @@ pub fn enter(
         unsafe { v.write_sensitive(f, value) };
     }
     for (f, value) in loads {
-        v.write(f, value);
+        v.write(f, msr_areas::as_loaded(f, value, v.read(f)));
     }
     nested.cache.meta_mut(slot).launched = true;
     nested.entries += 1;

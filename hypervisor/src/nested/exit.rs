@@ -40,14 +40,15 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
     let exit = Exit::read(v);
     if exit.reason.is_entry_failure() {
         // The processor refused VMCS02: L0's checks missed something.
-        // L1 gets the processor's answer; the log gets the evidence.
+        // L1 gets the processor's answer; the log gets the evidence (the
+        // dumps first: a log reader that stops at the summary has them).
+        super::dump::vmcs12(vcpu);
+        super::dump::current("02");
         shared::cpu_println!(
-            "nested: VMCS02 entry failed (reason {}, qualification {:#x}); VMCS12 and VMCS02:",
+            "nested: VMCS02 entry failed (reason {}, qualification {:#x}); VMCS12 and VMCS02 above",
             exit.reason,
             exit.qualification
         );
-        super::dump::vmcs12(vcpu);
-        super::dump::current("02");
         switch_to_vmcs01(vcpu);
         let info = ExitInfo::synthetic(exit.reason.0, exit.qualification);
         vmcs02::write_exit_info(&mut vcpu.nested.store.vmcs12[slot], &info);

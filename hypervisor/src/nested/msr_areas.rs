@@ -24,6 +24,20 @@ fn max_entries() -> u32 {
     512 * (((misc >> 25) & 7) as u32 + 1)
 }
 
+/// IA32_EFER.LMA (bit 10).
+const EFER_LMA: u64 = 1 << 10;
+
+/// The value a WRMSR of `value` leaves in field `f` that held `old`: a
+/// WRMSR to IA32_EFER does not change LMA, which follows CR0.PG and LME
+/// (SDM Vol. 3A, 2.2.1 and 10.8.5; KVM's `set_efer` keeps it likewise).
+pub fn as_loaded(f: F, value: u64, old: u64) -> u64 {
+    if f == F::GuestIa32Efer {
+        (value & !EFER_LMA) | (old & EFER_LMA)
+    } else {
+        value
+    }
+}
+
 /// Performs a WRMSR of one area entry for L1 or L2: a field goes to
 /// `fields` (or is written into `vmcs` at once when `vmcs` is given).
 fn load_one(
@@ -40,7 +54,10 @@ fn load_one(
     match classify(msr) {
         MsrClass::VmcsField(f) => {
             match vmcs {
-                Some(v) => v.write(f, value),
+                Some(v) => {
+                    let old = v.read(f);
+                    v.write(f, as_loaded(f, value, old));
+                }
                 None => {
                     if let Some(slot) = fields.iter_mut().find(|(g, _)| *g == f) {
                         slot.1 = value;

@@ -933,7 +933,10 @@ mod tests {
             SCENARIOS
                 .iter()
                 .filter(|s| s.name.starts_with("l0-lhv/") && s.name.ends_with("/2cpu"))
-                .filter(|s| [0x0, 0x1, 0x2, 0x40, 0x80, 0x200, 0x400, 0x800, 0x2000, 0x4000, 0x8000].contains(&s.lhv_opt))
+                .filter(|s| [
+                    0x0, 0x1, 0x2, 0x40, 0x80, 0x200, 0x400, 0x800, 0x2000, 0x4000, 0x8000
+                ]
+                .contains(&s.lhv_opt))
                 .all(|s| s.tier == NESTED_TIER)
         );
     }
