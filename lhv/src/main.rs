@@ -12,6 +12,8 @@
 //! - `negative`: the negative VMX suite on the BSP: invalid VMCS contents,
 //!   bad VMX operands, CPL 3, outside VMX operation, broken MSR areas, each
 //!   outcome checked exactly (see [`negative`]).
+//! - `fuzz`: the differential VMCS fuzzer on the BSP: seeded mutations of a
+//!   valid VMCS, one outcome line per case (see [`fuzz`]).
 #![no_std]
 #![no_main]
 
@@ -20,6 +22,7 @@ mod bench;
 mod bench_l2;
 mod events;
 mod exit;
+mod fuzz;
 mod hw;
 mod irq;
 mod l0;
@@ -52,8 +55,10 @@ fn main(boot: &'static BootInfo) -> ! {
         Some("bench") => bench::run(boot),
         _ => {}
     }
-    if cmdline::get(boot.cmdline(), "mode") == Some("negative") {
-        negative::run(boot, &CAPS);
+    match cmdline::get(boot.cmdline(), "mode") {
+        Some("negative") => negative::run(boot, &CAPS),
+        Some("fuzz") => fuzz::run(boot, &CAPS),
+        _ => {}
     }
     let raw_opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);
     println!("LHV_OPT = {raw_opt:#x}");

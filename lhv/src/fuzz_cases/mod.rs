@@ -14,7 +14,7 @@ mod tests {
     use shared::vmx::VmcsField as F;
 
     use super::mutate::{self, MAX_ENTRY_LOAD, Plan};
-    use super::profile::{Ctl, Pages, Profile};
+    use super::profile::{Ctl, Pages, Profile, RESERVED, TARGET};
     use super::rng::SplitMix64;
 
     /// Bochs's corei7_skylake_x capabilities (bochs.md, TRUE MSRs).
@@ -170,11 +170,18 @@ mod tests {
                     0 | mutate::msr::SYSENTER_CS | mutate::msr::KERNEL_GS_BASE
                 ));
             }
-            // Entry and exit perf-global-ctrl loads (Bochs), EPT-family
-            // secondary controls (not offered by L0) are never set.
-            assert_eq!(get(&p, F::VmEntryControls) & (1 << 13), 0);
-            assert_eq!(get(&p, F::VmExitControls) & (1 << 12), 0);
-            assert_eq!(get(&p, F::SecondaryProcBasedVmExecControls) & 0x46_2082, 0);
+            // Bits Bochs allows outside the target (perf-global-ctrl
+            // loads, what L0 does not offer) are never set.
+            for (f, i) in [
+                (F::PinBasedVmExecControls, 0),
+                (F::PrimaryProcBasedVmExecControls, 1),
+                (F::SecondaryProcBasedVmExecControls, 2),
+                (F::VmExitControls, 3),
+                (F::VmEntryControls, 4),
+            ] {
+                let outside = !RESERVED[i] & !TARGET[i] & !bochs().ctl[i].must1;
+                assert_eq!(get(&p, f) & u64::from(outside), 0, "{}", f.name());
+            }
         }
     }
 
@@ -226,7 +233,9 @@ mod tests {
         let p = bochs();
         assert_eq!(p.ctl[2].may1 & (1 << 1), 0, "EPT");
         assert_eq!(p.ctl[4].may1 & (1 << 13), 0, "entry perf global ctrl");
-        assert_ne!(p.ctl[2].may1 & (1 << 5), 0, "VPID");
+        assert_eq!(p.ctl[2].may1 & (1 << 5), 0, "VPID");
+        assert_ne!(p.ctl[2].may1 & (1 << 3), 0, "RDTSCP");
+        assert_eq!(p.ctl[1].may1 & (1 << 21), 0, "TPR shadow");
         assert!(
             p.to_string()
                 .starts_with("pin=00000016/0000007f proc=04006172/f7f9fffe")

@@ -20,6 +20,8 @@
 //!   does not check it (SDM 27.3.1.5; negative suite SKIP).
 //! - RFLAGS.TF = 1: Bochs does not check pending-debug BS against TF (SDM
 //!   27.3.1.5; negative suite SKIP); BS itself is never set either.
+//! - Event type 7 ("other event") without the monitor trap flag: it must
+//!   fail (SDM 27.2.1.3), Bochs stops with a panic instead.
 //! - Guest RIP: Bochs does not check it for canonicality (SDM 27.3.1.4;
 //!   negative suite SKIP), so it is never mutated.
 //! - MSR lists longer than IA32_VMX_MISC's maximum (SDM A.6: undefined).
@@ -60,7 +62,7 @@ pub struct MsrEntry {
 }
 
 /// MSRs that an MSR-load area may change and LHV restores after every case.
-pub const RESTORED_MSRS: &[u32] = &[
+pub const RESTORED_MSRS: [u32; 11] = [
     msr::EFER,
     msr::PAT,
     msr::FS_BASE,
@@ -139,6 +141,8 @@ const BLOCK_NMI: u64 = 1 << 3;
 const TYPE_NMI: u64 = 2;
 /// Pin-based "virtual NMIs".
 const VIRTUAL_NMIS: u64 = 1 << 5;
+/// Primary "monitor trap flag".
+const MONITOR_TRAP_FLAG: u32 = 1 << 27;
 /// Activity states (SDM 25.4.2).
 const ACTIVITY_HLT: u64 = 1;
 
@@ -218,7 +222,7 @@ impl Gen<'_> {
             // A bit that must be 0, or one that must be 1 cleared (SDM
             // 27.2.1.1-27.2.1.3); never one outside the target, which
             // may be allowed on one side and reserved on the other.
-            let must0 = !c.may1 & super::profile::TARGET[i];
+            let must0 = !c.may1 & super::profile::RESERVED[i];
             let choice = if c.must1 != 0 && (must0 == 0 || self.rng.chance(1, 3)) {
                 (false, c.must1)
             } else {
@@ -436,7 +440,13 @@ impl Gen<'_> {
     }
 
     fn injection(&mut self) {
-        let ty = self.rng.pick(&[0u64, 2, 3, 3, 3, 4, 5, 6, 7, 1]);
+        let mut ty = self.rng.pick(&[0u64, 2, 3, 3, 3, 4, 5, 6, 7, 1]);
+        if ty == 7 && self.p.ctl[1].may1 & MONITOR_TRAP_FLAG == 0 {
+            // Without the monitor trap flag, type 7 must fail (SDM
+            // 27.2.1.3); Bochs panics ("unsupported event injection type
+            // 7"). Type 1 (reserved) stands in for it.
+            ty = 1;
+        }
         let vector = match ty {
             0 | 4 => self.rng.below(256),
             2 => self.rng.pick(&[2, 2, 2, 0, 13]),
@@ -580,14 +590,14 @@ impl Gen<'_> {
                 let a = self.address(self.pages.msr_bitmap, 0x10);
                 self.set(F::MsrBitmapAddress, a);
             }
-            2 => {
+            2 if self.p.primary(21) => {
                 let a = self.address(self.pages.virtual_apic, 0x80);
                 self.set(F::VirtualApicAddress, a);
                 self.enable(1, 21);
                 let t = self.rng.pick(&[0u64, 0, 1, 15, 0x10, 0x100]);
                 self.set(F::TprThreshold, t);
             }
-            3 => {
+            3 if self.p.secondary(0) => {
                 let a = self.address(self.pages.apic_access, 1);
                 self.set(F::ApicAccessAddress, a);
                 self.enable(2, 0);
@@ -601,9 +611,15 @@ impl Gen<'_> {
                 self.set(f, a);
                 self.enable(2, 14);
             }
-            _ => {
+            5 if self.p.primary(21) => {
                 let t = self.rng.pick(&[0u64, 0, 1, 15, 0x10]);
                 self.set(F::TprThreshold, t);
+            }
+            _ => {
+                let a = self.address(self.pages.msr_bitmap, 0x800);
+                self.set(F::MsrBitmapAddress, a);
+                let v = self.get(PROC) & !(1 << 28);
+                self.set(PROC, v);
             }
         }
     }

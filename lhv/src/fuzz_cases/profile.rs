@@ -29,23 +29,42 @@ impl Ctl {
 /// entry.
 pub const CONTROLS: usize = 5;
 
-/// Control bits the fuzzer may set (SDM 25.6-25.8), per field. Left out,
-/// with the reason:
+/// Control bits the fuzzer may set (SDM 25.6-25.8), per field: the ones
+/// both bare Bochs (corei7_skylake_x) and L0 offer. Left out, with the
+/// reason:
 /// - pin 7 (process posted interrupts): Bochs lacks it (bochs.md);
-/// - secondary 1 (EPT), 7 (unrestricted guest), 17 (PML), 18 (EPT-violation
-///   #VE), 22 (mode-based execute): need EPT, which L0 does not offer yet
-///   (nested EPT is its own issue); 13 (VMFUNC): its only function is EPTP
-///   switching, again EPT;
+/// - primary 21 (use TPR shadow): L0 does not offer it to L1 yet;
+/// - secondary: all but 2 (descriptor-table exiting), 3 (RDTSCP), 6
+///   (WBINVD exiting), 11 (RDRAND exiting), 12 (INVPCID), 16 (RDSEED
+///   exiting) and 20 (XSAVES): L0 offers no EPT (nested EPT is its own
+///   issue; with it go unrestricted guest, PML, #VE, VMFUNC), VPID, APIC
+///   virtualization, PAUSE-loop exiting, VMCS shadowing or TSC scaling yet;
 /// - exit 12 and entry 13 (load IA32_PERF_GLOBAL_CTRL): advertised by Bochs
 ///   but not implemented (bochs.md);
-/// - entry 10/11 (entry to SMM, deactivate dual-monitor treatment) stay in:
-///   they must fail outside SMM (SDM 27.2.1.3) on every implementation.
+/// - entry 10/11 (entry to SMM, deactivate dual-monitor treatment): Bochs
+///   allows them to be 1 (and fails the entry outside SMM, SDM 27.2.1.3),
+///   L0 does not (VMfailValid earlier, at the control check): the two are
+///   both right, but not the same outcome.
+///
+/// A capability bit outside the target is never touched, neither set nor
+/// violated: on one side it may be allowed, on the other reserved.
 pub const TARGET: [u32; CONTROLS] = [
     0x0000_007f,
-    0xffff_ffff,
-    !((1 << 1) | (1 << 7) | (1 << 13) | (1 << 17) | (1 << 18) | (1 << 22)),
+    !(1 << 21),
+    (1 << 2) | (1 << 3) | (1 << 6) | (1 << 11) | (1 << 12) | (1 << 16) | (1 << 20),
     !(1 << 12),
-    !(1 << 13),
+    !((1 << 10) | (1 << 11) | (1 << 13)),
+];
+
+/// Control bits reserved (must be 0) on bare Bochs and under L0 alike: the
+/// complement of Bochs's allowed-1 settings (bochs.md), which include L0's.
+/// The fuzzer's "reserved bit" mutations pick from these.
+pub const RESERVED: [u32; CONTROLS] = [
+    !0x0000_007f,
+    !0xf7f9_fffe,
+    !0x0217_7fff,
+    !0x007f_ffff,
+    !0x0000_ffff,
 ];
 
 /// Everything the mutation engine knows about the platform.
@@ -98,6 +117,11 @@ impl Profile {
     /// controls", primary bit 31, too).
     pub const fn secondary(&self, bit: u32) -> bool {
         self.ctl[1].may1 & (1 << 31) != 0 && self.ctl[2].may1 & (1 << bit) != 0
+    }
+
+    /// Whether primary control `bit` may be 1.
+    pub const fn primary(&self, bit: u32) -> bool {
+        self.ctl[1].may1 & (1 << bit) != 0
     }
 
     /// Whether the VMX-preemption timer exists (pin bit 6).

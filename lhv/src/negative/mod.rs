@@ -450,23 +450,16 @@ fn run_case(env: &mut Env, case: &Case, tally: &mut Tally) {
     }
 }
 
-/// Runs the suite on the BSP and shuts down; `caps` is where LHV keeps the
-/// capabilities (read here, after L0's presence is reported).
-pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
-    println!("NEGATIVE: mode=negative, BSP only");
-    let names = GROUPS.iter().flat_map(|g| g.cases.iter().map(|c| c.name));
-    if let Err(n) = lhv::negative_cases::names_well_formed(names) {
-        fail(
-            format_args!("negative: case names unique and well-formed"),
-            format_args!("yes"),
-            format_args!("{n:?}"),
-        );
-    }
+/// The BSP's bring-up for a suite of fresh-VMCS cases (this one and
+/// `mode=fuzz`): L0's presence (`<tag> L0: present ...` / `<tag> L0: none
+/// (bare)`), the capabilities (kept in `caps`), the claiming #UD/#GP
+/// handlers, VMXON on the suite's own region and the suite's VMCS context.
+pub fn bring_up(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>, tag: &str) -> Env {
     let l0 = l0_present().then(|| {
         let s = l0_stats();
         let size = s.region_kib * 1024;
         println!(
-            "NEGATIVE L0: present, exits={} cpus={} region [{:#x}, {:#x})",
+            "{tag} L0: present, exits={} cpus={} region [{:#x}, {:#x})",
             s.exits,
             s.cpus,
             s.region_base,
@@ -478,7 +471,7 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
         }
     });
     if l0.is_none() {
-        println!("NEGATIVE L0: none (bare)");
+        println!("{tag} L0: none (bare)");
     }
     let caps = caps.call_once(|| vmx_root::probe_or_shutdown(vmx_root::Needs::default()));
     // The suite controls every event itself: no legacy interrupts.
@@ -533,7 +526,7 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
         on_bochs,
         vmcs_region,
     );
-    let mut env = Env {
+    let env = Env {
         ctx,
         caps,
         on_bochs,
@@ -546,9 +539,42 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
         controls: Controls::base(),
     };
     println!(
-        "NEGATIVE: bochs={on_bochs} MAXPHYADDR={} linear={} VMXON at {vmxon_pa:#x} VMCS at {:#x}",
+        "{tag}: bochs={on_bochs} MAXPHYADDR={} linear={} VMXON at {vmxon_pa:#x} VMCS at {:#x}",
         env.max_phys, env.linear_width, env.ctx.vmcs_pa
     );
+    env
+}
+
+/// Leaves VMX operation (VMCLEAR of the suite's VMCS, VMXOFF) and, under
+/// L0, prints `<tag> L0: alive after the suite` with L0's statistics.
+pub fn finish(env: &mut Env, tag: &str) {
+    let _ = guard::vmclear(env.ctx.vmcs_pa);
+    if let Some(vmx) = env.ctx.vmx.take() {
+        // SAFETY: the suite's only VMCS was just cleared.
+        let _ = unsafe { vmx.disable() };
+    }
+    if env.l0.is_some() {
+        let s = l0_stats();
+        println!(
+            "{tag} L0: alive after the suite, exits={} cpus={}",
+            s.exits, s.cpus
+        );
+    }
+}
+
+/// Runs the suite on the BSP and shuts down; `caps` is where LHV keeps the
+/// capabilities (read here, after L0's presence is reported).
+pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
+    println!("NEGATIVE: mode=negative, BSP only");
+    let names = GROUPS.iter().flat_map(|g| g.cases.iter().map(|c| c.name));
+    if let Err(n) = lhv::negative_cases::names_well_formed(names) {
+        fail(
+            format_args!("negative: case names unique and well-formed"),
+            format_args!("yes"),
+            format_args!("{n:?}"),
+        );
+    }
+    let mut env = bring_up(boot, caps, "NEGATIVE");
     let start = x86::rdtsc();
     let mut tally = Tally::default();
     for g in GROUPS {
@@ -559,19 +585,7 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
     }
     let cycles = x86::rdtsc() - start;
     println!("NEGATIVE done: {tally} ({cycles} cycles)");
-    // Leave VMX operation cleanly, then show L0 alive.
-    let _ = guard::vmclear(env.ctx.vmcs_pa);
-    if let Some(vmx) = env.ctx.vmx.take() {
-        // SAFETY: the suite's only VMCS was just cleared.
-        let _ = unsafe { vmx.disable() };
-    }
-    if env.l0.is_some() {
-        let s = l0_stats();
-        println!(
-            "NEGATIVE L0: alive after the suite, exits={} cpus={}",
-            s.exits, s.cpus
-        );
-    }
+    finish(&mut env, "NEGATIVE");
     shared::console::flush();
     shared::platform::shutdown(if tally.passed() { 0 } else { 1 })
 }
