@@ -237,8 +237,9 @@ mod tests {
         assert_ne!(p.ctl[2].may1 & (1 << 3), 0, "RDTSCP");
         assert_eq!(p.ctl[1].may1 & (1 << 21), 0, "TPR shadow");
         assert!(
-            p.to_string()
-                .starts_with("pin=00000016/0000007f proc=04006172/f7f9fffe")
+            p.to_string().starts_with(
+                "pin=00000016/0000007f proc=04006172/f7d9fffe proc2=00000000/0011184c"
+            )
         );
     }
 }
