@@ -18,6 +18,10 @@ pub enum Check {
     /// `lhv/<opt>/<n>cpu`. Compared once both runs are over (`twins.rs`);
     /// nothing to do line by line.
     LhvCountsMatchTwin,
+    /// A fuzz run under L0 (`l0-fuzz/<name>`) must print the same outcome
+    /// for every case as its bare twin `fuzz/<name>` (`fuzz.rs`), compared
+    /// once both runs are over (`twins.rs`).
+    FuzzMatchesTwin,
 }
 
 /// A check's state during one run.
@@ -111,7 +115,7 @@ impl Checker {
     /// One serial line; `Some(reason)` fails the run at once.
     pub fn line(&mut self, line: &str) -> Option<String> {
         match self.kind {
-            Check::None | Check::LhvCountsMatchTwin => None,
+            Check::None | Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin => None,
             Check::E820AvoidsL0Region => {
                 if let Some(r) = parse_l0_region(line) {
                     self.region = Some(r);
@@ -142,7 +146,7 @@ impl Checker {
     /// check cannot confirm the run.
     pub fn missing(&self) -> Option<String> {
         match self.kind {
-            Check::None | Check::LhvCountsMatchTwin => None,
+            Check::None | Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin => None,
             Check::E820AvoidsL0Region if self.region.is_none() => {
                 Some("L0 never printed its `L0: region [0x.., 0x..)` line".into())
             }

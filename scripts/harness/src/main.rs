@@ -8,6 +8,7 @@ mod check;
 mod cli;
 mod cpio;
 mod deps;
+mod fuzz;
 mod emulator;
 mod images;
 mod linux;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Ok(Command::ReproImage(o)) => repro_image(&o),
         Ok(Command::Bench(o)) => bench::run(&o),
         Ok(Command::VmcsDiff(o)) => vmcs_diff(&o),
+        Ok(Command::Fuzz(o)) => fuzz::run(&o),
         Ok(Command::Help) => {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
