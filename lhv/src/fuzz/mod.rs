@@ -3,7 +3,9 @@
 //! (the negative suite's bring-up and [`Env::fresh`]), applies the plan the
 //! mutation engine draws from the case's own PRNG stream
 //! (`lhv::fuzz_cases`), VMLAUNCHes, and prints one line, `FUZZ <case>
-//! <outcome>`. L2 is the negative suite's (VMCALL at once); every
+//! <outcome>[ refused=<encoding>][ m=<n>]` (`refused`: the first field
+//! whose VMWRITE failed; `m`: the number of mutations when more than one).
+//! L2 is the negative suite's (VMCALL at once); every
 //! exception in L2 exits (exception bitmap all ones) and L2's IDT is an
 //! all-zero page, so injected events end in an exception exit too. The run
 //! ends with `FUZZ digest <hex> cases=<n>`, L0's statistics under L0, and
@@ -13,7 +15,8 @@
 //!
 //! `fuzz_dump=<case>` runs that case alone and first prints what it wrote,
 //! as `CPU(0): VMCS12 <encoding> <name> = <value>` (read back after the
-//! writes) and `FUZZ msr <area>[<i>] = <index> <reserved> <value>`.
+//! writes) and `FUZZ msr <area>[<i>] = <index> <reserved> <value>`;
+//! `fuzz_dump_all=1` does so for every case of the run (for triage).
 //!
 //! Between cases LHV restores the MSRs an MSR-load area or a guest that
 //! the exit did not reload could change (`RESTORED_MSRS`).
@@ -273,6 +276,8 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
     let seed = cmdline::get_num(args, "seed").unwrap_or(1);
     let cases = cmdline::get_num(args, "cases").unwrap_or(100);
     let only = cmdline::get_num(args, "fuzz_dump");
+    // `fuzz_dump_all=1`: every case's mutations (for triage; long).
+    let dump_all = cmdline::get_num(args, "fuzz_dump_all") == Some(1);
     println!("FUZZ: mode=fuzz seed={seed} cases={cases}, BSP only");
     let mut env = negative::bring_up(boot, caps, "FUZZ");
     let pg = pages();
@@ -291,7 +296,8 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
         base(&env, &pg, &prof);
         let plan = mutate::plan(SplitMix64::for_case(seed, case), &prof, &pg, &try_read);
         let refused = apply(&plan);
-        if only.is_some() {
+        if only.is_some() || dump_all {
+            println!("FUZZ case {case} writes:");
             dump(&plan);
         }
         let raw = launch(&mut env, &plan, &pg);
@@ -303,6 +309,9 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
         let _ = write!(line, "FUZZ {case} {}", Outcome(raw));
         if let Some(f) = refused {
             let _ = write!(line, " refused={:#06x}", f.encoding());
+        }
+        if plan.mutations > 1 {
+            let _ = write!(line, " m={}", plan.mutations);
         }
         println!("{}", line.as_str());
         digest.add_line(line.as_str());

@@ -505,14 +505,46 @@ pub const SCENARIOS: &[Scenario] = &[
     // Default tier's slice; the Full tier adds 100,000 cases in 4 seeds.
     crate::fuzz::bare("fuzz/quick", FUZZ_QUICK, 300),
     crate::fuzz::under_l0("l0-fuzz/quick", FUZZ_QUICK, 900),
-    full(crate::fuzz::bare("fuzz/2", "mode=fuzz seed=2 cases=25000", 1800)),
-    full(crate::fuzz::under_l0("l0-fuzz/2", "mode=fuzz seed=2 cases=25000", 5400)),
-    full(crate::fuzz::bare("fuzz/3", "mode=fuzz seed=3 cases=25000", 1800)),
-    full(crate::fuzz::under_l0("l0-fuzz/3", "mode=fuzz seed=3 cases=25000", 5400)),
-    full(crate::fuzz::bare("fuzz/4", "mode=fuzz seed=4 cases=25000", 1800)),
-    full(crate::fuzz::under_l0("l0-fuzz/4", "mode=fuzz seed=4 cases=25000", 5400)),
-    full(crate::fuzz::bare("fuzz/5", "mode=fuzz seed=5 cases=25000", 1800)),
-    full(crate::fuzz::under_l0("l0-fuzz/5", "mode=fuzz seed=5 cases=25000", 5400)),
+    full(crate::fuzz::bare(
+        "fuzz/2",
+        "mode=fuzz seed=2 cases=25000",
+        1800,
+    )),
+    full(crate::fuzz::under_l0(
+        "l0-fuzz/2",
+        "mode=fuzz seed=2 cases=25000",
+        5400,
+    )),
+    full(crate::fuzz::bare(
+        "fuzz/3",
+        "mode=fuzz seed=3 cases=25000",
+        1800,
+    )),
+    full(crate::fuzz::under_l0(
+        "l0-fuzz/3",
+        "mode=fuzz seed=3 cases=25000",
+        5400,
+    )),
+    full(crate::fuzz::bare(
+        "fuzz/4",
+        "mode=fuzz seed=4 cases=25000",
+        1800,
+    )),
+    full(crate::fuzz::under_l0(
+        "l0-fuzz/4",
+        "mode=fuzz seed=4 cases=25000",
+        5400,
+    )),
+    full(crate::fuzz::bare(
+        "fuzz/5",
+        "mode=fuzz seed=5 cases=25000",
+        1800,
+    )),
+    full(crate::fuzz::under_l0(
+        "l0-fuzz/5",
+        "mode=fuzz seed=5 cases=25000",
+        5400,
+    )),
     // LHV probe mode alone on Bochs: E820 lines, RAM pattern, no L0 (#UD).
     Scenario {
         name: "lhv-probe",
