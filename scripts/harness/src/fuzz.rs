@@ -465,6 +465,34 @@ FUZZ done
     }
 
     #[test]
+    fn every_l0_fuzz_scenario_has_a_bare_twin_with_the_same_arguments() {
+        let nested: Vec<_> = crate::scenario::SCENARIOS
+            .iter()
+            .filter(|s| s.check == Check::FuzzMatchesTwin)
+            .collect();
+        assert!(nested.len() >= 5);
+        let mut full_cases = 0;
+        for s in nested {
+            let twin = crate::scenario::find(&crate::twins::twin_name(s).unwrap()).expect(s.name);
+            assert_eq!(
+                (twin.lhv_args, twin.cpus, twin.boot, twin.tier),
+                (s.lhv_args, s.cpus, Boot::Lhv, s.tier),
+                "{}",
+                s.name
+            );
+            if s.tier == crate::scenario::Tier::Full {
+                let n: u64 = s.lhv_args.rsplit_once("cases=").unwrap().1.parse().unwrap();
+                full_cases += n;
+            }
+        }
+        assert_eq!(full_cases, 100_000, "the Full tier's 100,000 cases");
+        assert_eq!(
+            crate::scenario::find("l0-fuzz/quick").unwrap().tier,
+            crate::scenario::Tier::Default
+        );
+    }
+
+    #[test]
     fn several_mutations_compare_the_kind_of_failure_only() {
         assert!(agree("vmfail-valid 7 m=2", "vmfail-valid 8 m=2"));
         assert!(agree("exit 0x80000021 q=0x4 m=3", "exit 0x80000021 q=0x0 m=3"));
