@@ -495,11 +495,20 @@ FUZZ done
     #[test]
     fn several_mutations_compare_the_kind_of_failure_only() {
         assert!(agree("vmfail-valid 7 m=2", "vmfail-valid 8 m=2"));
-        assert!(agree("exit 0x80000021 q=0x4 m=3", "exit 0x80000021 q=0x0 m=3"));
-        assert!(!agree("vmfail-valid 7", "vmfail-valid 8"), "one mutation: exact");
+        assert!(agree(
+            "exit 0x80000021 q=0x4 m=3",
+            "exit 0x80000021 q=0x0 m=3"
+        ));
+        assert!(
+            !agree("vmfail-valid 7", "vmfail-valid 8"),
+            "one mutation: exact"
+        );
         assert!(!agree("exit 0x80000021 q=0x4", "exit 0x80000021 q=0x0"));
         assert!(!agree("exit 0x80000021 q=0x4 m=2", "l2-ran m=2"));
-        assert!(!agree("exit 0x80000022 q=0x1 m=2", "exit 0x80000022 q=0x2 m=2"));
+        assert!(!agree(
+            "exit 0x80000022 q=0x1 m=2",
+            "exit 0x80000022 q=0x2 m=2"
+        ));
         assert!(!agree("vmfail-valid 7 m=2", "vmfail-valid 7 m=3"));
     }
 
