@@ -1,7 +1,7 @@
 //! L0's hypercall ABI (VMCALL from its guest, in any mode, at CPL 0).
 //!
 //! RAX = [`MAGIC`] | number; arguments in RBX, RCX, RDX. On return RAX is
-//! [`OK`] or an error below, results in RBX, RCX, RDX (and RSI), with CF, PF, AF, ZF, SF
+//! [`OK`] or an error below, results in RBX, RCX, RDX (and RSI, RDI), with CF, PF, AF, ZF, SF
 //! and OF clear (as after a VMX instruction that succeeded). VMCALL at CPL > 0 or
 //! with another RAX gets RAX = [`UNKNOWN`] (as KVM answers unknown calls) and
 //! nothing else happens.
@@ -18,7 +18,9 @@ pub enum Hypercall {
     /// L0 is alive: returns RBX = VM exits handled on this CPU, RCX = CPUs
     /// L0 runs on, RDX = L0's region size in KiB, RSI = L0's region base
     /// (guest-physical; the guest sees it as unbacked memory: reads all
-    /// ones, writes dropped).
+    /// ones, writes dropped), RDI = 4-KiB frames left in L0's pool (VMCS02s,
+    /// EPT02 and other nested state come from it: a long run that keeps it
+    /// flat leaks nothing).
     Stats = 2,
     /// Stops the machine with exit code RBX (emulators quit; hardware halts).
     Shutdown = 3,

@@ -22,6 +22,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
             vcpu.regs.gpr[reg::RCX] = shared::percpu::online_count() as u64;
             vcpu.regs.gpr[reg::RDX] = (e - b) / 1024;
             vcpu.regs.gpr[reg::RSI] = b;
+            vcpu.regs.gpr[reg::RDI] = crate::memory::pool_free();
             hypercall::OK
         }
         (0, Some(Hypercall::Shutdown)) => {

@@ -362,20 +362,22 @@ fn l0_present() -> bool {
 
 /// L0's answer to Stats (`shared::hypercall`).
 #[derive(Clone, Copy, Debug)]
-struct Stats {
+pub struct Stats {
     exits: u64,
     cpus: u64,
     region_kib: u64,
     region_base: u64,
+    /// Frames left in L0's pool.
+    pub pool_free: u64,
 }
 
 /// L0's Stats hypercall (only called when L0 is present). L0 answers in
 /// RAX and leaves RFLAGS as they were, so the answer is RAX alone (not the
 /// VMX-style CF/ZF that `shared::vmx::insn::vmcall` decodes).
-fn l0_stats() -> Stats {
+pub fn l0_stats() -> Stats {
     let mut rax = Hypercall::Stats.rax();
     let mut rbx: u64 = 0;
-    let (rcx, rdx, rsi): (u64, u64, u64);
+    let (rcx, rdx, rsi, rdi): (u64, u64, u64, u64);
     // SAFETY: L0's Stats call only returns values in RAX, RBX, RCX, RDX and
     // RSI. RBX is reserved by the compiler, hence the exchange.
     unsafe {
@@ -388,6 +390,7 @@ fn l0_stats() -> Stats {
             inout("rcx") 0u64 => rcx,
             inout("rdx") 0u64 => rdx,
             inout("rsi") 0u64 => rsi,
+            inout("rdi") 0u64 => rdi,
             options(nostack),
         );
     }
@@ -403,6 +406,7 @@ fn l0_stats() -> Stats {
         cpus: rcx,
         region_kib: rdx,
         region_base: rsi,
+        pool_free: rdi,
     }
 }
 
@@ -459,11 +463,12 @@ pub fn bring_up(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>, tag: &str) 
         let s = l0_stats();
         let size = s.region_kib * 1024;
         println!(
-            "{tag} L0: present, exits={} cpus={} region [{:#x}, {:#x})",
+            "{tag} L0: present, exits={} cpus={} region [{:#x}, {:#x}) pool={}",
             s.exits,
             s.cpus,
             s.region_base,
-            s.region_base + size
+            s.region_base + size,
+            s.pool_free
         );
         L0 {
             region_base: s.region_base,
@@ -556,8 +561,8 @@ pub fn finish(env: &mut Env, tag: &str) {
     if env.l0.is_some() {
         let s = l0_stats();
         println!(
-            "{tag} L0: alive after the suite, exits={} cpus={}",
-            s.exits, s.cpus
+            "{tag} L0: alive after the suite, exits={} cpus={} pool={}",
+            s.exits, s.cpus, s.pool_free
         );
     }
 }

@@ -30,6 +30,14 @@ pub struct FuzzLog {
     pub done: bool,
     /// `CPU(n): VMCS12 ...` and `FUZZ msr ...` lines (a `fuzz_dump` run).
     pub dump: Vec<String>,
+    /// Frames in L0's pool after the first case and after the run (L0's
+    /// Stats, under L0 only).
+    pub pool: (Option<u64>, Option<u64>),
+}
+
+fn pool_value(s: &str) -> Option<u64> {
+    let v = &s[s.find("pool=")? + 5..];
+    v.split_whitespace().next()?.parse().ok()
 }
 
 /// Strips a `[name] ` prefix or anything before `FUZZ`/`CPU(`.
@@ -50,7 +58,11 @@ pub fn parse(log: &str) -> FuzzLog {
             continue;
         };
         let rest = &t[5..];
-        if let Some(p) = rest.strip_prefix("profile ") {
+        if rest.starts_with("L0: pool=") {
+            f.pool.0 = pool_value(rest);
+        } else if rest.starts_with("L0: alive after the suite") {
+            f.pool.1 = pool_value(rest);
+        } else if let Some(p) = rest.strip_prefix("profile ") {
             f.profile = Some(p.to_string());
         } else if rest == "done" {
             f.done = true;
@@ -200,6 +212,13 @@ pub fn judge(twin: &str, twin_status: &Status, twin_log: &str, run_log: &str) ->
         return Status::Fail(why);
     }
     let complete = l0.digest.is_some() && l0.done;
+    if let (Some(first), Some(end)) = l0.pool
+        && end < first
+    {
+        return Status::Fail(format!(
+            "L0's pool shrank from {first} frames after the first case to {end} after the run (a leak)"
+        ));
+    }
     if r.divergences.is_empty() {
         return if complete {
             Status::Pass
@@ -411,7 +430,7 @@ FUZZ done
 
     fn l0(lines: &str) -> String {
         format!(
-            "[l0-fuzz/quick] FUZZ L0: present\nFUZZ profile pin=00000016/0000007f maxphys=40\n{lines}FUZZ digest 4567 cases=3\nFUZZ L0: alive after the suite, exits=5 cpus=1\nFUZZ done\n"
+            "[l0-fuzz/quick] FUZZ L0: present\nFUZZ profile pin=00000016/0000007f maxphys=40\nFUZZ L0: pool=100 after the first case\n{lines}FUZZ digest 4567 cases=3\nFUZZ L0: alive after the suite, exits=5 cpus=1 pool=100\nFUZZ done\n"
         )
     }
 
@@ -435,6 +454,15 @@ FUZZ done
     fn equal_outcomes_pass() {
         let run = l0("FUZZ 0 l2-ran\nFUZZ 1 vmfail-valid 7\nFUZZ 2 exit 0x80000021 q=0x0\n");
         assert_eq!(judge("fuzz/quick", &Status::Pass, BARE, &run), Status::Pass);
+    }
+
+    #[test]
+    fn a_shrinking_pool_fails() {
+        let run = l0("FUZZ 0 l2-ran\nFUZZ 1 vmfail-valid 7\nFUZZ 2 exit 0x80000021 q=0x0\n");
+        assert_eq!(parse(&run).pool, (Some(100), Some(100)));
+        let run = run.replace("cpus=1 pool=100", "cpus=1 pool=97");
+        assert!(matches!(judge("t", &Status::Pass, BARE, &run),
+            Status::Fail(w) if w.contains("shrank from 100 frames after the first case to 97")));
     }
 
     #[test]
