@@ -151,6 +151,7 @@ mod tests {
             }
             assert_eq!(get(&p, F::GuestPendingDebugExceptions) >> 32, 0);
             assert_eq!(get(&p, F::GuestIa32Debugctl) & !3, 0);
+            assert_eq!(get(&p, F::GuestDr7) >> 32, 0, "DR7 63:32");
             assert!(p.entry_load.iter().all(|e| e.index != 0x9e), "SMBASE");
             assert!((1..=4).contains(&p.mutations));
             assert_eq!(get(&p, F::GuestRflags) & (1 << 8), 0, "TF");

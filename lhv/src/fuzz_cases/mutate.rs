@@ -20,6 +20,8 @@
 //!   does not check it (SDM 27.3.1.5; negative suite SKIP).
 //! - HLT with an injected event other than an external interrupt, NMI,
 //!   #DB or #MC: it must fail (SDM 27.3.1.5), Bochs enters and delivers it.
+//! - Bits 63:32 of guest DR7 with "load debug controls": the entry must
+//!   fail (SDM 27.3.1.1), Bochs enters (or fails later, at the MSR loads).
 //! - Reserved bits of guest IA32_DEBUGCTL (with "load debug controls") and
 //!   bits 63:32 of the pending debug exceptions: they must fail (SDM
 //!   27.3.1.1, 27.3.1.5), Bochs does not check them (it does not implement
@@ -318,7 +320,9 @@ impl Gen<'_> {
                 }
             }
             _ => {
-                let b = self.bit(0, 63);
+                // Bits 31:0 only: Bochs does not check that bits 63:32 are
+                // 0 (see above).
+                let b = self.bit(0, 31);
                 self.xor(F::GuestDr7, b);
                 if self.rng.chance(1, 2) {
                     self.enable(4, 2);

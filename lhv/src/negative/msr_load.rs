@@ -74,6 +74,17 @@ fn lstar_non_canonical(e: &mut Env) {
     load_list(e, 0, 1);
 }
 
+/// WRMSR of IA32_EFER that clears LME while paging is on raises #GP (SDM
+/// Vol. 3A 2.2.1, 10.8.5), so the load fails. Found by the fuzzer (seed 3,
+/// case 17446): L0 put it into VMCS02 and failed the entry as invalid guest
+/// state (exit 33) instead.
+fn efer_lme_cleared(e: &mut Env) {
+    clear_area();
+    let efer = e.read(F::GuestIa32Efer);
+    entry(0, msr::IA32_EFER, 0, efer & !(1 << 8));
+    load_list(e, 0, 1);
+}
+
 fn reserved_bits(e: &mut Env) {
     clear_area();
     entry(0, IA32_SYSENTER_CS, 1, 0);
@@ -158,6 +169,11 @@ pub const GROUP: Group = Group {
         Case::launch(
             "msr-load-lstar-non-canonical",
             lstar_non_canonical,
+            Outcome::msr_loading(1),
+        ),
+        Case::launch(
+            "msr-load-efer-lme-cleared",
+            efer_lme_cleared,
             Outcome::msr_loading(1),
         ),
         Case::launch(

@@ -48,16 +48,28 @@ fn tail<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
 /// Parses a serial log.
 pub fn parse(log: &str) -> FuzzLog {
     let mut f = FuzzLog::default();
+    // Between `FUZZ case <n> writes:` and the case's outcome line: LHV's
+    // dump (L0 may print VMCS12 dumps of its own later, when it gives up).
+    let mut in_writes = false;
     for line in log.lines() {
         let line = line.trim_end();
         if let Some(t) = tail(line, "CPU(").filter(|t| t.contains("): VMCS12 ")) {
-            f.dump.push(t.to_string());
+            if in_writes {
+                f.dump.push(t.to_string());
+            }
             continue;
         }
         let Some(t) = tail(line, "FUZZ ") else {
             continue;
         };
         let rest = &t[5..];
+        if rest.starts_with("case ") && rest.ends_with(" writes:") {
+            in_writes = true;
+            continue;
+        }
+        if !rest.starts_with("msr ") {
+            in_writes = false;
+        }
         if rest.starts_with("L0: pool=") {
             f.pool.0 = pool_value(rest);
         } else if rest.starts_with("L0: alive after the suite") {
@@ -437,9 +449,9 @@ FUZZ done
     #[test]
     fn parses_cases_profile_digest_and_dumps() {
         let f = parse(&format!(
-            "{BARE}CPU(0): VMCS12 0x4016 VmEntryInterruptionInfo = 0x80000306\nFUZZ msr entry-load[0] = 0x174 0x0 0x5\n"
+            "{BARE}FUZZ case 3 writes:\nCPU(0): VMCS12 0x4016 VmEntryInterruptionInfo = 0x80000306\nFUZZ msr entry-load[0] = 0x174 0x0 0x5\nFUZZ 3 l2-ran\nCPU(0): VMCS12 0x4016 VmEntryInterruptionInfo = 0x0\n"
         ));
-        assert_eq!(f.outcomes.len(), 3);
+        assert_eq!(f.outcomes.len(), 4);
         assert_eq!(f.outcomes[&2], "exit 0x80000021 q=0x0");
         assert_eq!(f.digest, Some(("0123".into(), 3)));
         assert!(f.done);
@@ -542,10 +554,11 @@ FUZZ done
 
     #[test]
     fn dump_table_marks_differing_fields() {
-        let b =
-            parse("CPU(0): VMCS12 0x4002 PrimaryProcBasedVmExecControls = 0x1\nFUZZ 3 l2-ran\n");
+        let b = parse(
+            "FUZZ case 3 writes:\nCPU(0): VMCS12 0x4002 PrimaryProcBasedVmExecControls = 0x1\nFUZZ 3 l2-ran\n",
+        );
         let l = parse(
-            "CPU(0): VMCS12 0x4002 PrimaryProcBasedVmExecControls = 0x3\nFUZZ 3 vmfail-valid 7\n",
+            "FUZZ case 3 writes:\nCPU(0): VMCS12 0x4002 PrimaryProcBasedVmExecControls = 0x3\nFUZZ 3 vmfail-valid 7\n",
         );
         let t = dump_table(&b, &l);
         assert!(t.contains("bare:  CPU(0): VMCS12 0x4002 PrimaryProcBasedVmExecControls = 0x1"));
