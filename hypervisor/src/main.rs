@@ -68,6 +68,10 @@ fn fail(what: &str, e: impl core::fmt::Display) -> ! {
 fn main(boot: &'static BootInfo) -> ! {
     println!("L0 hypervisor {} starting", env!("CARGO_PKG_VERSION"));
     boot.print();
+    // The #GP handler of `shared::safe_msr`: L0 performs the MSR loads of a
+    // guest hypervisor's MSR areas with it, and a WRMSR the processor
+    // refuses becomes that load's failure, not an L0 crash.
+    shared::safe_msr::install();
     let caps = CAPS.call_once(|| {
         vmx_root::probe_or_shutdown(Needs {
             ept: true,

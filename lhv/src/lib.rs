@@ -12,6 +12,7 @@ pub mod bench_figures;
 pub mod desc;
 pub mod ept_layout;
 pub mod ept_variants;
+pub mod fuzz_cases;
 pub mod invvpid_cases;
 pub mod low_mem;
 pub mod msr_bitmap;

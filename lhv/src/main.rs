@@ -15,6 +15,8 @@
 //! - `hostile`: no VMX; does what a hostile OS does to the machine and
 //!   checks the hardware's answers (see [`hostile`]); `triple-fault`:
 //!   shuts the processor down and expects the machine to boot again.
+//! - `fuzz`: the differential VMCS fuzzer on the BSP: seeded mutations of a
+//!   valid VMCS, one outcome line per case (see [`fuzz`]).
 #![no_std]
 #![no_main]
 
@@ -23,6 +25,7 @@ mod bench;
 mod bench_l2;
 mod events;
 mod exit;
+mod fuzz;
 mod hostile;
 mod hw;
 mod irq;
@@ -58,8 +61,10 @@ fn main(boot: &'static BootInfo) -> ! {
         Some("triple-fault") => hostile::run_triple_fault(),
         _ => {}
     }
-    if cmdline::get(boot.cmdline(), "mode") == Some("negative") {
-        negative::run(boot, &CAPS);
+    match cmdline::get(boot.cmdline(), "mode") {
+        Some("negative") => negative::run(boot, &CAPS),
+        Some("fuzz") => fuzz::run(boot, &CAPS),
+        _ => {}
     }
     let raw_opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);
     println!("LHV_OPT = {raw_opt:#x}");

@@ -1,7 +1,7 @@
 //! L0's hypercall ABI (VMCALL from its guest, in any mode, at CPL 0).
 //!
 //! RAX = [`MAGIC`] | number; arguments in RBX, RCX, RDX. On return RAX is
-//! [`OK`] or an error below, results in RBX, RCX, RDX (and RSI), with CF, PF, AF, ZF, SF
+//! [`OK`] or an error below, results in RBX, RCX, RDX (and RSI, RDI), with CF, PF, AF, ZF, SF
 //! and OF clear (as after a VMX instruction that succeeded). Any other VMCALL gets what
 //! the hardware gives: #UD outside VMX operation (SDM Vol. 2B, VMCALL), VMfail in a guest
 //! hypervisor's VMX root operation; and so does one at CPL > 0 or one of a call that L0's
@@ -20,7 +20,9 @@ pub enum Hypercall {
     /// L0 is alive: returns RBX = VM exits handled on this CPU, RCX = CPUs
     /// L0 runs on, RDX = L0's region size in KiB, RSI = L0's region base
     /// (guest-physical; the guest sees it as unbacked memory: reads all
-    /// ones, writes dropped).
+    /// ones, writes dropped), RDI = 4-KiB frames left in L0's pool (VMCS02s,
+    /// EPT02 and other nested state come from it: a long run that keeps it
+    /// flat leaks nothing).
     Stats = 2,
     /// Stops the machine with exit code RBX (emulators quit; hardware halts).
     Shutdown = 3,

@@ -50,6 +50,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
             vcpu.regs.gpr[reg::RDX] = (e - b) / 1024;
             vcpu.regs.gpr[reg::RSI] = b;
             crate::nested::ept02::report(vcpu);
+            vcpu.regs.gpr[reg::RDI] = crate::memory::pool_free();
             hypercall::OK
         }
         Hypercall::DumpVmcs => {

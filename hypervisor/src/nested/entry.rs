@@ -92,7 +92,12 @@ pub fn enter(
         pat: v.read(F::GuestIa32Pat),
     };
     let mut loads = msr_areas::FieldLoads::new();
-    if let Err(e) = msr_areas::entry_load(vcpu.index, &nested.store.vmcs12[slot], &mut loads) {
+    let vmcs12 = &nested.store.vmcs12[slot];
+    let efer = msr_areas::EferState {
+        paging: vmcs12.read(F::GuestCr0) & vmcs01::cr0::PG != 0,
+        efer: vmcs02::l2_efer(vmcs12, &l1),
+    };
+    if let Err(e) = msr_areas::entry_load(vcpu.index, vmcs12, efer, &mut loads) {
         return fail_entry(
             vcpu,
             v,

@@ -38,18 +38,37 @@ pub fn as_loaded(f: F, value: u64, old: u64) -> u64 {
     }
 }
 
+/// What a WRMSR of IA32_EFER is checked against: whether paging is on and
+/// EFER as it is (SDM Vol. 3A, 2.2.1: LME may not change while CR0.PG = 1;
+/// such a WRMSR is #GP). Updated by each load of EFER in the area.
+#[derive(Clone, Copy, Debug)]
+pub struct EferState {
+    pub paging: bool,
+    pub efer: u64,
+}
+
+/// IA32_EFER.LME (bit 8).
+const EFER_LME: u64 = 1 << 8;
+
 /// Performs a WRMSR of one area entry for L1 or L2: a field goes to
 /// `fields` (or is written into `vmcs` at once when `vmcs` is given).
 fn load_one(
     cpu: usize,
     msr: u32,
     value: u64,
+    efer: &mut EferState,
     fields: &mut FieldLoads,
     vmcs: Option<&mut dyn VmcsAccess>,
 ) -> Result<(), MsrAreaFailure> {
     let refused = Err(MsrAreaFailure::Refused);
     if !entry_load_allowed(msr, value) {
         return refused;
+    }
+    if classify(msr) == MsrClass::VmcsField(F::GuestIa32Efer) {
+        if efer.paging && (value ^ efer.efer) & EFER_LME != 0 {
+            return refused;
+        }
+        efer.efer = as_loaded(F::GuestIa32Efer, value, efer.efer);
     }
     match classify(msr) {
         MsrClass::VmcsField(f) => {
@@ -94,6 +113,7 @@ fn load_one(
 pub fn entry_load(
     cpu: usize,
     vmcs12: &impl VmcsAccess,
+    mut efer: EferState,
     fields: &mut FieldLoads,
 ) -> Result<(), MsrAreaError> {
     let count = vmcs12.read32(F::VmEntryMsrLoadCount);
@@ -104,7 +124,7 @@ pub fn entry_load(
         addr,
         count,
         max_entries(),
-        |_, _, e| load_one(cpu, e.index, e.data, fields, None),
+        |_, _, e| load_one(cpu, e.index, e.data, &mut efer, fields, None),
     )
 }
 
@@ -146,12 +166,25 @@ pub fn exit_load(
     let count = vmcs12.read32(F::VmExitMsrLoadCount);
     let addr = vmcs12.read(F::VmExitMsrLoadAddress);
     let mut unused = FieldLoads::new();
+    let mut efer = EferState {
+        paging: vmcs01.read(F::Cr0ReadShadow) & (1 << 31) != 0,
+        efer: vmcs01.read(F::GuestIa32Efer),
+    };
     msr_area::process_area(
         &mut GuestMemory,
         AreaKind::ExitLoad,
         addr,
         count,
         max_entries(),
-        |_, _, e| load_one(cpu, e.index, e.data, &mut unused, Some(&mut *vmcs01)),
+        |_, _, e| {
+            load_one(
+                cpu,
+                e.index,
+                e.data,
+                &mut efer,
+                &mut unused,
+                Some(&mut *vmcs01),
+            )
+        },
     )
 }

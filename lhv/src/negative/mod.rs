@@ -362,20 +362,22 @@ fn l0_present() -> bool {
 
 /// L0's answer to Stats (`shared::hypercall`).
 #[derive(Clone, Copy, Debug)]
-struct Stats {
+pub struct Stats {
     exits: u64,
     cpus: u64,
     region_kib: u64,
     region_base: u64,
+    /// Frames left in L0's pool.
+    pub pool_free: u64,
 }
 
 /// L0's Stats hypercall (only called when L0 is present). L0 answers in
 /// RAX and leaves RFLAGS as they were, so the answer is RAX alone (not the
 /// VMX-style CF/ZF that `shared::vmx::insn::vmcall` decodes).
-fn l0_stats() -> Stats {
+pub fn l0_stats() -> Stats {
     let mut rax = Hypercall::Stats.rax();
     let mut rbx: u64 = 0;
-    let (rcx, rdx, rsi): (u64, u64, u64);
+    let (rcx, rdx, rsi, rdi): (u64, u64, u64, u64);
     // SAFETY: L0's Stats call only returns values in RAX, RBX, RCX, RDX and
     // RSI. RBX is reserved by the compiler, hence the exchange.
     unsafe {
@@ -388,6 +390,7 @@ fn l0_stats() -> Stats {
             inout("rcx") 0u64 => rcx,
             inout("rdx") 0u64 => rdx,
             inout("rsi") 0u64 => rsi,
+            inout("rdi") 0u64 => rdi,
             options(nostack),
         );
     }
@@ -403,6 +406,7 @@ fn l0_stats() -> Stats {
         cpus: rcx,
         region_kib: rdx,
         region_base: rsi,
+        pool_free: rdi,
     }
 }
 
@@ -450,27 +454,21 @@ fn run_case(env: &mut Env, case: &Case, tally: &mut Tally) {
     }
 }
 
-/// Runs the suite on the BSP and shuts down; `caps` is where LHV keeps the
-/// capabilities (read here, after L0's presence is reported).
-pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
-    println!("NEGATIVE: mode=negative, BSP only");
-    let names = GROUPS.iter().flat_map(|g| g.cases.iter().map(|c| c.name));
-    if let Err(n) = lhv::negative_cases::names_well_formed(names) {
-        fail(
-            format_args!("negative: case names unique and well-formed"),
-            format_args!("yes"),
-            format_args!("{n:?}"),
-        );
-    }
+/// The BSP's bring-up for a suite of fresh-VMCS cases (this one and
+/// `mode=fuzz`): L0's presence (`<tag> L0: present ...` / `<tag> L0: none
+/// (bare)`), the capabilities (kept in `caps`), the claiming #UD/#GP
+/// handlers, VMXON on the suite's own region and the suite's VMCS context.
+pub fn bring_up(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>, tag: &str) -> Env {
     let l0 = l0_present().then(|| {
         let s = l0_stats();
         let size = s.region_kib * 1024;
         println!(
-            "NEGATIVE L0: present, exits={} cpus={} region [{:#x}, {:#x})",
+            "{tag} L0: present, exits={} cpus={} region [{:#x}, {:#x}) pool={}",
             s.exits,
             s.cpus,
             s.region_base,
-            s.region_base + size
+            s.region_base + size,
+            s.pool_free
         );
         L0 {
             region_base: s.region_base,
@@ -478,7 +476,7 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
         }
     });
     if l0.is_none() {
-        println!("NEGATIVE L0: none (bare)");
+        println!("{tag} L0: none (bare)");
     }
     let caps = caps.call_once(|| vmx_root::probe_or_shutdown(vmx_root::Needs::default()));
     // The suite controls every event itself: no legacy interrupts.
@@ -533,7 +531,7 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
         on_bochs,
         vmcs_region,
     );
-    let mut env = Env {
+    let env = Env {
         ctx,
         caps,
         on_bochs,
@@ -546,9 +544,42 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
         controls: Controls::base(),
     };
     println!(
-        "NEGATIVE: bochs={on_bochs} MAXPHYADDR={} linear={} VMXON at {vmxon_pa:#x} VMCS at {:#x}",
+        "{tag}: bochs={on_bochs} MAXPHYADDR={} linear={} VMXON at {vmxon_pa:#x} VMCS at {:#x}",
         env.max_phys, env.linear_width, env.ctx.vmcs_pa
     );
+    env
+}
+
+/// Leaves VMX operation (VMCLEAR of the suite's VMCS, VMXOFF) and, under
+/// L0, prints `<tag> L0: alive after the suite` with L0's statistics.
+pub fn finish(env: &mut Env, tag: &str) {
+    let _ = guard::vmclear(env.ctx.vmcs_pa);
+    if let Some(vmx) = env.ctx.vmx.take() {
+        // SAFETY: the suite's only VMCS was just cleared.
+        let _ = unsafe { vmx.disable() };
+    }
+    if env.l0.is_some() {
+        let s = l0_stats();
+        println!(
+            "{tag} L0: alive after the suite, exits={} cpus={} pool={}",
+            s.exits, s.cpus, s.pool_free
+        );
+    }
+}
+
+/// Runs the suite on the BSP and shuts down; `caps` is where LHV keeps the
+/// capabilities (read here, after L0's presence is reported).
+pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
+    println!("NEGATIVE: mode=negative, BSP only");
+    let names = GROUPS.iter().flat_map(|g| g.cases.iter().map(|c| c.name));
+    if let Err(n) = lhv::negative_cases::names_well_formed(names) {
+        fail(
+            format_args!("negative: case names unique and well-formed"),
+            format_args!("yes"),
+            format_args!("{n:?}"),
+        );
+    }
+    let mut env = bring_up(boot, caps, "NEGATIVE");
     let start = x86::rdtsc();
     let mut tally = Tally::default();
     for g in GROUPS {
@@ -570,19 +601,7 @@ pub fn run(boot: &BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
             }
         );
     }
-    // Leave VMX operation cleanly, then show L0 alive.
-    let _ = guard::vmclear(env.ctx.vmcs_pa);
-    if let Some(vmx) = env.ctx.vmx.take() {
-        // SAFETY: the suite's only VMCS was just cleared.
-        let _ = unsafe { vmx.disable() };
-    }
-    if env.l0.is_some() {
-        let s = l0_stats();
-        println!(
-            "NEGATIVE L0: alive after the suite, exits={} cpus={}",
-            s.exits, s.cpus
-        );
-    }
+    finish(&mut env, "NEGATIVE");
     shared::console::flush();
     shared::platform::shutdown(if tally.passed() { 0 } else { 1 })
 }

@@ -20,6 +20,8 @@ const AREA_ENTRIES: usize = AREA_PAGES * 4096 / 16;
 const IA32_SYSENTER_CS: u32 = 0x174;
 const IA32_SYSENTER_ESP: u32 = 0x175;
 const IA32_SYSENTER_EIP: u32 = 0x176;
+/// IA32_LSTAR: not switched by VMX; LHV does not use SYSCALL.
+const IA32_LSTAR: u32 = 0xc000_0082;
 /// An x2APIC register MSR (TPR): never loadable (SDM 27.4).
 const X2APIC_TPR: u32 = 0x808;
 
@@ -49,6 +51,37 @@ fn load_list(e: &mut Env, first: usize, count: usize) {
 fn fs_base(e: &mut Env) {
     clear_area();
     entry(0, msr::IA32_FS_BASE, 0, 0);
+    load_list(e, 0, 1);
+}
+
+/// WRMSR of a non-canonical address to IA32_SYSENTER_ESP raises #GP (SDM
+/// Vol. 4, and 27.4: the load fails as WRMSR would). Found by the fuzzer
+/// (seed 1, case 486): L0 loaded it into VMCS02 and went on.
+fn sysenter_esp_non_canonical(e: &mut Env) {
+    clear_area();
+    let v = lhv::negative_cases::non_canonical(e.linear_width);
+    entry(0, IA32_SYSENTER_ESP, 0, v);
+    load_list(e, 0, 1);
+}
+
+/// The same for IA32_LSTAR, an MSR VMX does not switch: L0 passes the
+/// WRMSR to the processor (found by the fuzzer, seed 1, case 571: the #GP
+/// of that WRMSR stopped L0).
+fn lstar_non_canonical(e: &mut Env) {
+    clear_area();
+    let v = lhv::negative_cases::non_canonical(e.linear_width);
+    entry(0, IA32_LSTAR, 0, v);
+    load_list(e, 0, 1);
+}
+
+/// WRMSR of IA32_EFER that clears LME while paging is on raises #GP (SDM
+/// Vol. 3A 2.2.1, 10.8.5), so the load fails. Found by the fuzzer (seed 3,
+/// case 17446): L0 put it into VMCS02 and failed the entry as invalid guest
+/// state (exit 33) instead.
+fn efer_lme_cleared(e: &mut Env) {
+    clear_area();
+    let efer = e.read(F::GuestIa32Efer);
+    entry(0, msr::IA32_EFER, 0, efer & !(1 << 8));
     load_list(e, 0, 1);
 }
 
@@ -128,6 +161,21 @@ pub const GROUP: Group = Group {
     section: "27.4 loading MSRs",
     cases: &[
         Case::launch("msr-load-fs-base", fs_base, Outcome::msr_loading(1)),
+        Case::launch(
+            "msr-load-sysenter-esp-non-canonical",
+            sysenter_esp_non_canonical,
+            Outcome::msr_loading(1),
+        ),
+        Case::launch(
+            "msr-load-lstar-non-canonical",
+            lstar_non_canonical,
+            Outcome::msr_loading(1),
+        ),
+        Case::launch(
+            "msr-load-efer-lme-cleared",
+            efer_lme_cleared,
+            Outcome::msr_loading(1),
+        ),
         Case::launch(
             "msr-load-reserved-bits",
             reserved_bits,

@@ -18,6 +18,10 @@ pub enum Check {
     /// `lhv/<opt>/<n>cpu`. Compared once both runs are over (`twins.rs`);
     /// nothing to do line by line.
     LhvCountsMatchTwin,
+    /// A fuzz run under L0 (`l0-fuzz/<name>`) must print the same outcome
+    /// for every case as its bare twin `fuzz/<name>` (`fuzz.rs`), compared
+    /// once both runs are over (`twins.rs`).
+    FuzzMatchesTwin,
     /// The machine resets once (a guest triple fault under L0) and boots
     /// into L0 again: `L0 hypervisor ... starting` must appear twice.
     RebootsIntoL0,
@@ -130,7 +134,7 @@ impl Checker {
     /// One serial line; `Some(reason)` fails the run at once.
     pub fn line(&mut self, line: &str) -> Option<String> {
         match self.kind {
-            Check::None | Check::LhvCountsMatchTwin => None,
+            Check::None | Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin => None,
             Check::RebootsIntoL0 => {
                 if line.contains(L0_START) && line.contains(" starting") {
                     self.l0_boots += 1;
@@ -167,7 +171,7 @@ impl Checker {
     /// check cannot confirm the run.
     pub fn missing(&self) -> Option<String> {
         match self.kind {
-            Check::None | Check::LhvCountsMatchTwin => None,
+            Check::None | Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin => None,
             Check::RebootsIntoL0 if self.l0_boots < 2 => Some(format!(
                 "L0 booted {} time(s), expected twice (before and after the reset)",
                 self.l0_boots

@@ -9,6 +9,10 @@ usage: harness run  [options]          build, boot one scenario, judge it (scrip
                                         whose name contains a FILTER (scripts/test)
        harness bench [--n N] [-v]       LHV mode=bench on bare Bochs and under L0: the cycles
                                         of an L2 exit handled by L1, and L0 exits per L2 exit
+       harness fuzz --seed N --cases N [--dump N] [-v]
+                                        LHV mode=fuzz (differential VMCS fuzzer) on bare Bochs
+                                        and under L0: every case whose outcome differs, and
+                                        the mutated VMCS12 of the first --dump (default 5)
        harness vmcs-diff LOG [LOG2] --cpu N --vmcs KIND [--against KIND2]
                                         VMCS dumps (KIND 01, 12 or 02) compared field by field:
                                         the last two of LOG, LOG's KIND against its KIND2, or
@@ -95,6 +99,7 @@ pub enum Command {
     ReproImage(ReproImageOpts),
     Bench(BenchOpts),
     VmcsDiff(VmcsDiffOpts),
+    Fuzz(FuzzOpts),
     Help,
 }
 
@@ -104,6 +109,27 @@ pub struct BenchOpts {
     /// Round trips per operation (`bench_n=`); LHV's default when `None`.
     pub n: Option<u64>,
     pub verbose: bool,
+}
+
+/// `fuzz --seed N --cases N [--dump N] [--verbose]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuzzOpts {
+    pub seed: u64,
+    pub cases: u64,
+    /// How many divergences to re-run with `fuzz_dump=<case>`.
+    pub dump: usize,
+    pub verbose: bool,
+}
+
+impl Default for FuzzOpts {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            cases: 2000,
+            dump: 5,
+            verbose: false,
+        }
+    }
 }
 
 /// `vmcs-diff LOG [LOG2] --cpu N --vmcs KIND [--against KIND2]`.
@@ -138,6 +164,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "repro-image" => parse_repro_image(rest).map(Command::ReproImage),
         "bench" => parse_bench(rest).map(Command::Bench),
         "vmcs-diff" => parse_vmcs_diff(rest).map(Command::VmcsDiff),
+        "fuzz" => parse_fuzz(rest).map(Command::Fuzz),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!("unknown subcommand `{other}`")),
     }
@@ -336,6 +363,26 @@ fn parse_bench(rest: &[String]) -> Result<BenchOpts, String> {
             }
             "--verbose" | "-v" if inline.is_none() => o.verbose = true,
             f => return Err(format!("bench: unknown option `{f}`")),
+        }
+    }
+    Ok(o)
+}
+
+fn parse_fuzz(rest: &[String]) -> Result<FuzzOpts, String> {
+    let mut o = FuzzOpts::default();
+    let mut a = Args { it: rest.iter() };
+    while let Some((flag, inline)) = a.next() {
+        match flag {
+            "--seed" => o.seed = num(flag, a.value(flag, inline)?)?,
+            "--cases" => {
+                o.cases = num(flag, a.value(flag, inline)?)?;
+                if o.cases == 0 {
+                    return Err("--cases: at least 1".into());
+                }
+            }
+            "--dump" => o.dump = num(flag, a.value(flag, inline)?)?,
+            "--verbose" | "-v" if inline.is_none() => o.verbose = true,
+            f => return Err(format!("fuzz: unknown option `{f}`")),
         }
     }
     Ok(o)

@@ -9,6 +9,7 @@ mod cli;
 mod cpio;
 mod deps;
 mod emulator;
+mod fuzz;
 mod images;
 mod linux;
 mod paths;
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Ok(Command::ReproImage(o)) => repro_image(&o),
         Ok(Command::Bench(o)) => bench::run(&o),
         Ok(Command::VmcsDiff(o)) => vmcs_diff(&o),
+        Ok(Command::Fuzz(o)) => fuzz::run(&o),
         Ok(Command::Help) => {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS

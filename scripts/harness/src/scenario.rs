@@ -510,6 +510,9 @@ const fn l0_lhv_test(name: &'static str, lhv_opt: u64, cpus: u32) -> Scenario {
 /// (issue 8): Full until it lands, then Default (flip this line).
 const NESTED_TIER: Tier = Tier::Default;
 
+/// The Default tier's fuzz slice (`l0-fuzz/quick` and its twin).
+const FUZZ_QUICK: &str = "mode=fuzz seed=1 cases=2000";
+
 /// Moves a scenario to the Full tier.
 const fn full(s: Scenario) -> Scenario {
     Scenario {
@@ -779,6 +782,52 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_s: 300,
         ..BOCHS_L0
     },
+    // The differential VMCS fuzzer (LHV mode=fuzz, issue 11): the same
+    // seed on bare Bochs and under L0, every case's outcome compared
+    // (`fuzz.rs`); under L0 also L0 alive at the end. `quick` is the
+    // Default tier's slice; the Full tier adds 100,000 cases in 4 seeds.
+    crate::fuzz::bare("fuzz/quick", FUZZ_QUICK, 300),
+    crate::fuzz::under_l0("l0-fuzz/quick", FUZZ_QUICK, 900),
+    full(crate::fuzz::bare(
+        "fuzz/2",
+        "mode=fuzz seed=2 cases=25000",
+        1800,
+    )),
+    full(crate::fuzz::under_l0(
+        "l0-fuzz/2",
+        "mode=fuzz seed=2 cases=25000",
+        5400,
+    )),
+    full(crate::fuzz::bare(
+        "fuzz/3",
+        "mode=fuzz seed=3 cases=25000",
+        1800,
+    )),
+    full(crate::fuzz::under_l0(
+        "l0-fuzz/3",
+        "mode=fuzz seed=3 cases=25000",
+        5400,
+    )),
+    full(crate::fuzz::bare(
+        "fuzz/4",
+        "mode=fuzz seed=4 cases=25000",
+        1800,
+    )),
+    full(crate::fuzz::under_l0(
+        "l0-fuzz/4",
+        "mode=fuzz seed=4 cases=25000",
+        5400,
+    )),
+    full(crate::fuzz::bare(
+        "fuzz/5",
+        "mode=fuzz seed=5 cases=25000",
+        1800,
+    )),
+    full(crate::fuzz::under_l0(
+        "l0-fuzz/5",
+        "mode=fuzz seed=5 cases=25000",
+        5400,
+    )),
     // LHV probe mode alone on Bochs: E820 lines, RAM pattern, no L0 (#UD).
     Scenario {
         name: "lhv-probe",

@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use crate::runner::{Row, Status};
 use crate::scenario::{self, Check, Scenario};
 
-/// The bare twin's name, for scenarios with [`Check::LhvCountsMatchTwin`].
+/// The bare twin's name, for scenarios with [`Check::LhvCountsMatchTwin`]
+/// or [`Check::FuzzMatchesTwin`].
 pub fn twin_name(s: &Scenario) -> Option<String> {
-    (s.check == Check::LhvCountsMatchTwin)
+    matches!(s.check, Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin)
         .then(|| s.name.strip_prefix("l0-").unwrap_or(s.name).to_string())
 }
 
@@ -142,6 +143,10 @@ pub fn cross_check(scenarios: &[Scenario], rows: &mut [Row]) {
         if rows[ri].status != Status::Pass {
             continue;
         }
+        let judge = match s.check {
+            Check::FuzzMatchesTwin => crate::fuzz::judge,
+            _ => judge,
+        };
         let verdict = judge(&twin, &rows[ti].status, &read(&rows[ti]), &read(&rows[ri]));
         rows[ri].status = verdict;
     }

@@ -230,6 +230,17 @@ pub fn load_check(kind: AreaKind, entry: &MsrEntry) -> LoadCheck {
         | msr::IA32_SMRR_PHYSMASK => LoadCheck::Fails,
         m if (vmx_msr::IA32_VMX_BASIC..=VMX_CAPABILITY_LAST).contains(&m) => LoadCheck::Fails,
         msr::IA32_EFER if value & !EFER_DEFINED != 0 => LoadCheck::Fails,
+        // WRMSR of a non-canonical address is #GP (SDM Vol. 4 and the
+        // instruction page; 48-bit linear addresses: L1 is offered no LA57).
+        msr::IA32_SYSENTER_ESP
+        | msr::IA32_SYSENTER_EIP
+        | msr::IA32_KERNEL_GS_BASE
+        | msr::IA32_LSTAR
+        | msr::IA32_CSTAR
+            if !crate::vmx::insn_info::is_canonical(value) =>
+        {
+            LoadCheck::Fails
+        }
         msr::IA32_PAT if pat_is_valid(value) => LoadCheck::Accepted,
         msr::IA32_PAT => LoadCheck::Fails,
         _ => LoadCheck::Depends,
@@ -257,6 +268,16 @@ mod tests {
     use super::*;
     use crate::vmx::VmcsField as F;
     use proptest::prelude::*;
+
+    #[test]
+    fn non_canonical_addresses_fail_to_load() {
+        let e = |m: u32, v: u64| load_check(AreaKind::EntryLoad, &MsrEntry::new(m, v));
+        for m in [0x175, 0x176, 0xc000_0102, 0xc000_0082, 0xc000_0083] {
+            assert_eq!(e(m, 0x8000_0000_0000), LoadCheck::Fails, "{m:#x}");
+            assert_eq!(e(m, 1 << 60), LoadCheck::Fails, "{m:#x}");
+            assert_ne!(e(m, 0xffff_8000_0000_1000), LoadCheck::Fails, "{m:#x}");
+        }
+    }
 
     #[test]
     fn vmcs_field_msrs() {
