@@ -49,7 +49,6 @@ pub fn init(cmdline: &str) {
                 ept: true,
                 vpid: true,
                 unrestricted_guest: true,
-                ..NestedFeatures::default()
             },
         )
     });
