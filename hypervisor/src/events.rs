@@ -13,7 +13,9 @@
 //! 25.3, 26.7.1); NMI-window exiting (SDM 26.7.5) tells L0 when it is
 //! clear again.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use shared::percpu::MAX_CPUS;
 
 use shared::nmi_inject::{self, NmiStep};
 use shared::vmx::controls::PrimaryProcBased;
@@ -88,6 +90,48 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
             vcpu.nmis_pending -= 1;
             vcpu.nmis_injected += 1;
         }
+    }
+    // An NMI that came after the count was taken above must not wait for
+    // the guest's next exit (a guest that polls makes none): the window
+    // exit comes as soon as the guest can take an NMI. Later ones set it
+    // themselves (`host_nmi`).
+    if shared::percpu::current().nmi_count.load(Ordering::Acquire) != 0 {
+        v.set_bits(F::PrimaryProcBasedVmExecControls, window);
+    }
+}
+
+/// CPUs whose own VMCS is current (set once VMCS01 is set up), on which
+/// [`host_nmi`] may VMWRITE.
+static VMCS_READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// This CPU has a current VMCS of L0's from now on.
+pub fn vmcs_ready(index: usize) {
+    if let Some(r) = VMCS_READY.get(index) {
+        r.store(true, Ordering::Release);
+    }
+}
+
+/// The NMI handler of L0's IDT (NMIs that arrive in VMX root): counts the
+/// NMI for [`before_entry`] and asks for an NMI-window exit on the current
+/// VMCS, so that an NMI arriving between `before_entry` and VM entry is
+/// taken up as soon as the guest can take an NMI instead of at its next
+/// exit, whenever that is (a guest hypervisor polling for its self-NMI
+/// makes none). An extra window exit is harmless: `before_entry` finds
+/// nothing pending and closes the window.
+pub fn host_nmi(_frame: &mut shared::trap::TrapFrame) {
+    let cpu = shared::percpu::current();
+    cpu.nmi_count.fetch_add(1, Ordering::AcqRel);
+    if VMCS_READY
+        .get(cpu.index())
+        .is_some_and(|r| r.load(Ordering::Acquire))
+    {
+        // SAFETY: this CPU is in VMX root operation with one of L0's VMCSs
+        // current (`vmcs_ready`), whichever one it is entering next.
+        let vmx = unsafe { shared::vmx::insn::Vmxon::assume_enabled() };
+        vmx.guarded_vmcs().set_bits(
+            F::PrimaryProcBasedVmExecControls,
+            u64::from(PrimaryProcBased::NMI_WINDOW_EXITING.bits()),
+        );
     }
 }
 

@@ -72,6 +72,7 @@ fn main(boot: &'static BootInfo) -> ! {
     // guest hypervisor's MSR areas with it, and a WRMSR the processor
     // refuses becomes that load's failure, not an L0 crash.
     shared::safe_msr::install();
+    shared::trap::set_handler(shared::trap::vector::NMI, events::host_nmi);
     let caps = CAPS.call_once(|| {
         vmx_root::probe_or_shutdown(Needs {
             ept: true,
@@ -230,6 +231,7 @@ fn cpu_main(bsp: bool) -> ! {
         shared::x86::halt_forever()
     }
     let mut v = vmxon.guarded_vmcs();
+    events::vmcs_ready(index);
     guest_smp::register(index, shared::percpu::current().apic_id(), !bsp);
     if bsp {
         launch::write_boot_state(&mut v, caps, cpu.vcpu, setup.boot_drive);
