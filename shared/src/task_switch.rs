@@ -260,44 +260,7 @@ impl<M: PhysMemory> Linear<'_, M> {
 
 /// The six segment registers in TSS order, as VMCS fields
 /// (selector, base, limit, access rights).
-const SEGMENTS: [[F; 4]; 6] = [
-    [
-        F::GuestEsSelector,
-        F::GuestEsBase,
-        F::GuestEsLimit,
-        F::GuestEsAccessRights,
-    ],
-    [
-        F::GuestCsSelector,
-        F::GuestCsBase,
-        F::GuestCsLimit,
-        F::GuestCsAccessRights,
-    ],
-    [
-        F::GuestSsSelector,
-        F::GuestSsBase,
-        F::GuestSsLimit,
-        F::GuestSsAccessRights,
-    ],
-    [
-        F::GuestDsSelector,
-        F::GuestDsBase,
-        F::GuestDsLimit,
-        F::GuestDsAccessRights,
-    ],
-    [
-        F::GuestFsSelector,
-        F::GuestFsBase,
-        F::GuestFsLimit,
-        F::GuestFsAccessRights,
-    ],
-    [
-        F::GuestGsSelector,
-        F::GuestGsBase,
-        F::GuestGsLimit,
-        F::GuestGsAccessRights,
-    ],
-];
+const SEGMENTS: &[[F; 4]] = F::GUEST_SEGMENTS.split_at(6).0;
 const CS: usize = 1;
 const SS: usize = 2;
 const RSP: usize = 4;

@@ -15,7 +15,7 @@ use shared::vmx::insn::{
 };
 use shared::vmx::nested::entry_checks::{self, CheckCtx, EntryFailure};
 use shared::vmx::nested::vmcs02::{self, ExitInfo, L0Part, L1State};
-use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
+use shared::vmx::{ExitReason, FieldGroup, MemVmcs, Nested, VmcsAccess, VmcsField as F};
 
 use super::insn::{Outcome, finish, vmfail};
 use super::{Loaded, msr_areas};
@@ -105,9 +105,10 @@ pub fn enter(
             u64::from(e.index),
         );
     }
-    let host = HostState::read(v);
+    // VMCS01's host state is needed only for a VMCS02 not yet in use.
+    let host = (!vcpu.nested.cache.meta(slot).vmcs02_ready).then(|| HostState::read(v));
     let l0 = l0_part(vcpu, slot);
-    if load_vmcs02(vcpu, slot, &host).is_err() {
+    if load_vmcs02(vcpu, slot, host.as_ref()).is_err() {
         shared::cpu_println!("nested: VMPTRLD of VMCS02 failed");
         return fail_entry(vcpu, v, ExitReason::EntryFailureGuestState, 0);
     }
@@ -186,49 +187,36 @@ fn fail_entry(
 }
 
 /// VMCS01's host-state fields, which every VMCS02 shares (VMCS02's exits
-/// come to L0's exit stub on the same stack).
-const HOST_FIELDS: &[F] = &[
-    F::HostEsSelector,
-    F::HostCsSelector,
-    F::HostSsSelector,
-    F::HostDsSelector,
-    F::HostFsSelector,
-    F::HostGsSelector,
-    F::HostTrSelector,
-    F::HostIa32Pat,
-    F::HostIa32Efer,
-    F::HostIa32SysenterCs,
-    F::HostCr0,
-    F::HostCr3,
-    F::HostCr4,
-    F::HostFsBase,
-    F::HostGsBase,
-    F::HostTrBase,
-    F::HostGdtrBase,
-    F::HostIdtrBase,
-    F::HostIa32SysenterEsp,
-    F::HostIa32SysenterEip,
-    F::HostRsp,
-    F::HostRip,
-];
+/// come to L0's exit stub on the same stack): the host group of the field
+/// table, but for the fields of features L0 does not use.
+fn host_fields() -> impl Iterator<Item = F> {
+    F::ALL
+        .iter()
+        .copied()
+        .filter(|f| f.group() == FieldGroup::Host && f.nested() != Nested::Unsupported)
+}
 
 /// A copy of VMCS01's host state, taken while VMCS01 is current.
-struct HostState([u64; HOST_FIELDS.len()]);
+struct HostState(MemVmcs);
 
 impl HostState {
     fn read(v01: &impl VmcsAccess) -> Self {
-        Self(core::array::from_fn(|i| v01.read(HOST_FIELDS[i])))
+        let mut m = MemVmcs::new();
+        for f in host_fields() {
+            m.write(f, v01.read(f));
+        }
+        Self(m)
     }
 }
 
-/// Makes the slot's VMCS02 current (clearing it and giving it L0's host
-/// state the first time).
-fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: &HostState) -> Result<(), hw::VmFail> {
+/// Makes the slot's VMCS02 current; a VMCS02 not yet in use (`host`:
+/// VMCS01's host state, read by the caller only then) is cleared and given
+/// L0's host state first.
+fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: Option<&HostState>) -> Result<(), hw::VmFail> {
     let n = &mut vcpu.nested;
     let region = &mut n.store.vmcs02[slot];
     let pa = shared::boot::layout::phys_of(&raw const *region);
-    let fresh = !n.cache.meta(slot).vmcs02_ready;
-    if fresh {
+    if host.is_some() {
         region.stamp(crate::caps().basic.revision_id, false);
         // SAFETY: `pa` is this CPU's VMCS02 region of `slot`, stamped; not
         // current.
@@ -238,11 +226,12 @@ fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: &HostState) -> Result<(), hw:
     // the way back to L1.
     unsafe { hw::vmptrld(pa)? };
     n.loaded = Loaded::Vmcs02 { slot };
-    if fresh {
+    if let Some(host) = host {
         // SAFETY: VMCS02 is current (just loaded).
         let vmx = unsafe { hw::Vmxon::assume_enabled() };
         let mut v02 = vmx.guarded_vmcs();
-        for (&f, &value) in HOST_FIELDS.iter().zip(&host.0) {
+        for f in host_fields() {
+            let value = host.0.read(f);
             // SAFETY: VMCS01's host state, which returns to L0's exit stub
             // on this CPU's exit stack, as every VMCS02 exit must.
             unsafe { v02.write_sensitive(f, value) };

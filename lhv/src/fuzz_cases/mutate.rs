@@ -344,57 +344,7 @@ impl Gen<'_> {
     }
 
     fn segment(&mut self) {
-        const SEGS: [(F, F, F, F); 8] = [
-            (
-                F::GuestEsSelector,
-                F::GuestEsBase,
-                F::GuestEsLimit,
-                F::GuestEsAccessRights,
-            ),
-            (
-                F::GuestCsSelector,
-                F::GuestCsBase,
-                F::GuestCsLimit,
-                F::GuestCsAccessRights,
-            ),
-            (
-                F::GuestSsSelector,
-                F::GuestSsBase,
-                F::GuestSsLimit,
-                F::GuestSsAccessRights,
-            ),
-            (
-                F::GuestDsSelector,
-                F::GuestDsBase,
-                F::GuestDsLimit,
-                F::GuestDsAccessRights,
-            ),
-            (
-                F::GuestFsSelector,
-                F::GuestFsBase,
-                F::GuestFsLimit,
-                F::GuestFsAccessRights,
-            ),
-            (
-                F::GuestGsSelector,
-                F::GuestGsBase,
-                F::GuestGsLimit,
-                F::GuestGsAccessRights,
-            ),
-            (
-                F::GuestLdtrSelector,
-                F::GuestLdtrBase,
-                F::GuestLdtrLimit,
-                F::GuestLdtrAccessRights,
-            ),
-            (
-                F::GuestTrSelector,
-                F::GuestTrBase,
-                F::GuestTrLimit,
-                F::GuestTrAccessRights,
-            ),
-        ];
-        let (sel, base, limit, ar) = self.rng.pick(&SEGS);
+        let [sel, base, limit, ar] = self.rng.pick(&F::GUEST_SEGMENTS);
         match self.rng.below(5) {
             0 => {
                 let b = self.bit(0, 15);

@@ -695,6 +695,63 @@ impl VmcsField {
             )
     }
 
+    /// The guest-state fields of the segment registers, as (selector,
+    /// base, limit, access rights), in the order ES, CS, SS, DS, FS, GS
+    /// (the SDM's segment-register numbers 0-5), then LDTR and TR.
+    pub const GUEST_SEGMENTS: [[VmcsField; 4]; 8] = {
+        use VmcsField as F;
+        [
+            [
+                F::GuestEsSelector,
+                F::GuestEsBase,
+                F::GuestEsLimit,
+                F::GuestEsAccessRights,
+            ],
+            [
+                F::GuestCsSelector,
+                F::GuestCsBase,
+                F::GuestCsLimit,
+                F::GuestCsAccessRights,
+            ],
+            [
+                F::GuestSsSelector,
+                F::GuestSsBase,
+                F::GuestSsLimit,
+                F::GuestSsAccessRights,
+            ],
+            [
+                F::GuestDsSelector,
+                F::GuestDsBase,
+                F::GuestDsLimit,
+                F::GuestDsAccessRights,
+            ],
+            [
+                F::GuestFsSelector,
+                F::GuestFsBase,
+                F::GuestFsLimit,
+                F::GuestFsAccessRights,
+            ],
+            [
+                F::GuestGsSelector,
+                F::GuestGsBase,
+                F::GuestGsLimit,
+                F::GuestGsAccessRights,
+            ],
+            [
+                F::GuestLdtrSelector,
+                F::GuestLdtrBase,
+                F::GuestLdtrLimit,
+                F::GuestLdtrAccessRights,
+            ],
+            [
+                F::GuestTrSelector,
+                F::GuestTrBase,
+                F::GuestTrLimit,
+                F::GuestTrAccessRights,
+            ],
+        ]
+    };
+
     /// Bits the field can hold (its width's mask).
     pub const fn mask(self) -> u64 {
         self.width().mask()
