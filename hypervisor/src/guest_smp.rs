@@ -97,6 +97,14 @@ pub fn set_waiting(index: usize, waiting: bool) {
     }
 }
 
+/// Posts an INIT request for CPU `index` (the CPU itself, when it cannot
+/// take its own INIT at once; see `exits::init_self`).
+pub fn request_init(index: usize) {
+    if let Some(s) = me(index) {
+        s.init_request.store(true, Ordering::Release);
+    }
+}
+
 /// Takes CPU `index`'s INIT request, if any.
 pub fn take_init_request(index: usize) -> bool {
     me(index).is_some_and(|s| s.init_request.swap(false, Ordering::AcqRel))

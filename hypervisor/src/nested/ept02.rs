@@ -24,7 +24,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use shared::ept::ept02::{Ept02, FramePool, RootCache};
 use shared::ept::nested::{self, Ept01Leaf, Ept01View, Ept02Outcome, Install, Resolve};
-use shared::ept::{BuildError, EptConfig, EptEntry, EptPerms, Eptp, FrameAlloc, MemoryType};
+use shared::ept::{
+    BuildError, EptConfig, EptEntry, EptPerms, EptView, Eptp, FrameAlloc, MemoryType,
+};
 use shared::ept::{PageSize, entry::PAGE_SIZE};
 use shared::mem::PhysMemory;
 use shared::vmx::controls::SecondaryProcBased;
@@ -440,6 +442,19 @@ fn l0_fault(
     let page1 = gpa1 & !(PAGE_SIZE - 1);
     let write = nested::access_of(exit.qualification).contains(EptPerms::WRITE);
     let apic = crate::ept01::apic_page() == Some(page1);
+    if write && apic {
+        // L2's write to the xAPIC page goes through L0's emulation as
+        // L1's do (its INIT is emulated, not sent to the hardware),
+        // when L0 decodes it: L2's code and paging structures are read
+        // through EPT12.
+        let eptp12 = Eptp(vcpu.nested.current_vmcs12()?.read(F::EptPointer));
+        let (cfg12, _) = configs();
+        let l2_memory = EptView::new(&GuestMemory, eptp12, &cfg12);
+        // (Never during event delivery: nothing to re-inject.)
+        if let Some(r) = crate::exits::emulate_apic_write(vcpu, v, exit, gpa1, &l2_memory) {
+            return Some(r);
+        }
+    }
     if !L0_FAULT_LOGGED.swap(true, Ordering::Relaxed) {
         shared::cpu_println!(
             "nested EPT: L2 {} L1-physical {gpa1:#x} (L2 {gpa2:#x}, RIP {:#x}), which EPT01 refuses: {} (logged once)",
@@ -447,7 +462,7 @@ fn l0_fault(
             exit.rip,
             match (write, apic) {
                 (false, _) => "reads see all ones",
-                (true, true) => "the xAPIC write passes through, single-stepped",
+                (true, true) => "the xAPIC write L0 cannot decode passes through, single-stepped",
                 (true, false) => "the write is dropped, single-stepped",
             }
         );
