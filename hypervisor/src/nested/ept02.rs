@@ -167,6 +167,34 @@ pub fn ept01_changed() {
     EPT01_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
+/// Before VM entry (`shootdown::catch_up`): if EPT01 changed while L2
+/// runs on EPT02, L2 goes on on a fresh root (the old ones are dropped:
+/// their leaves were copied from the old EPT01).
+pub fn catch_up(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
+    if !matches!(vcpu.nested.loaded, super::Loaded::Vmcs02 { .. })
+        || vcpu.nested.ept02.generation == EPT01_GENERATION.load(Ordering::Acquire)
+    {
+        return;
+    }
+    let Some(vmcs12) = vcpu.nested.current_vmcs12() else {
+        return;
+    };
+    if !Controls12::read(vmcs12).proc2(SecondaryProcBased::ENABLE_EPT) {
+        return;
+    }
+    let eptp12 = vmcs12.read(F::EptPointer);
+    match vcpu.nested.ept02.root(eptp12) {
+        Ok(r) => v.write(F::EptPointer, r.eptp().0),
+        Err(e) => {
+            // VMCS02's EPTP names a dropped root: L2 must not run.
+            shared::cpu_println!(
+                "nested EPT: no EPT02 root for EPTP12 {eptp12:#x} after an EPT01 change: {e}; L2 shuts down"
+            );
+            v.write(F::GuestActivityState, super::exit::ACTIVITY_SHUTDOWN);
+        }
+    }
+}
+
 /// Counters of one CPU (printed with L0's Stats).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {

@@ -29,7 +29,7 @@ use crate::vmcs01;
 const ABORT_SAVING_GUEST_MSRS: u32 = 1;
 const ABORT_LOADING_HOST_MSRS: u32 = 4;
 /// The activity state "shutdown" (SDM 25.4.2).
-const ACTIVITY_SHUTDOWN: u64 = 2;
+pub(super) const ACTIVITY_SHUTDOWN: u64 = 2;
 
 /// Handles one exit of L2. `v` is VMCS02 (current); on return the current
 /// VMCS is whichever the CPU enters next (VMCS01 after a reflection).
