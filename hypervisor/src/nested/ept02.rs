@@ -601,8 +601,9 @@ pub fn report(vcpu: &Vcpu) {
         (p.free, p.total, p.low)
     };
     shared::cpu_println!(
-        "L0 nested EPT: faults={} installs={} reflected={} misconfigs={} l0={} invept={} roots={}/{} hits={} misses={} evictions={} invalidated={} exhausted={} pool used={} peak={} of {}",
+        "L0 nested EPT: faults={} resolved={} installs={} reflected={} misconfigs={} l0={} invept={} roots={}/{} entry lookups={} hits={} cache hits={} misses={} evictions={} invalidated={} exhausted={} pool used={} peak={} of {}",
         c.faults,
+        c.resolved,
         c.installs,
         c.reflected_violations,
         c.reflected_misconfigs,
@@ -610,6 +611,8 @@ pub fn report(vcpu: &Vcpu) {
         c.invepts,
         st.cache.len(),
         st.cache.capacity(),
+        c.entry_lookups,
+        c.entry_hits,
         s.hits,
         s.misses,
         s.evictions,
