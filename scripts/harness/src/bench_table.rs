@@ -206,7 +206,9 @@ fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
     };
     let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     let mut out = fmt_row(&header);
-    out.push_str(&fmt_row(&w.iter().map(|&n| "-".repeat(n)).collect::<Vec<_>>()));
+    out.push_str(&fmt_row(
+        &w.iter().map(|&n| "-".repeat(n)).collect::<Vec<_>>(),
+    ));
     for r in rows {
         out.push_str(&fmt_row(r));
     }
@@ -339,7 +341,10 @@ BENCH done";
         let Side::Measured(f) = Side::from_log(BARE) else {
             panic!("measured")
         };
-        assert_eq!(f.ops, BARE.lines().filter_map(parse_line).collect::<Vec<_>>());
+        assert_eq!(
+            f.ops,
+            BARE.lines().filter_map(parse_line).collect::<Vec<_>>()
+        );
         assert_eq!(f.ops.len(), 6);
         assert_eq!(f.ept02.len(), 3);
         assert_eq!(f.ept_skipped, None);
@@ -395,7 +400,12 @@ BENCH done";
         assert!(lines[8].starts_with("(1000 round trips"), "{t}");
         assert_eq!(
             row(&t, "EPT02 faults per distinct L2 page touched"),
-            ["EPT02 faults per distinct L2 page touched", "n/a", "SKIP", ""]
+            [
+                "EPT02 faults per distinct L2 page touched",
+                "n/a",
+                "SKIP",
+                ""
+            ]
         );
         assert_eq!(
             *lines.last().unwrap(),
@@ -412,7 +422,10 @@ BENCH done";
             ),
             "{t}"
         );
-        assert_eq!(row(&t, "cpuid"), ["cpuid", "172", "51600", "300.00", "7.01"]);
+        assert_eq!(
+            row(&t, "cpuid"),
+            ["cpuid", "172", "51600", "300.00", "7.01"]
+        );
         assert_eq!(
             row(&t, "vmcall-ept"),
             ["vmcall-ept", "170", "51000", "300.00", "6.00"]
@@ -453,14 +466,22 @@ BENCH done";
             &Side::Failed("timeout".into()),
             &Side::from_log("BENCH done\nSKIP bench-ept: the CPU lacks EPT"),
         );
-        assert_eq!(row(&t, "vmcall"), ["vmcall", "FAIL", "missing", "-", "missing"]);
+        assert_eq!(
+            row(&t, "vmcall"),
+            ["vmcall", "FAIL", "missing", "-", "missing"]
+        );
         assert_eq!(
             row(&t, "vmcall-ept"),
             ["vmcall-ept", "FAIL", "SKIP", "-", "SKIP"]
         );
         assert_eq!(
             row(&t, "EPT02 root hit rate, 6 EPTP12s cycled (%)"),
-            ["EPT02 root hit rate, 6 EPTP12s cycled (%)", "FAIL", "SKIP", ""]
+            [
+                "EPT02 root hit rate, 6 EPTP12s cycled (%)",
+                "FAIL",
+                "SKIP",
+                ""
+            ]
         );
         assert!(t.contains("bare Bochs: FAIL timeout"), "{t}");
         assert!(
