@@ -22,12 +22,13 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use shared::ept::ept02::{Ept02, FramePool, RootCache};
+use shared::ept::ept02::{Ept02, FramePool, Root, RootCache};
 use shared::ept::nested::{self, Ept01Leaf, Ept01View, Ept02Outcome, Install, Resolve};
 use shared::ept::{
     BuildError, EptConfig, EptEntry, EptPerms, EptView, Eptp, FrameAlloc, MemoryType,
 };
 use shared::ept::{PageSize, entry::PAGE_SIZE};
+use shared::hypercall::NestedEptStats;
 use shared::mem::PhysMemory;
 use shared::vmx::controls::SecondaryProcBased;
 use shared::vmx::insn::{self as hw, InveptDescriptor, InveptType, VmInstructionError as E};
@@ -202,6 +203,13 @@ pub struct Counters {
     pub faults: u64,
     /// EPT02 entries added.
     pub installs: u64,
+    /// Violations resolved by an EPT02 entry from EPT12 and EPT01 (not
+    /// reflected, not L0's region): the Stats figure per page L2 touches.
+    pub resolved: u64,
+    /// Root lookups at nested entries, and of them the cached ones (the
+    /// lookups at EPT02 faults always hit and are not counted).
+    pub entry_lookups: u64,
+    pub entry_hits: u64,
     /// Violations and misconfigurations reflected to L1.
     pub reflected_violations: u64,
     pub reflected_misconfigs: u64,
@@ -244,6 +252,11 @@ impl State {
 
     /// The root for `eptp12`, flushed if new.
     fn root(&mut self, eptp12: u64) -> Result<Ept02, BuildError> {
+        self.lookup(eptp12).map(|r| r.ept02)
+    }
+
+    /// [`State::root`], saying whether it was cached.
+    fn lookup(&mut self, eptp12: u64) -> Result<Root, BuildError> {
         self.sync_generation();
         let r = self
             .cache
@@ -251,7 +264,18 @@ impl State {
         if r.created {
             flush(r.ept02);
         }
-        Ok(r.ept02)
+        Ok(r)
+    }
+
+    /// The Stats sub-function's figures (`shared::hypercall`).
+    pub fn stats(&self) -> NestedEptStats {
+        NestedEptStats {
+            resolved_faults: self.counters.resolved,
+            root_lookups: self.counters.entry_lookups,
+            root_hits: self.counters.entry_hits,
+            root_evictions: self.cache.stats.evictions,
+            root_capacity: self.cache.capacity() as u64,
+        }
     }
 
     /// Drops every root (VMXOFF of L1).
@@ -310,8 +334,16 @@ pub fn entry_eptp(vcpu: &mut Vcpu, slot: usize) -> Option<u64> {
         return None;
     }
     let eptp12 = vmcs12.read(F::EptPointer);
-    match vcpu.nested.ept02.root(eptp12) {
-        Ok(r) => Some(r.eptp().0),
+    let st = &mut vcpu.nested.ept02;
+    let r = st.lookup(eptp12);
+    st.counters.entry_lookups += 1;
+    match r {
+        Ok(r) => {
+            if !r.created {
+                st.counters.entry_hits += 1;
+            }
+            Some(r.ept02.eptp().0)
+        }
         Err(e) => {
             // Only a pool smaller than one root could get here.
             shared::cpu_println!("nested EPT: no EPT02 root for EPTP12 {eptp12:#x}: {e}");
@@ -360,7 +392,9 @@ pub fn handle_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opt
     match nested::resolve(&p, &GuestMemory, &L0Ept01, gpa2, exit.qualification) {
         Ept02Outcome::Install(i) => {
             // Not installed (logged): L2 faults again.
-            install(vcpu, ept02, &i);
+            if install(vcpu, ept02, &i) {
+                vcpu.nested.ept02.counters.resolved += 1;
+            }
             crate::exits::reinject_vectored_event(v, exit);
             Some(Resume::Guest)
         }
@@ -610,8 +644,9 @@ pub fn report(vcpu: &Vcpu) {
         (p.free, p.total, p.low)
     };
     shared::cpu_println!(
-        "L0 nested EPT: faults={} installs={} reflected={} misconfigs={} l0={} invept={} roots={}/{} hits={} misses={} evictions={} invalidated={} exhausted={} pool used={} peak={} of {}",
+        "L0 nested EPT: faults={} resolved={} installs={} reflected={} misconfigs={} l0={} invept={} roots={}/{} entry lookups={} hits={} cache hits={} misses={} evictions={} invalidated={} exhausted={} pool used={} peak={} of {}",
         c.faults,
+        c.resolved,
         c.installs,
         c.reflected_violations,
         c.reflected_misconfigs,
@@ -619,6 +654,8 @@ pub fn report(vcpu: &Vcpu) {
         c.invepts,
         st.cache.len(),
         st.cache.capacity(),
+        c.entry_lookups,
+        c.entry_hits,
         s.hits,
         s.misses,
         s.evictions,
