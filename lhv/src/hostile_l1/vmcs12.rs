@@ -10,15 +10,17 @@
 //! - edited while current: VMREAD returns the old or the new value, the
 //!   VMCS still enters L2, and after VMCLEAR and VMPTRLD again one of the
 //!   two is seen;
-//! - its revision identifier overwritten while current: VMLAUNCH and
-//!   VMCLEAR still work (the data is cached, or VMCLEAR writes it back),
-//!   and VMPTRLD then succeeds or fails with error 11 (wrong revision).
-//!   The region is restored after.
+//! - its revision identifier overwritten while current: VMLAUNCH enters
+//!   L2 (cached data) or fails VMfailInvalid (the identifier re-read, as
+//!   Bochs does), VMPTRLD after VMCLEAR succeeds (the cached identifier
+//!   written back) or fails for the wrong revision (VMfailInvalid: there is
+//!   no current VMCS after VMCLEAR, 31.2); with the identifier restored,
+//!   the VMCS enters L2.
 //!
 //! The edited field is CR3-target value 0 (no effect with CR3-target
 //! count 0).
 
-use lhv::negative_cases::{Outcome, Skip, vm_error};
+use lhv::negative_cases::{Outcome, Skip};
 use shared::mem::PhysMemory;
 use shared::vmx::VmcsField as F;
 
@@ -124,23 +126,31 @@ fn revision_while_current(e: &mut Env) -> Result<Verdict, Skip> {
     let rev = e.caps.basic.revision_id;
     let wrong = !rev & 0x7fff_ffff;
     write_bytes(pa, 0, &wrong.to_le_bytes());
-    let mut got = e.launch();
-    if got == Outcome::Success {
-        got = guard::vmclear(pa);
-    }
-    let last = if got == Outcome::Success {
-        guard::vmptrld(pa)
-    } else {
-        got
-    };
-    // Restore the identifier; the next case's `fresh` starts anew.
-    write_bytes(pa, 0, &rev.to_le_bytes());
+    // Undefined (25.11.1): the processor uses its cached copy (L2 runs, as
+    // under L0) or re-reads the identifier (Bochs: VMfailInvalid).
+    let launched = e.launch();
     let _ = guard::vmclear(pa);
-    Ok(Verdict::one_of(
-        Outcome::Success,
-        Outcome::FailValid(vm_error::VMPTRLD_WRONG_REVISION),
-        last,
-    ))
+    let loaded = guard::vmptrld(pa);
+    // Restore the identifier: the VMCS works again.
+    write_bytes(pa, 0, &rev.to_le_bytes());
+    if !matches!(launched, Outcome::Success | Outcome::FailInvalid) {
+        return Ok(Verdict::one_of(
+            Outcome::Success,
+            Outcome::FailInvalid,
+            launched,
+        ));
+    }
+    // VMPTRLD's error 11 (wrong revision) is VMfailInvalid here: VMCLEAR
+    // of the current VMCS left no current VMCS (31.2, 31.3 VMCLEAR).
+    if !matches!(loaded, Outcome::Success | Outcome::FailInvalid) {
+        return Ok(Verdict::one_of(
+            Outcome::Success,
+            Outcome::FailInvalid,
+            loaded,
+        ));
+    }
+    e.fresh();
+    Ok(Verdict::is(Outcome::Success, e.launch()))
 }
 
 pub const GROUP: Group = Group {
