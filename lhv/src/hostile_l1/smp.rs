@@ -12,9 +12,10 @@
 //!    processor latches one, SDM Vol. 3A 6.7.1), so 1 <= received <= sent.
 //! 3. `init-storm`: sends INITs to CPU 1. In VMX non-root operation INIT
 //!    causes an INIT-signal exit (reason 3, SDM 26.2); in VMX root it is
-//!    blocked (latched, SDM 25.8 / 33.? "INIT is blocked in VMX root")
-//!    and so exits at the next VM entry; one latched INIT absorbs the
-//!    INITs after it: 1 <= INIT exits <= sent. CPU 1 stays in VMX root
+//!    blocked (SDM 24.8 "Restrictions on VMX operation": held pending) and
+//!    so exits at the next VM entry; one held INIT absorbs the INITs after
+//!    it: 1 <= INIT exits <= sent. (Bochs drops an INIT that arrives in
+//!    VMX root instead of holding it, so L2 spins to take most of them.) CPU 1 stays in VMX root
 //!    at the end (it never executes VMXOFF with an INIT latched).
 //!
 //! Every phase must end (no deadlock: bounded waits), and L0 must answer
@@ -113,16 +114,25 @@ const VALUE_B: u64 = 0x4550_5431_3242_0000;
 /// L2's stack.
 static L2_STACK: Page = Page::new();
 
-// L2: read [RDI] into RAX, VMCALL, again.
+// L2: read [RDI] into RAX, spin RSI times (so that CPU 1 spends most of
+// its time in L2, where an INIT is not blocked: Bochs drops an INIT that
+// arrives in VMX root instead of holding it), VMCALL, again.
 ::core::arch::global_asm!(
     ".section .text.lhv_hostile_l1_smp, \"ax\"",
     ".global lhv_hostile_l1_loop",
     "lhv_hostile_l1_loop:",
     "mov rax, [rdi]",
+    "mov rcx, rsi",
+    "2:",
+    "pause",
+    "loop 2b",
     "vmcall",
     "jmp lhv_hostile_l1_loop",
     ".previous",
 );
+
+/// L2's spin count per iteration.
+const L2_SPIN: u64 = 2000;
 
 unsafe extern "C" {
     fn lhv_hostile_l1_loop();
@@ -357,6 +367,7 @@ fn ap_main() -> ! {
         let _ = invept_here(eptp);
     }
     ctx.regs.gpr[gpr::RDI] = &PROBE as *const Page as u64;
+    ctx.regs.gpr[gpr::RSI] = L2_SPIN;
     ap_loop(&mut ctx, eptp)
 }
 
@@ -389,9 +400,9 @@ fn ap_loop(ctx: &mut Ctx, eptp: u64) -> ! {
                     shared::x86::halt_forever()
                 }
                 NMI_EXITS.fetch_add(1, Ordering::AcqRel);
-                // The NMI exit left blocking by NMI in L1 (SDM 28.5.5?
-                // "VM exits caused by NMIs"): IRET ends it, so the next
-                // NMI is not held back.
+                // The NMI exit left blocking by NMI in L1 (SDM 28.5.5:
+                // VM exits caused by NMIs block NMIs): IRET ends it, so
+                // the next NMI is not held back.
                 events::iret_to_self();
             }
             ExitReason::InitSignal => {
