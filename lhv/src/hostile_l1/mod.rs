@@ -161,7 +161,7 @@ pub fn run(boot: &'static BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
     // The SMP cases: CPU 1 in VMX operation on its own VMCS, the BSP in
     // VMX root on the suite's.
     println!("HOSTILE-L1 group SMP: {} cases", smp::NAMES.len());
-    for (name, r) in smp::run(boot, env.caps, env.on_bochs) {
+    for (name, r) in smp::run(boot, env.caps, env.on_bochs, env.l0.is_some()) {
         tally.record(name, r);
     }
     // L0's Stats at the very end (L0 alive).

@@ -76,6 +76,13 @@ static ACK: AtomicU32 = AtomicU32::new(u32::MAX);
 static AP_ERROR: AtomicU64 = AtomicU64::new(0);
 static NMI_EXITS: AtomicU64 = AtomicU64::new(0);
 static INIT_EXITS: AtomicU64 = AtomicU64::new(0);
+/// NMI exits whose saved guest interruptibility state says "blocking by
+/// NMI". The NMI that causes the exit blocks NMIs only after the exit
+/// completes (SDM 28.1), so L2's saved state is L2's own blocking, 0 here
+/// (L2 never takes an NMI); Bochs saves 1, which (with NMI exiting) would
+/// keep L2 blocking NMIs for as long as it runs (27.6.1). L1 clears the bit
+/// before it resumes L2 (a no-op where the SDM is followed).
+static NMI_EXITS_BLOCKED: AtomicU64 = AtomicU64::new(0);
 /// EPT phase: the last value L2 read, whether it read one not A or B,
 /// whether the BSP changed the entry, and what L2 read after CPU 1's own
 /// INVEPT.
@@ -196,6 +203,7 @@ pub fn run(
     boot: &'static BootInfo,
     caps: &'static VmxCaps,
     on_bochs: bool,
+    l0: bool,
 ) -> [(&'static str, Result<Verdict, Skip>); 3] {
     CAPS.call_once(|| caps);
     ON_BOCHS.store(on_bochs, Ordering::Relaxed);
@@ -216,10 +224,19 @@ pub fn run(
     } else {
         Err(Skip::Unsupported("EPT with single-context INVEPT"))
     };
-    let nmi_verdict = Ok(storm(NMI, NMIS, &|| events::send_nmi(target), &|| {
-        NMI_EXITS.load(Ordering::Acquire) + events::NMI_COUNT[1].load(Ordering::Acquire)
-    }));
-    let init_verdict = Ok(storm(
+    let nmi_verdict = storm(
+        NMI,
+        NMIS,
+        &|| events::send_nmi(target),
+        &|| NMI_EXITS.load(Ordering::Acquire) + events::NMI_COUNT[1].load(Ordering::Acquire),
+        None,
+    );
+    // Bare Bochs departs from 24.8/26.2 for INIT (under L0 the INIT is
+    // L0's emulation, judged strictly).
+    let init_departure = (on_bochs && !l0).then_some(
+        "keeps an INIT pending after its INIT-signal exit (an exit at every VM entry) and drops an INIT that arrives in VMX root",
+    );
+    let init_verdict = storm(
         INIT,
         INITS,
         &|| {
@@ -227,7 +244,8 @@ pub fn run(
             apic.send_init(target).is_ok() && apic.wait_icr_idle().is_ok()
         },
         &|| INIT_EXITS.load(Ordering::Acquire),
-    ));
+        init_departure,
+    );
     let ended = enter_phase(END);
     let end = |v: Verdict| if ended { v } else { timeout() };
     [
@@ -305,9 +323,15 @@ fn ept_phase() -> Verdict {
 
 /// A storm phase: `send` `count` times, then the next phase (CPU 1 drains
 /// this one first); 1 <= `received()` <= sent.
-fn storm(phase: u32, count: u64, send: &dyn Fn() -> bool, received: &dyn Fn() -> u64) -> Verdict {
+fn storm(
+    phase: u32,
+    count: u64,
+    send: &dyn Fn() -> bool,
+    received: &dyn Fn() -> u64,
+    departure: Option<&'static str>,
+) -> Result<Verdict, Skip> {
     if !enter_phase(phase) {
-        return ap_failed().unwrap_or_else(timeout);
+        return Ok(ap_failed().unwrap_or_else(timeout));
     }
     let mut sent = 0;
     for i in 0..count {
@@ -319,12 +343,20 @@ fn storm(phase: u32, count: u64, send: &dyn Fn() -> bool, received: &dyn Fn() ->
         }
     }
     if !enter_phase(phase + 1) {
-        return ap_failed().unwrap_or_else(timeout);
+        return Ok(ap_failed().unwrap_or_else(timeout));
     }
     let got = received();
-    cpu_println!("HOSTILE-L1: phase {phase}: sent {sent}, CPU 1 received {got}");
+    cpu_println!(
+        "HOSTILE-L1: phase {phase}: sent {sent}, CPU 1 received {got} (NMI exits {}, {} with blocking by NMI saved; NMI handler {})",
+        NMI_EXITS.load(Ordering::Acquire),
+        NMI_EXITS_BLOCKED.load(Ordering::Acquire),
+        events::NMI_COUNT[1].load(Ordering::Acquire)
+    );
     let ok = sent == count && got >= 1 && got <= sent;
-    Verdict::is(
+    if let (false, Some(why)) = (ok, departure) {
+        return Err(Skip::Bochs(why));
+    }
+    Ok(Verdict::is(
         Outcome::Success,
         if ok {
             Outcome::Success
@@ -334,7 +366,7 @@ fn storm(phase: u32, count: u64, send: &dyn Fn() -> bool, received: &dyn Fn() ->
                 got,
             }
         },
-    )
+    ))
 }
 
 fn ap_main() -> ! {
@@ -400,6 +432,12 @@ fn ap_loop(ctx: &mut Ctx, eptp: u64) -> ! {
                     shared::x86::halt_forever()
                 }
                 NMI_EXITS.fetch_add(1, Ordering::AcqRel);
+                let blocking = u64::from(shared::nmi_inject::BLOCKING_BY_NMI);
+                let state = ctx.read(F::GuestInterruptibilityState);
+                if state & blocking != 0 {
+                    NMI_EXITS_BLOCKED.fetch_add(1, Ordering::AcqRel);
+                    ctx.write(F::GuestInterruptibilityState, state & !blocking);
+                }
                 // The NMI exit left blocking by NMI in L1 (SDM 28.5.5:
                 // VM exits caused by NMIs block NMIs): IRET ends it, so
                 // the next NMI is not held back.
