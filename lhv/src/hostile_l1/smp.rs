@@ -10,7 +10,10 @@
 //!    in L2, or LHV's NMI handler when it arrives in VMX root. An NMI that
 //!    arrives while another is pending or blocked may merge with it (the
 //!    processor latches one, SDM Vol. 3A 6.7.1), so 1 <= received <= sent.
-//! 3. `init-storm`: sends INITs to CPU 1. In VMX non-root operation INIT
+//! 3. `nmi-paced`: sends NMIs one at a time, each after CPU 1 took the
+//!    previous one: nothing can merge, so none may be lost (received ==
+//!    sent; the wait for each is bounded).
+//! 4. `init-storm`: sends INITs to CPU 1. In VMX non-root operation INIT
 //!    causes an INIT-signal exit (reason 3, SDM 26.2); in VMX root it is
 //!    blocked (SDM 24.8 "Restrictions on VMX operation": held pending) and
 //!    so exits at the next VM entry; one held INIT absorbs the INITs after
@@ -46,14 +49,17 @@ use crate::vmcs_setup::{Controls, RFLAGS_FIXED};
 
 const EPT_CASE: &str = "ept12-changed-on-other-cpu";
 const NMI_CASE: &str = "nmi-storm";
+const PACED_CASE: &str = "nmi-paced";
 const INIT_CASE: &str = "init-storm";
 
 /// The names of the SMP cases, in order.
-pub const NAMES: &[&str] = &[EPT_CASE, NMI_CASE, INIT_CASE];
+pub const NAMES: &[&str] = &[EPT_CASE, NMI_CASE, PACED_CASE, INIT_CASE];
 
 /// NMIs and INITs the BSP sends.
 const NMIS: u64 = 64;
 const INITS: u64 = 16;
+/// NMIs of the paced phase (each waits for the previous to be taken).
+const PACED_NMIS: u64 = 32;
 /// Round trips CPU 1 makes after a phase ends, to take what is pending.
 const DRAIN: u32 = 64;
 /// Polls of a bounded wait (tens of seconds of Bochs time at most).
@@ -66,8 +72,9 @@ const GAP: u32 = 200;
 const SETUP: u32 = 0;
 const EPT: u32 = 1;
 const NMI: u32 = 2;
-const INIT: u32 = 3;
-const END: u32 = 4;
+const NMI_PACED: u32 = 3;
+const INIT: u32 = 4;
+const END: u32 = 5;
 
 static PHASE: AtomicU32 = AtomicU32::new(SETUP);
 static ACK: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -204,7 +211,7 @@ pub fn run(
     caps: &'static VmxCaps,
     on_bochs: bool,
     l0: bool,
-) -> [(&'static str, Result<Verdict, Skip>); 3] {
+) -> [(&'static str, Result<Verdict, Skip>); 4] {
     CAPS.call_once(|| caps);
     ON_BOCHS.store(on_bochs, Ordering::Relaxed);
     let ept = ept_supported(caps);
@@ -216,7 +223,12 @@ pub fn run(
     shared::println!("HOSTILE-L1: {} CPUs online", smp.online);
     let one = Skip::Unsupported("one CPU");
     if smp.online < 2 {
-        return [(EPT_CASE, Err(one)), (NMI_CASE, Err(one)), (INIT_CASE, Err(one))];
+        return [
+            (EPT_CASE, Err(one)),
+            (NMI_CASE, Err(one)),
+            (PACED_CASE, Err(one)),
+            (INIT_CASE, Err(one)),
+        ];
     }
     let target = percpu::get(1).map_or(u32::MAX, |c| c.apic_id());
     let ept_verdict = if ept {
@@ -224,33 +236,48 @@ pub fn run(
     } else {
         Err(Skip::Unsupported("EPT with single-context INVEPT"))
     };
-    let nmi_verdict = storm(
-        NMI,
-        NMIS,
-        &|| events::send_nmi(target),
-        &|| NMI_EXITS.load(Ordering::Acquire) + events::NMI_COUNT[1].load(Ordering::Acquire),
-        None,
-    );
+    let send_nmi = || events::send_nmi(target);
+    let nmis = || NMI_EXITS.load(Ordering::Acquire) + events::NMI_COUNT[1].load(Ordering::Acquire);
+    let nmi_verdict = storm(&Storm {
+        phase: NMI,
+        count: NMIS,
+        send: &send_nmi,
+        received: &nmis,
+        paced: false,
+        departure: None,
+    });
+    let paced_verdict = storm(&Storm {
+        phase: NMI_PACED,
+        count: PACED_NMIS,
+        send: &send_nmi,
+        received: &nmis,
+        paced: true,
+        departure: None,
+    });
     // Bare Bochs departs from 24.8/26.2 for INIT (under L0 the INIT is
     // L0's emulation, judged strictly).
     let init_departure = (on_bochs && !l0).then_some(
         "keeps an INIT pending after its INIT-signal exit (an exit at every VM entry) and drops an INIT that arrives in VMX root",
     );
-    let init_verdict = storm(
-        INIT,
-        INITS,
-        &|| {
-            let apic = LocalApic::current();
-            apic.send_init(target).is_ok() && apic.wait_icr_idle().is_ok()
-        },
-        &|| INIT_EXITS.load(Ordering::Acquire),
-        init_departure,
-    );
+    let send_init = || {
+        let apic = LocalApic::current();
+        apic.send_init(target).is_ok() && apic.wait_icr_idle().is_ok()
+    };
+    let inits = || INIT_EXITS.load(Ordering::Acquire);
+    let init_verdict = storm(&Storm {
+        phase: INIT,
+        count: INITS,
+        send: &send_init,
+        received: &inits,
+        paced: false,
+        departure: init_departure,
+    });
     let ended = enter_phase(END);
     let end = |v: Verdict| if ended { v } else { timeout() };
     [
         (EPT_CASE, ept_verdict.map(end)),
         (NMI_CASE, nmi_verdict.map(end)),
+        (PACED_CASE, paced_verdict.map(end)),
         (INIT_CASE, init_verdict.map(end)),
     ]
 }
@@ -321,39 +348,57 @@ fn ept_phase() -> Verdict {
     )
 }
 
-/// A storm phase: `send` `count` times, then the next phase (CPU 1 drains
-/// this one first); 1 <= `received()` <= sent.
-fn storm(
+/// How a storm phase sends.
+struct Storm<'a> {
+    /// Its phase.
     phase: u32,
+    /// IPIs to send.
     count: u64,
-    send: &dyn Fn() -> bool,
-    received: &dyn Fn() -> u64,
+    /// Sends one (false if the ICR stayed busy).
+    send: &'a dyn Fn() -> bool,
+    /// What CPU 1 has received so far (cumulative).
+    received: &'a dyn Fn() -> u64,
+    /// Wait for each IPI to be received before the next: then none may be
+    /// lost (received == sent); otherwise 1 <= received <= sent.
+    paced: bool,
+    /// A known departure of the platform that SKIPs a failed check.
     departure: Option<&'static str>,
-) -> Result<Verdict, Skip> {
-    if !enter_phase(phase) {
+}
+
+/// A storm phase: `send` `count` times, then the next phase (CPU 1 drains
+/// this one first).
+fn storm(s: &Storm) -> Result<Verdict, Skip> {
+    if !enter_phase(s.phase) {
         return Ok(ap_failed().unwrap_or_else(timeout));
     }
+    let before = (s.received)();
     let mut sent = 0;
-    for i in 0..count {
-        if send() {
+    for i in 0..s.count {
+        if (s.send)() {
             sent += 1;
         }
-        for _ in 0..GAP * (i as u32 % 4) {
-            ::core::hint::spin_loop();
+        if s.paced {
+            // Bounded: an NMI never taken is a lost NMI (the check fails).
+            events::wait_until(POLLS / s.count, || (s.received)() - before >= sent);
+        } else {
+            for _ in 0..GAP * (i as u32 % 4) {
+                ::core::hint::spin_loop();
+            }
         }
     }
-    if !enter_phase(phase + 1) {
+    if !enter_phase(s.phase + 1) {
         return Ok(ap_failed().unwrap_or_else(timeout));
     }
-    let got = received();
+    let got = (s.received)() - before;
     cpu_println!(
-        "HOSTILE-L1: phase {phase}: sent {sent}, CPU 1 received {got} (NMI exits {}, {} with blocking by NMI saved; NMI handler {})",
+        "HOSTILE-L1: phase {}: sent {sent}, CPU 1 received {got} (so far NMI exits {}, {} with blocking by NMI saved; NMI handler {})",
+        s.phase,
         NMI_EXITS.load(Ordering::Acquire),
         NMI_EXITS_BLOCKED.load(Ordering::Acquire),
         events::NMI_COUNT[1].load(Ordering::Acquire)
     );
-    let ok = sent == count && got >= 1 && got <= sent;
-    if let (false, Some(why)) = (ok, departure) {
+    let ok = sent == s.count && got >= 1 && got <= sent && (!s.paced || got == sent);
+    if let (false, Some(why)) = (ok, s.departure) {
         return Err(Skip::Bochs(why));
     }
     Ok(Verdict::is(
