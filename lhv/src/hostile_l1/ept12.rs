@@ -39,7 +39,9 @@ const PATTERN: u64 = 0x4c32_5752_4954_4531;
 pub fn supported(e: &Env) -> Result<(), Skip> {
     let x = &e.caps.ept_vpid;
     if !e.caps.has_ept() || !(x.walk_length_4 && x.memory_type_wb && x.pages_2m) {
-        return Err(Skip::Unsupported("EPT with 4-level walks, WB and 2-MiB pages"));
+        return Err(Skip::Unsupported(
+            "EPT with 4-level walks, WB and 2-MiB pages",
+        ));
     }
     if !(x.invept && x.invept_single_context) {
         return Err(Skip::Unsupported("single-context INVEPT"));

@@ -92,7 +92,10 @@ fn vmx_misc(e: &mut Env) -> Result<Verdict, Skip> {
 }
 
 fn smm_monitor_ctl(e: &mut Env) -> Result<Verdict, Skip> {
-    bochs_bare(e, "does not implement IA32_SMM_MONITOR_CTL (ignore_bad_msrs drops the load)")?;
+    bochs_bare(
+        e,
+        "does not implement IA32_SMM_MONITOR_CTL (ignore_bad_msrs drops the load)",
+    )?;
     Ok(second_entry(e, shared::msr_area::IA32_SMM_MONITOR_CTL, 0))
 }
 

@@ -437,7 +437,12 @@ fn ap_main() -> ! {
         c.proc2 |= SecondaryProcBased::ENABLE_EPT;
     }
     let top = &L2_STACK as *const Page as u64 + 4096;
-    ctx.init_vmcs(&c, lhv_hostile_l1_loop as *const () as u64, top - 16, RFLAGS_FIXED);
+    ctx.init_vmcs(
+        &c,
+        lhv_hostile_l1_loop as *const () as u64,
+        top - 16,
+        RFLAGS_FIXED,
+    );
     ctx.write(F::ExceptionBitmap, u32::MAX.into());
     if eptp != 0 {
         ctx.write(F::EptPointer, eptp);

@@ -90,7 +90,11 @@ fn edited_while_clear(e: &mut Env) -> Result<Verdict, Skip> {
 
 /// `v` is `a` or `b`: Success, else the wrong value (against `b`).
 fn either(v: u64, a: u64, b: u64) -> Outcome {
-    if v == a { Outcome::Success } else { value(b, v) }
+    if v == a {
+        Outcome::Success
+    } else {
+        value(b, v)
+    }
 }
 
 fn edited_while_current(e: &mut Env) -> Result<Verdict, Skip> {

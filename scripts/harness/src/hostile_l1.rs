@@ -57,7 +57,9 @@ pub fn parse_summary(line: &str) -> Option<(u32, u32, u32)> {
     let mut v = [None; 3];
     for w in rest.split_whitespace() {
         let (k, n) = w.split_once('=')?;
-        let i = ["passed", "failed", "skipped"].iter().position(|x| *x == k)?;
+        let i = ["passed", "failed", "skipped"]
+            .iter()
+            .position(|x| *x == k)?;
         v[i] = n.parse().ok();
     }
     Some((v[0]?, v[1]?, v[2]?))
@@ -173,7 +175,9 @@ mod tests {
     #[test]
     fn parses_the_three_kinds_and_the_summary() {
         assert_eq!(
-            parse_case("HOSTILE-L1: msr-load-vmx-basic PASS (entry failure exit 34 qualification 0x2)"),
+            parse_case(
+                "HOSTILE-L1: msr-load-vmx-basic PASS (entry failure exit 34 qualification 0x2)"
+            ),
             Some(CaseLine::Pass {
                 case: "msr-load-vmx-basic".into(),
                 outcome: "(entry failure exit 34 qualification 0x2)".into()
@@ -202,9 +206,18 @@ mod tests {
     #[test]
     fn undeclared_skips_and_failures_fail_at_once() {
         let mut t = Tally::default();
-        assert_eq!(t.line("HOSTILE-L1: ept12-maps-l0-region SKIP no L0 (bare)", SKIPS), None);
-        assert!(t.line("HOSTILE-L1: nmi-storm SKIP one CPU", SKIPS).is_some());
-        assert!(t.line("HOSTILE-L1: x FAIL expected a, got b", SKIPS).is_some());
+        assert_eq!(
+            t.line("HOSTILE-L1: ept12-maps-l0-region SKIP no L0 (bare)", SKIPS),
+            None
+        );
+        assert!(
+            t.line("HOSTILE-L1: nmi-storm SKIP one CPU", SKIPS)
+                .is_some()
+        );
+        assert!(
+            t.line("HOSTILE-L1: x FAIL expected a, got b", SKIPS)
+                .is_some()
+        );
     }
 
     #[test]
@@ -228,7 +241,9 @@ mod tests {
             "HOSTILE-L1: a PASS (success)\nHOSTILE-L1: b PASS (success)\nHOSTILE-L1: c PASS (VM exit 0x1e qualification 0x800008)\n",
         );
         assert_eq!(compare(&bare, &good), Ok(()));
-        let differs = cases("HOSTILE-L1: a PASS (success)\nHOSTILE-L1: c PASS (VM exit 0x1f qualification 0x0)\n");
+        let differs = cases(
+            "HOSTILE-L1: a PASS (success)\nHOSTILE-L1: c PASS (VM exit 0x1f qualification 0x0)\n",
+        );
         assert!(compare(&bare, &differs).unwrap_err().contains("case c"));
         let lacks = cases("HOSTILE-L1: a PASS (success)\n");
         assert!(compare(&bare, &lacks).unwrap_err().contains("did not run"));
