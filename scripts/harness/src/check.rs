@@ -26,13 +26,21 @@ pub enum Check {
     /// into L0 again: `L0 hypervisor ... starting` must appear twice.
     RebootsIntoL0,
     /// LHV's hostile-L1 suite (`hostile_l1.rs`): no case FAILs, a case
-    /// SKIPs only if listed in `skips`, the summary agrees with the case
-    /// lines; with `twin`, a run under L0 also passes every case its bare
-    /// twin [`crate::hostile_l1::TWIN`] passed, with the same outcome.
-    HostileL1 {
-        skips: &'static [&'static str],
-        twin: bool,
-    },
+    /// SKIPs only if listed in [`HostileL1::skips`], the summary agrees
+    /// with the case lines; with [`HostileL1::twin`], a run under L0 also
+    /// passes every case its bare twin [`crate::hostile_l1::TWIN`] passed,
+    /// with the same outcome.
+    HostileL1(&'static HostileL1),
+}
+
+/// What [`Check::HostileL1`] allows and compares (behind a reference, to
+/// keep [`Check`] small).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostileL1 {
+    /// The cases that may SKIP.
+    pub skips: &'static [&'static str],
+    /// Compare with the bare twin.
+    pub twin: bool,
 }
 
 /// The line L0 prints first at every boot.
@@ -146,7 +154,7 @@ impl Checker {
     pub fn line(&mut self, line: &str) -> Option<String> {
         match self.kind {
             Check::None | Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin => None,
-            Check::HostileL1 { skips, .. } => self.hostile_l1.line(line, skips),
+            Check::HostileL1(h) => self.hostile_l1.line(line, h.skips),
             Check::RebootsIntoL0 => {
                 if line.contains(L0_START) && line.contains(" starting") {
                     self.l0_boots += 1;
@@ -184,7 +192,7 @@ impl Checker {
     pub fn missing(&self) -> Option<String> {
         match self.kind {
             Check::None | Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin => None,
-            Check::HostileL1 { .. } => self.hostile_l1.missing(),
+            Check::HostileL1(_) => self.hostile_l1.missing(),
             Check::RebootsIntoL0 if self.l0_boots < 2 => Some(format!(
                 "L0 booted {} time(s), expected twice (before and after the reset)",
                 self.l0_boots

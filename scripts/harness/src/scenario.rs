@@ -409,10 +409,10 @@ const L0_HOSTILE_L1: Scenario = Scenario {
     ],
     fail: &["unhandled VM exit", "this CPU stops"],
     timeout_s: 600,
-    check: Check::HostileL1 {
+    check: Check::HostileL1(&crate::check::HostileL1 {
         skips: HOSTILE_L1_L0_SKIPS,
         twin: true,
-    },
+    }),
     ..BOCHS_L0
 };
 
@@ -838,10 +838,10 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         expect_exit: true,
         timeout_s: 240,
-        check: Check::HostileL1 {
+        check: Check::HostileL1(&crate::check::HostileL1 {
             skips: HOSTILE_L1_BARE_SKIPS,
             twin: false,
-        },
+        }),
         ..BOCHS_LHV
     },
     L0_HOSTILE_L1,
