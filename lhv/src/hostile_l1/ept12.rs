@@ -11,9 +11,9 @@ use lhv::ept_layout::{self, IdentityEpt, MEMORY_TYPE_WB, TablePhys, bits};
 use lhv::negative_cases::{Outcome, Skip};
 use shared::boot::layout::phys_of;
 use shared::mem::PhysMemory;
-use shared::vmx::VmcsField as F;
 use shared::vmx::controls::SecondaryProcBased;
 use shared::vmx::insn::InveptType;
+use shared::vmx::{VmcsField as F, VmxCaps};
 
 use super::{Case, Group, Stub, Verdict, l2_at, need_l0, value};
 use crate::exit::gpr;
@@ -35,10 +35,11 @@ static PROBE: Page = Page::new();
 /// What L2 writes (and must not read back).
 const PATTERN: u64 = 0x4c32_5752_4954_4531;
 
-/// Whether the capabilities allow the identity EPT.
-pub fn supported(e: &Env) -> Result<(), Skip> {
-    let x = &e.caps.ept_vpid;
-    if !e.caps.has_ept() || !(x.walk_length_4 && x.memory_type_wb && x.pages_2m) {
+/// Whether the capabilities allow the identity EPT (4-level walks, WB,
+/// 2-MiB pages) and single-context INVEPT.
+pub fn usable(caps: &VmxCaps) -> Result<(), Skip> {
+    let x = &caps.ept_vpid;
+    if !(caps.has_ept() && x.walk_length_4 && x.memory_type_wb && x.pages_2m) {
         return Err(Skip::Unsupported(
             "EPT with 4-level walks, WB and 2-MiB pages",
         ));
@@ -61,7 +62,7 @@ pub const fn pt_index(gpa: u64) -> usize {
 
 fn map_l0_region(e: &mut Env) -> Result<Verdict, Skip> {
     let l0 = need_l0(e)?;
-    supported(e)?;
+    usable(e.caps)?;
     if TAKEN.swap(true, Ordering::AcqRel) {
         return Err(Skip::Unsupported("the suite's EPT12 is in use"));
     }

@@ -95,6 +95,7 @@ static NMI_EXITS_BLOCKED: AtomicU64 = AtomicU64::new(0);
 /// INVEPT.
 static SEEN_A: AtomicBool = AtomicBool::new(false);
 static EPT_BAD: AtomicU64 = AtomicU64::new(0);
+static EPT_BAD_SEEN: AtomicBool = AtomicBool::new(false);
 static CHANGED: AtomicBool = AtomicBool::new(false);
 static AFTER_INVEPT: AtomicU64 = AtomicU64::new(0);
 static AFTER_DONE: AtomicBool = AtomicBool::new(false);
@@ -152,17 +153,8 @@ unsafe extern "C" {
     fn lhv_hostile_l1_loop();
 }
 
-/// VMCALL's length (0F 01 C1).
-const VMCALL_LEN: u64 = 3;
-
 fn ept_supported(caps: &VmxCaps) -> bool {
-    let x = &caps.ept_vpid;
-    caps.has_ept()
-        && x.walk_length_4
-        && x.memory_type_wb
-        && x.pages_2m
-        && x.invept
-        && x.invept_single_context
+    super::ept12::usable(caps).is_ok()
 }
 
 fn build_ept() -> u64 {
@@ -338,8 +330,8 @@ fn ept_phase() -> Verdict {
     if let Some(v) = ap_failed() {
         return v;
     }
-    let bad = EPT_BAD.load(Ordering::Acquire);
-    if bad != 0 {
+    if EPT_BAD_SEEN.load(Ordering::Acquire) {
+        let bad = EPT_BAD.load(Ordering::Acquire);
         return Verdict::is(Outcome::Success, super::value(VALUE_B, bad));
     }
     Verdict::is(
@@ -472,7 +464,8 @@ fn ap_loop(ctx: &mut Ctx, eptp: u64) -> ! {
         match field.basic() {
             ExitReason::Vmcall if !field.is_entry_failure() => {
                 let rip = ctx.read(F::GuestRip);
-                ctx.write(F::GuestRip, rip + VMCALL_LEN);
+                let len = ctx.read(F::VmExitInstructionLength);
+                ctx.write(F::GuestRip, rip + len);
                 read = Some(ctx.regs.gpr[gpr::RAX]);
             }
             ExitReason::ExceptionOrNmi => {
@@ -522,25 +515,24 @@ fn ap_loop(ctx: &mut Ctx, eptp: u64) -> ! {
             }
             continue;
         }
-        if phase == EPT && eptp != 0 {
-            if let Some(v) = read {
-                if v != VALUE_A && v != VALUE_B {
-                    EPT_BAD.store(v | 1, Ordering::Release);
+        if let (EPT, true, Some(v)) = (phase, eptp != 0, read) {
+            if v != VALUE_A && v != VALUE_B {
+                EPT_BAD.store(v, Ordering::Release);
+                EPT_BAD_SEEN.store(true, Ordering::Release);
+            }
+            if invept_done {
+                AFTER_INVEPT.store(v, Ordering::Release);
+                AFTER_DONE.store(true, Ordering::Release);
+            } else if v == VALUE_A {
+                SEEN_A.store(true, Ordering::Release);
+            }
+            if CHANGED.load(Ordering::Acquire) && !invept_done {
+                // This CPU's INVEPT: now the new entry must be used.
+                if !invept_here(eptp) {
+                    AP_ERROR.store(u64::MAX, Ordering::Release);
+                    shared::x86::halt_forever()
                 }
-                if invept_done {
-                    AFTER_INVEPT.store(v, Ordering::Release);
-                    AFTER_DONE.store(true, Ordering::Release);
-                } else if v == VALUE_A {
-                    SEEN_A.store(true, Ordering::Release);
-                }
-                if CHANGED.load(Ordering::Acquire) && !invept_done {
-                    // This CPU's INVEPT: now the new entry must be used.
-                    if !invept_here(eptp) {
-                        AP_ERROR.store(u64::MAX, Ordering::Release);
-                        shared::x86::halt_forever()
-                    }
-                    invept_done = true;
-                }
+                invept_done = true;
             }
         }
     }

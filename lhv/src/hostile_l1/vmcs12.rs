@@ -34,6 +34,9 @@ const VMWRITTEN: u64 = 0x5643_5331_3200_1000;
 const EDITED: u64 = 0x5643_5331_3200_2000;
 const EDITED_CURRENT: u64 = 0x5643_5331_3200_3000;
 const REGION: usize = 4096;
+/// Bits 30:0 of a VMCS region's first dword: the revision identifier
+/// (bit 31 is the shadow-VMCS indicator, SDM 25.2).
+const REVISION_BITS: u32 = 0x7fff_ffff;
 
 fn read_q(pa: u64, off: usize) -> u64 {
     let mut b = [0u8; 8];
@@ -128,7 +131,7 @@ fn revision_while_current(e: &mut Env) -> Result<Verdict, Skip> {
     e.fresh();
     let pa = e.ctx.vmcs_pa;
     let rev = e.caps.basic.revision_id;
-    let wrong = !rev & 0x7fff_ffff;
+    let wrong = !rev & REVISION_BITS;
     write_bytes(pa, 0, &wrong.to_le_bytes());
     // Undefined (25.11.1): the processor uses its cached copy (L2 runs, as
     // under L0) or re-reads the identifier (Bochs: VMfailInvalid).
