@@ -110,6 +110,22 @@ fn apic_base_reserved(e: &mut Env) -> Result<Verdict, Skip> {
     Ok(second_entry(e, msr::IA32_APIC_BASE, v))
 }
 
+/// WRMSR of IA32_APIC_BASE with the value it holds succeeds, so its load
+/// does too (27.4 fails a load only where WRMSR would #GP): L2 runs.
+fn apic_base_unchanged(e: &mut Env) -> Result<Verdict, Skip> {
+    let v = rdmsr(msr::IA32_APIC_BASE);
+    e.fresh();
+    AREA.clear();
+    entry(0, msr::IA32_APIC_BASE, v);
+    e.write(F::VmEntryMsrLoadCount, 1);
+    e.write(F::VmEntryMsrLoadAddress, AREA.pa());
+    let mut got = e.launch();
+    if got == Outcome::Success {
+        got = value(v, rdmsr(msr::IA32_APIC_BASE));
+    }
+    Ok(Verdict::is(Outcome::Success, got))
+}
+
 fn efer_reserved(e: &mut Env) -> Result<Verdict, Skip> {
     let v = e.read(F::GuestIa32Efer) | EFER_RESERVED_BIT;
     Ok(second_entry(e, msr::IA32_EFER, v))
@@ -173,6 +189,10 @@ pub const GROUP: Group = Group {
         Case {
             name: "msr-load-apic-base-reserved",
             run: apic_base_reserved,
+        },
+        Case {
+            name: "msr-load-apic-base-unchanged",
+            run: apic_base_unchanged,
         },
         Case {
             name: "msr-load-efer-reserved",
