@@ -9,7 +9,9 @@
 //! Each area loads a harmless MSR first (IA32_SYSENTER_CS, which the exit
 //! restores from the host state) so that the qualification must be 2. An
 //! MTRR with a valid value is loaded (the entry succeeds, and L1 reads the
-//! value back after the exit: VM exits do not restore MTRRs).
+//! value back after the exit: VM exits do not restore MTRRs), and so is
+//! IA32_APIC_BASE with the value it holds (WRMSR of it succeeds); the
+//! VM-exit MSR-store area stores IA32_APIC_BASE as RDMSR reads it.
 
 use lhv::negative_cases::{Outcome, Skip};
 use shared::mtrr;
@@ -126,6 +128,22 @@ fn apic_base_unchanged(e: &mut Env) -> Result<Verdict, Skip> {
     Ok(Verdict::is(Outcome::Success, got))
 }
 
+/// The VM-exit MSR-store area stores IA32_APIC_BASE as RDMSR reads it
+/// (28.4; under L0 that store made a VMX abort before the fix).
+fn apic_base_stored(e: &mut Env) -> Result<Verdict, Skip> {
+    let v = rdmsr(msr::IA32_APIC_BASE);
+    e.fresh();
+    AREA.clear();
+    entry(0, msr::IA32_APIC_BASE, 0);
+    e.write(F::VmExitMsrStoreCount, 1);
+    e.write(F::VmExitMsrStoreAddress, AREA.pa());
+    let mut got = e.launch();
+    if got == Outcome::Success {
+        got = value(v, AREA.get(1));
+    }
+    Ok(Verdict::is(Outcome::Success, got))
+}
+
 fn efer_reserved(e: &mut Env) -> Result<Verdict, Skip> {
     let v = e.read(F::GuestIa32Efer) | EFER_RESERVED_BIT;
     Ok(second_entry(e, msr::IA32_EFER, v))
@@ -193,6 +211,10 @@ pub const GROUP: Group = Group {
         Case {
             name: "msr-load-apic-base-unchanged",
             run: apic_base_unchanged,
+        },
+        Case {
+            name: "msr-store-apic-base",
+            run: apic_base_stored,
         },
         Case {
             name: "msr-load-efer-reserved",
