@@ -274,9 +274,15 @@ pub fn run(
     ]
 }
 
-/// The verdict of a wait that timed out (CPU 1 stuck): a value no run
-/// gives.
+/// The verdict of a wait that timed out (CPU 1 stuck, or an IPI never
+/// taken): said on the console, and a value no run gives (the phase CPU 1
+/// last acknowledged).
 fn timeout() -> Verdict {
+    cpu_println!(
+        "HOSTILE-L1: CPU 1 did not answer in time (phase {}, acknowledged {})",
+        PHASE.load(Ordering::Acquire),
+        ACK.load(Ordering::Acquire)
+    );
     Verdict::is(
         Outcome::Success,
         Outcome::WrongValue {
