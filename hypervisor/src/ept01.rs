@@ -205,7 +205,7 @@ pub fn allows(gpa: u64, access: EptPerms) -> bool {
 }
 
 /// Takes `mtrrs` (a vCPU's virtual MTRRs after its write, see `vmtrr`),
-/// re-types EPT01 and flushes this CPU's EPT-derived translations.
+/// re-types EPT01 and shoots the old types down on every CPU.
 pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
     let Some(e) = EPT01.get() else { return };
     let mut e = e.lock();
@@ -226,8 +226,7 @@ pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
     if let Err(err) = r {
         shared::cpu_println!("EPT01: re-typing after an MTRR write failed: {err}");
     }
-    crate::nested::ept02::ept01_changed();
-    invept_all();
+    crate::shootdown::ept01_changed(shared::percpu::current().index());
 }
 
 /// Maps the hidden (or unclaimed) page holding `gpa` to the sink page
@@ -284,8 +283,9 @@ fn map_guest_page(e: &mut Ept01, page: u64, perms: EptPerms) {
 }
 
 /// Makes `page` the trapped xAPIC page (the previous one, if any, becomes
-/// ordinary memory again). In VMX operation, the caller flushes
-/// ([`invept_all`]); at boot there is nothing to flush.
+/// ordinary memory again). In VMX operation, the caller shoots the old
+/// mapping down (`shootdown::ept01_changed`); at boot there is nothing
+/// to flush.
 pub fn set_apic_page(page: u64) {
     let Some(e) = EPT01.get() else { return };
     let mut e = e.lock();

@@ -29,6 +29,8 @@ const NMI_VECTOR: u8 = 2;
 
 /// Called after every handled exit, just before VMRESUME.
 pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
+    // EPT01 changed on another CPU (its kick may be what exited).
+    crate::shootdown::catch_up(vcpu, v);
     let seen = shared::percpu::current()
         .nmi_count
         .swap(0, Ordering::AcqRel)

@@ -97,6 +97,42 @@ pub fn set_waiting(index: usize, waiting: bool) {
     }
 }
 
+/// Posts an INIT request for CPU `index` (the CPU itself, when it cannot
+/// take its own INIT at once; see `exits::init_self`).
+pub fn request_init(index: usize) {
+    if let Some(s) = me(index) {
+        s.init_request.store(true, Ordering::Release);
+    }
+}
+
+/// Kicks vCPU `index` with an NMI, counted so that it does not take it for
+/// the guest's (it exits, or its host NMI handler runs, and it does what
+/// is asked of it before its next VM entry). Returns whether the NMI was
+/// sent.
+pub fn kick(index: usize) -> bool {
+    let Some(t) = me(index) else { return false };
+    t.kicks.fetch_add(1, Ordering::AcqRel);
+    let sent = crate::lapic::send_nmi(t.apic_id.load(Ordering::Relaxed));
+    if !sent {
+        // Not sent: no kick will arrive, so none may be counted (it would
+        // swallow the guest's next NMI).
+        let _ = t
+            .kicks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| {
+                Some(k.saturating_sub(1))
+            });
+    }
+    sent
+}
+
+/// Whether vCPU `index` exists and may be running guest code (not
+/// waiting for SIPI).
+pub fn runs_guest_code(index: usize) -> bool {
+    me(index).is_some_and(|s| {
+        s.present.load(Ordering::Acquire) && !s.waiting_for_sipi.load(Ordering::Acquire)
+    })
+}
+
 /// Takes CPU `index`'s INIT request, if any.
 pub fn take_init_request(index: usize) -> bool {
     me(index).is_some_and(|s| s.init_request.swap(false, Ordering::AcqRel))
@@ -145,16 +181,7 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
             to_self = true;
         } else if !t.waiting_for_sipi.load(Ordering::Acquire) {
             t.init_request.store(true, Ordering::Release);
-            t.kicks.fetch_add(1, Ordering::AcqRel);
-            if !crate::lapic::send_nmi(id.apic_id) {
-                // Not sent: no kick will arrive, so none may be counted
-                // (it would swallow the guest's next NMI).
-                let _ = t
-                    .kicks
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| {
-                        Some(k.saturating_sub(1))
-                    });
-            }
+            kick(i);
             waiting_for[i] = true;
         }
     }

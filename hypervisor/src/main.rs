@@ -16,6 +16,7 @@ mod launch;
 mod memory;
 mod msr_bitmap;
 mod nested;
+mod shootdown;
 mod vapic_base;
 mod vcpu;
 mod vmcs01;

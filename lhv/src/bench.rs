@@ -17,10 +17,31 @@
 //! `BENCH op=vmcall n=1000 cycles_per_exit=<avg> min=<min> l0_exits_per_exit=<x.yy|n/a>`.
 //! Without VMX (e.g. under an L0 that hides it): `SKIP bench: VMX is not
 //! available: <reason>`.
+//!
+//! Then the same VMCS with "enable EPT" (an identity EPT12 of 2-MiB pages
+//! but for the 2 MiB around the touch buffer, mapped with 4-KiB pages):
+//! - `vmcall-ept`: the VMCALL round trip with EPT on, one EPTP;
+//! - `touch-ept`: L2 reads (timed), then writes, the first byte of each of
+//!   [`TOUCH_PAGES`] pages it has not touched before; under L0 L1 asks
+//!   for L0's nested-EPT counters (Stats sub-function `NestedEpt`) before
+//!   and after: `BENCH ept02 case=touch value=<EPT02 faults L0 resolved
+//!   per page> pages=<n> resolved=<n>`;
+//! - `vmcall-ept-k<K>` for K in [`ROOT_SWITCH_K`]: L1 moves VMCS12's EPTP
+//!   to the next of K EPTPs (K PML4s that share the tables below) at every
+//!   exit, after a warm-up of 4K round trips; under L0: `BENCH ept02
+//!   case=roots-k<K> value=<root hit rate, percent> lookups=<n> hits=<n>
+//!   evictions=<n> roots=<L0's roots per CPU>`.
+//!
+//! Bare, the `BENCH ept02` values are `n/a`. Without EPT (or 2-MiB EPT
+//! pages): `SKIP bench-ept: <reason>` and no EPT lines.
 
-use lhv::bench_figures::{self, RoundTrips};
+use lhv::bench_figures::{self, Hundredths, RoundTrips};
+use lhv::ept_layout::{self, IdentityEpt, PAGE_2M, Table, TablePhys};
 use lhv::opt::LhvOpt;
 use shared::boot::BootInfo;
+use shared::boot::layout::phys_of;
+use shared::hypercall::NestedEptStats;
+use shared::vmx::controls::SecondaryProcBased;
 use shared::vmx::exit::{ExitReason, ExitReasonField};
 use shared::vmx::insn::VmcsRegion;
 use shared::vmx::{VmcsField as F, VmxCaps};
@@ -44,6 +65,28 @@ static mut VMCS: VmcsRegion = VmcsRegion::new();
 /// L2's stack (only L2 uses it; Rust code only takes its address).
 static mut L2_STACK: Stack = Stack([0; crate::l2::STACK_SIZE]);
 
+/// Pages L2 touches in the EPT02 fault case.
+const TOUCH_PAGES: u64 = 64;
+/// EPTP12s cycled in the root-cache cases: below and above L0's default
+/// of 4 EPT02 roots per CPU (`ept02_roots=<n>`).
+const ROOT_SWITCH_K: [usize; 2] = [3, 6];
+/// The most EPTPs cycled.
+const MAX_K: usize = 6;
+/// Round trips per EPTP before a root-cache case is measured, so that it
+/// shows the steady state.
+const WARM_UP_PER_EPTP: u64 = 4;
+
+/// The pages L2 touches: aligned so that (with LHV's image 2-MiB aligned)
+/// they lie in one 2-MiB region, the one EPT12 maps with 4-KiB pages.
+#[repr(C, align(262144))]
+struct TouchBuffer([u8; (TOUCH_PAGES * bench_l2::PAGE) as usize]);
+
+static mut TOUCH: TouchBuffer = TouchBuffer([0; (TOUCH_PAGES * bench_l2::PAGE) as usize]);
+/// EPT12: identity, one 4-KiB page table (around the touch buffer).
+static mut EPT: IdentityEpt = IdentityEpt::new();
+/// The PML4s of the root-cache cases (each the PML4 of [`EPT`]).
+static mut PML4S: [Table; MAX_K] = [Table::new(); MAX_K];
+
 /// One operation's figures.
 struct Measured {
     trips: RoundTrips,
@@ -55,6 +98,12 @@ struct Measured {
 struct Bench {
     ctx: Ctx,
     leaf0: x86::CpuidResult,
+    /// The EPTPs of [`PML4S`] (with EPT on).
+    eptps: [u64; MAX_K],
+    /// How many of them L1 cycles through, one per timed exit (0 or 1:
+    /// the EPTP stays).
+    rotate: usize,
+    next: usize,
 }
 
 impl Bench {
@@ -107,7 +156,13 @@ impl Bench {
             let reason = self.enter();
             let rax = self.ctx.regs.gpr[gpr::RAX];
             match reason {
-                ExitReason::Vmcall if rax == bench_l2::TIMED_VMCALL => self.skip(3),
+                ExitReason::Vmcall if rax == bench_l2::TIMED_VMCALL => {
+                    self.skip(3);
+                    if self.rotate > 1 {
+                        self.next = (self.next + 1) % self.rotate;
+                        self.ctx.write(F::EptPointer, self.eptps[self.next]);
+                    }
+                }
                 ExitReason::Vmcall if rax == bench_l2::REPORT || rax == bench_l2::READY => {
                     return;
                 }
@@ -131,9 +186,15 @@ impl Bench {
 
     /// Hands L2 (waiting in READY or REPORT) the job `op` x `n` and runs it.
     fn job(&mut self, op: Op, n: u64) -> Measured {
+        self.job_at(op, n, 0)
+    }
+
+    /// [`Bench::job`] with `arg` in RDX (the buffer of [`Op::Touch`]).
+    fn job_at(&mut self, op: Op, n: u64, arg: u64) -> Measured {
         let before = l0::exits();
         self.ctx.regs.gpr[gpr::RBX] = op as u64;
         self.ctx.regs.gpr[gpr::RCX] = n;
+        self.ctx.regs.gpr[gpr::RDX] = arg;
         self.skip(3);
         self.run_to_report();
         let after = l0::exits();
@@ -154,6 +215,171 @@ impl Bench {
             l0_exits: before.zip(after).map(|(b, a)| a.wrapping_sub(b)),
         }
     }
+
+    /// Turns EPT on with EPT12 = [`EPT`]; the reason if it cannot.
+    fn enable_ept(&mut self) -> Result<(), &'static str> {
+        let caps = self.ctx.caps;
+        let e = &caps.ept_vpid;
+        if !caps.has_ept() {
+            return Err("the CPU lacks EPT");
+        }
+        if !(e.walk_length_4 && e.memory_type_wb && e.pages_2m) {
+            return Err("EPT lacks a 4-level walk, WB memory type or 2-MiB pages");
+        }
+        // SAFETY: benchmark mode runs once, on the BSP only; nothing else
+        // touches these statics, and L2 does not run while they change.
+        let (tables, pml4s) = unsafe {
+            (
+                crate::repro::exclusive(&raw mut EPT),
+                crate::repro::exclusive(&raw mut PML4S),
+            )
+        };
+        let phys = TablePhys {
+            pml4: phys_of(&tables.pml4),
+            pdpt: phys_of(&tables.pdpt),
+            pd: [0, 1, 2, 3].map(|i| phys_of(&tables.pd[i])),
+            pt: phys_of(&tables.pt),
+        };
+        let (first, last) = touch_range();
+        test_assert_eq!(
+            first & !(PAGE_2M - 1),
+            last & !(PAGE_2M - 1),
+            "the touch buffer's 2-MiB region (physical)"
+        );
+        // The "hole" is present: its 2-MiB region is mapped with 4-KiB pages.
+        tables.build(&phys, first);
+        tables.set_hole_present(first, true);
+        test_assert_eq!(
+            tables.translate(&phys, last),
+            Some(last),
+            "EPT12 translation of the touch buffer"
+        );
+        for (p, eptp) in pml4s.iter_mut().zip(self.eptps.iter_mut()) {
+            *p = tables.pml4;
+            *eptp = ept_layout::eptp(phys_of(&*p), false);
+        }
+        let controls = Controls {
+            proc2: SecondaryProcBased::ENABLE_EPT,
+            ..Controls::base()
+        };
+        if let Some((field, bits)) = controls.unsupported(caps) {
+            fail(
+                format_args!("{field} controls allowed with EPT"),
+                format_args!("0 unsupported bits"),
+                format_args!("{bits:#x}"),
+            );
+        }
+        self.ctx.apply_controls(&controls);
+        self.ctx
+            .write(F::EptPointer, ept_layout::eptp(phys.pml4, false));
+        Ok(())
+    }
+}
+
+/// Physical addresses of the touch buffer's first and last page.
+fn touch_range() -> (u64, u64) {
+    let base = phys_of(&raw const TOUCH);
+    (base, base + (TOUCH_PAGES - 1) * bench_l2::PAGE)
+}
+
+/// One `BENCH op=...` line.
+fn print_op(name: impl core::fmt::Display, n: u64, m: &Measured, calibration: Option<u64>) {
+    let per_exit = m
+        .l0_exits
+        .zip(calibration)
+        .and_then(|(d, c)| bench_figures::l0_exits_per_exit(d, c, n));
+    let avg = m.trips.average();
+    let min = m.trips.minimum();
+    match per_exit {
+        Some(x) => {
+            println!("BENCH op={name} n={n} cycles_per_exit={avg} min={min} l0_exits_per_exit={x}")
+        }
+        None => {
+            println!("BENCH op={name} n={n} cycles_per_exit={avg} min={min} l0_exits_per_exit=n/a")
+        }
+    }
+}
+
+/// A figure as `x.yy`, or `n/a` (bare, or nothing to divide by).
+struct Figure(Option<Hundredths>);
+
+impl core::fmt::Display for Figure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(h) => write!(f, "{h}"),
+            None => f.write_str("n/a"),
+        }
+    }
+}
+
+/// A count, or `n/a` (bare).
+struct Count(Option<u64>);
+
+impl core::fmt::Display for Count {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "{c}"),
+            None => f.write_str("n/a"),
+        }
+    }
+}
+
+/// L0's nested-EPT counters across `f` (`None` without L0).
+fn with_ept02_delta<R>(
+    bench: &mut Bench,
+    f: impl FnOnce(&mut Bench) -> R,
+) -> (R, Option<NestedEptStats>) {
+    let before = l0::nested_ept();
+    let r = f(bench);
+    let after = l0::nested_ept();
+    (r, before.zip(after).map(|(b, a)| a.since(b)))
+}
+
+/// The cases with EPT on (see the module comment).
+fn run_ept(bench: &mut Bench, n: u64) {
+    if let Err(why) = bench.enable_ept() {
+        println!("SKIP bench-ept: {why}");
+        return;
+    }
+    // The first job warms EPT02 (L2's code, stack and descriptor tables)
+    // up; the second is the calibration with EPT on.
+    bench.job(Op::Vmcall, 0);
+    let calibration = bench.job(Op::Vmcall, 0).l0_exits;
+    if let Some(c) = calibration {
+        println!("BENCH calibration-ept l0_exits={c}");
+    }
+    let m = bench.job(Op::Vmcall, n);
+    print_op("vmcall-ept", n, &m, calibration);
+
+    let base = &raw const TOUCH as u64;
+    let (m, d) = with_ept02_delta(bench, |b| b.job_at(Op::Touch, TOUCH_PAGES, base));
+    print_op("touch-ept", TOUCH_PAGES, &m, calibration);
+    let resolved = d.map(|d| d.resolved_faults);
+    println!(
+        "BENCH ept02 case=touch value={} pages={TOUCH_PAGES} resolved={}",
+        Figure(resolved.and_then(|r| bench_figures::per(r, TOUCH_PAGES))),
+        Count(resolved),
+    );
+
+    for k in ROOT_SWITCH_K {
+        bench.rotate = k;
+        bench.next = 0;
+        bench.job(Op::Vmcall, WARM_UP_PER_EPTP * k as u64);
+        let (m, d) = with_ept02_delta(bench, |b| b.job(Op::Vmcall, n));
+        print_op(format_args!("vmcall-ept-k{k}"), n, &m, calibration);
+        match d {
+            Some(d) => println!(
+                "BENCH ept02 case=roots-k{k} value={} lookups={} hits={} evictions={} roots={}",
+                Figure(bench_figures::percent(d.root_hits, d.root_lookups)),
+                d.root_lookups,
+                d.root_hits,
+                d.root_evictions,
+                d.root_capacity
+            ),
+            None => println!("BENCH ept02 case=roots-k{k} value=n/a"),
+        }
+    }
+    bench.rotate = 0;
 }
 
 /// Runs the benchmark on the BSP and stops the machine.
@@ -204,6 +430,9 @@ pub fn run(boot: &BootInfo) -> ! {
     let mut bench = Bench {
         ctx,
         leaf0: x86::cpuid(0, 0),
+        eptps: [0; MAX_K],
+        rotate: 0,
+        next: 0,
     };
     bench.run_to_report();
     test_assert_eq!(
@@ -217,25 +446,9 @@ pub fn run(boot: &BootInfo) -> ! {
     }
     for op in [Op::Vmcall, Op::Cpuid] {
         let m = bench.job(op, n);
-        let per_exit = m
-            .l0_exits
-            .zip(calibration)
-            .and_then(|(d, c)| bench_figures::l0_exits_per_exit(d, c, n));
-        match per_exit {
-            Some(x) => println!(
-                "BENCH op={} n={n} cycles_per_exit={} min={} l0_exits_per_exit={x}",
-                op.name(),
-                m.trips.average(),
-                m.trips.minimum()
-            ),
-            None => println!(
-                "BENCH op={} n={n} cycles_per_exit={} min={} l0_exits_per_exit=n/a",
-                op.name(),
-                m.trips.average(),
-                m.trips.minimum()
-            ),
-        }
+        print_op(op.name(), n, &m, calibration);
     }
+    run_ept(&mut bench, n);
     println!("BENCH done");
     shared::platform::shutdown(0)
 }

@@ -93,6 +93,22 @@ pub fn l0_exits_per_exit(delta: u64, calibration: u64, n: u64) -> Option<Hundred
     Some(Hundredths(((extra * 100 + n / 2) / n) as u64))
 }
 
+/// `part / whole` in hundredths (rounded to nearest), `None` when `whole`
+/// is 0: EPT02 faults per page touched.
+pub fn per(part: u64, whole: u64) -> Option<Hundredths> {
+    if whole == 0 {
+        return None;
+    }
+    let (p, w) = (part as u128, whole as u128);
+    Some(Hundredths(((p * 100 + w / 2) / w) as u64))
+}
+
+/// `part / whole` as a percentage in hundredths (`x.yy` percent), `None`
+/// when `whole` is 0: the EPT02 root hit rate.
+pub fn percent(part: u64, whole: u64) -> Option<Hundredths> {
+    per(part.saturating_mul(100), whole)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +142,20 @@ mod tests {
         r.add(5);
         r.add(6);
         assert_eq!(r.average(), 6, "5.5 rounds up");
+    }
+
+    #[test]
+    fn per_page_and_hit_rates() {
+        assert_eq!(per(64, 64).unwrap().to_string(), "1.00");
+        assert_eq!(per(1, 64).unwrap().to_string(), "0.02");
+        assert_eq!(per(0, 64).unwrap().to_string(), "0.00");
+        assert_eq!(per(130, 64).unwrap().to_string(), "2.03");
+        assert_eq!(per(1, 0), None);
+        assert_eq!(percent(1001, 1001).unwrap().to_string(), "100.00");
+        assert_eq!(percent(0, 1001).unwrap().to_string(), "0.00");
+        assert_eq!(percent(998, 1001).unwrap().to_string(), "99.70");
+        assert_eq!(percent(2, 3).unwrap().to_string(), "66.67");
+        assert_eq!(percent(5, 0), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! offsetting, so L2 reads L1's TSC.
 //!
 //! Calls (RAX), all VMCALLs that exit to L1:
-//! - [`READY`]: the first call; L1 answers RBX = [`Op`], RCX = count.
+//! - [`READY`]: the first call; L1 answers RBX = [`Op`], RCX = count
+//!   (and RDX = the buffer of [`Op::Touch`]).
 //! - [`TIMED_VMCALL`]: the measured VMCALL; L1 only moves RIP past it.
 //! - [`REPORT`]: RBX = sum of cycles, RCX = minimum, RDX = maximum,
 //!   RSI = round trips measured; L1 answers with the next job.
@@ -35,6 +36,11 @@ pub enum Op {
     Vmcall = 1,
     /// CPUID leaf 0.
     Cpuid = 2,
+    /// Touch RCX pages from linear address RDX, each at its first byte:
+    /// one timed read of every page, then a write of every page (L1 sees
+    /// no exit; under L0 the first access of a page may be an EPT02
+    /// fault that L0 resolves).
+    Touch = 3,
 }
 
 impl Op {
@@ -43,6 +49,7 @@ impl Op {
         match self {
             Op::Vmcall => "vmcall",
             Op::Cpuid => "cpuid",
+            Op::Touch => "touch",
         }
     }
 }
@@ -106,6 +113,49 @@ fn timed_cpuid() -> u64 {
     cycles
 }
 
+/// One timed read of the byte at `addr`: its cycles.
+fn timed_read(addr: u64) -> u64 {
+    let cycles: u64;
+    // SAFETY: `addr` is a byte of the touch buffer L1 named (a static of
+    // LHV's image, mapped in L2's paging and EPT); RDTSC only reads the
+    // TSC.
+    unsafe {
+        asm!(
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov {t0}, rax",
+            "mov {b}, byte ptr [{addr}]",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "sub rax, {t0}",
+            addr = in(reg) addr,
+            b = out(reg_byte) _,
+            t0 = out(reg) _,
+            out("rax") cycles,
+            out("rdx") _,
+            options(nostack, readonly),
+        );
+    }
+    cycles
+}
+
+/// [`Op::Touch`]: `pages` pages from `base`, read (timed) then written.
+fn touch(base: u64, pages: u64, trips: &mut RoundTrips) {
+    for i in 0..pages {
+        trips.add(timed_read(base + i * PAGE));
+    }
+    for i in 0..pages {
+        // SAFETY: as in `timed_read`; the buffer is L2's alone while the
+        // job runs.
+        unsafe { ::core::ptr::write_volatile((base + i * PAGE) as *mut u8, i as u8) };
+    }
+}
+
+/// Bytes per page [`Op::Touch`] steps by.
+pub const PAGE: u64 = 4096;
+
 /// L2's entry point: jobs from L1 until the machine stops.
 pub extern "C" fn l2_main() -> ! {
     let mut job = l2::vmcall(READY, Args::default());
@@ -120,6 +170,8 @@ pub extern "C" fn l2_main() -> ! {
             for _ in 0..job.rcx {
                 trips.add(timed());
             }
+        } else if job.rbx == Op::Touch as u64 {
+            touch(job.rdx, job.rcx, &mut trips);
         }
         job = l2::vmcall(
             REPORT,

@@ -6,7 +6,7 @@
 //! VMCALL always exits to L0.
 
 use lhv::bench_figures::{L0_CPUID_LEAF, is_l0_signature};
-use shared::hypercall::{self, Hypercall};
+use shared::hypercall::{self, Hypercall, NestedEptStats, StatsKind};
 use shared::vmx::insn::{self, VmcallRegs};
 use shared::x86;
 
@@ -44,6 +44,33 @@ pub fn exits() -> Option<u64> {
         );
     }
     Some(regs.rbx)
+}
+
+/// This CPU's nested-EPT counters from L0 (Stats sub-function
+/// [`StatsKind::NestedEpt`]), or `None` without L0. Any answer but OK is a
+/// failed check.
+pub fn nested_ept() -> Option<NestedEptStats> {
+    if !present() {
+        return None;
+    }
+    let mut regs = VmcallRegs {
+        rax: Hypercall::Stats.rax(),
+        rbx: StatsKind::NestedEpt as u64,
+        ..VmcallRegs::default()
+    };
+    // SAFETY: L0 is present (its signature), so VMCALL exits to it; Stats
+    // only returns values in registers.
+    let r = unsafe { insn::vmcall(&mut regs) };
+    if r.is_err() || regs.rax != hypercall::OK {
+        fail(
+            format_args!("L0 Stats (nested EPT) hypercall from L1"),
+            format_args!("RAX = OK"),
+            format_args!("RAX {:#x}, {r:?}", regs.rax),
+        );
+    }
+    Some(NestedEptStats::from_regs([
+        regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi,
+    ]))
 }
 
 /// Asks L0 to print this CPU's VMCS01 and L0's copy of LHV's current VMCS

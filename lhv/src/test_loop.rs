@@ -177,6 +177,13 @@ impl Ctx {
         self.write(F::MsrBitmapAddress, layout::phys_of(&MSR_BITMAP));
     }
 
+    /// Rewrites the current VMCS's control fields (between entries).
+    pub fn apply_controls(&mut self, controls: &Controls) {
+        let caps = self.caps;
+        let mut vmcs = self.token().current_vmcs();
+        controls.apply(caps, &mut vmcs);
+    }
+
     fn token(&self) -> &Vmxon {
         match &self.vmx {
             Some(v) => v,

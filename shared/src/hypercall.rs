@@ -22,7 +22,10 @@ pub enum Hypercall {
     /// (guest-physical; the guest sees it as unbacked memory: reads all
     /// ones, writes dropped), RDI = 4-KiB frames left in L0's pool (VMCS02s,
     /// EPT02 and other nested state come from it: a long run that keeps it
-    /// flat leaks nothing).
+    /// flat leaks nothing). That is sub-function [`StatsKind::General`]
+    /// (RBX = 0 on the call); RBX = [`StatsKind::NestedEpt`] asks for this
+    /// CPU's nested-EPT counters instead ([`NestedEptStats`]). Another RBX
+    /// is [`BAD_ARGUMENT`].
     Stats = 2,
     /// Stops the machine with exit code RBX (emulators quit; hardware halts).
     Shutdown = 3,
@@ -30,6 +33,82 @@ pub enum Hypercall {
     /// is a guest hypervisor with a current VMCS, L0's copy of it (VMCS12),
     /// as `CPU(n): VMCS<kind> <encoding> <name> = <value>` lines.
     DumpVmcs = 4,
+}
+
+/// The sub-functions of [`Hypercall::Stats`], chosen by RBX on the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum StatsKind {
+    /// Exits, CPUs, L0's region and pool (what Stats always returned).
+    General = 0,
+    /// This CPU's nested-EPT counters: [`NestedEptStats`].
+    NestedEpt = 1,
+}
+
+impl StatsKind {
+    /// Decodes RBX of a Stats call.
+    pub fn from_rbx(rbx: u64) -> Option<Self> {
+        match rbx {
+            0 => Some(Self::General),
+            1 => Some(Self::NestedEpt),
+            _ => None,
+        }
+    }
+}
+
+/// Stats sub-function [`StatsKind::NestedEpt`]: counters of this CPU since
+/// L0 started, for the guest hypervisor's L2s (running totals: a caller
+/// takes the difference across what it measures).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NestedEptStats {
+    /// RBX: EPT violations of L2 that L0 resolved by adding an EPT02 entry
+    /// (EPT12 and EPT01 both allow the access; not reflected to L1).
+    pub resolved_faults: u64,
+    /// RCX: EPT02 root lookups at nested VM entries (one per entry with
+    /// "enable EPT" in VMCS12, keyed by its EPTP).
+    pub root_lookups: u64,
+    /// RDX: of them, the lookups that found the root cached.
+    pub root_hits: u64,
+    /// RSI: roots evicted (least recently used first) to make room.
+    pub root_evictions: u64,
+    /// RDI: roots cached per CPU (`ept02_roots=<n>`).
+    pub root_capacity: u64,
+}
+
+impl NestedEptStats {
+    /// RBX, RCX, RDX, RSI, RDI of the answer.
+    pub const fn to_regs(self) -> [u64; 5] {
+        [
+            self.resolved_faults,
+            self.root_lookups,
+            self.root_hits,
+            self.root_evictions,
+            self.root_capacity,
+        ]
+    }
+
+    /// The answer's RBX, RCX, RDX, RSI, RDI.
+    pub const fn from_regs(r: [u64; 5]) -> Self {
+        Self {
+            resolved_faults: r[0],
+            root_lookups: r[1],
+            root_hits: r[2],
+            root_evictions: r[3],
+            root_capacity: r[4],
+        }
+    }
+
+    /// The counters moved from `before` to `self` (the capacity is
+    /// `self`'s).
+    pub const fn since(self, before: Self) -> Self {
+        Self {
+            resolved_faults: self.resolved_faults.wrapping_sub(before.resolved_faults),
+            root_lookups: self.root_lookups.wrapping_sub(before.root_lookups),
+            root_hits: self.root_hits.wrapping_sub(before.root_hits),
+            root_evictions: self.root_evictions.wrapping_sub(before.root_evictions),
+            root_capacity: self.root_capacity,
+        }
+    }
 }
 
 /// Most bytes one Print call prints.
@@ -104,6 +183,40 @@ mod tests {
         assert!(s.allows(Hypercall::Stats) && !s.allows(Hypercall::Shutdown));
         assert!(Enabled::default().allows(Hypercall::Print));
         assert!(!Enabled::parse(Some("statsshutdown")).stats);
+    }
+
+    #[test]
+    fn stats_kinds_and_nested_ept_registers() {
+        assert_eq!(StatsKind::from_rbx(0), Some(StatsKind::General));
+        assert_eq!(StatsKind::from_rbx(1), Some(StatsKind::NestedEpt));
+        assert_eq!(StatsKind::from_rbx(2), None);
+        assert_eq!(StatsKind::from_rbx(u64::MAX), None);
+        let s = NestedEptStats {
+            resolved_faults: 1,
+            root_lookups: 2,
+            root_hits: 3,
+            root_evictions: 4,
+            root_capacity: 5,
+        };
+        assert_eq!(s.to_regs(), [1, 2, 3, 4, 5]);
+        assert_eq!(NestedEptStats::from_regs(s.to_regs()), s);
+        let later = NestedEptStats {
+            resolved_faults: 65,
+            root_lookups: 1002,
+            root_hits: 1003,
+            root_evictions: 4,
+            root_capacity: 5,
+        };
+        assert_eq!(
+            later.since(s),
+            NestedEptStats {
+                resolved_faults: 64,
+                root_lookups: 1000,
+                root_hits: 1000,
+                root_evictions: 0,
+                root_capacity: 5,
+            }
+        );
     }
 
     #[test]

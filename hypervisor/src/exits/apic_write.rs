@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use shared::apic::ApicMode;
 use shared::guest_paging::{self, PagingMode};
 use shared::ipi::{self, IcrAction};
+use shared::mem::PhysMemory;
 use shared::store_insn::{self, CodeSize, Effect, Source, Store};
 use shared::vmx::exit::{EptViolationQual, InterruptionInfo};
 use shared::vmx::{VmcsAccess, VmcsField as F};
@@ -37,24 +38,42 @@ const CS_L: u64 = 1 << 13;
 const CS_DB: u64 = 1 << 14;
 
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, gpa: u64) -> Option<Resume> {
+    if let Some(r) = emulate(vcpu, v, exit, gpa, &GuestMemory) {
+        return Some(r);
+    }
+    if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+        shared::cpu_println!(
+            "APIC write at {gpa:#x} by an instruction L0 does not decode (RIP {:#x}): single-stepped, passed through (logged once)",
+            exit.rip
+        );
+    }
+    single_step::start(vcpu, v, StepKind::ApicWrite);
+    Some(Resume::Guest)
+}
+
+/// Emulates the write at `gpa` (this CPU's xAPIC page, as the guest of the
+/// current VMCS sees it physically: L1's for VMCS01 and for an L2 without
+/// EPT, L2's through EPT12 otherwise) of the guest's current instruction,
+/// read through `mem`, the guest's physical memory. `None` if it is not an
+/// instruction L0 decodes, or not the instruction's own write: the caller
+/// then single-steps it.
+pub fn emulate(
+    vcpu: &mut Vcpu,
+    v: &mut impl VmcsAccess,
+    exit: &Exit,
+    gpa: u64,
+    mem: &impl PhysMemory,
+) -> Option<Resume> {
     // Only the instruction's own data write is emulated: not a write done
     // while delivering an event (IDT-vectoring information valid: a stack
     // or IDT in the APIC page), nor one to a guest paging-structure entry
     // (A/D bits; qualification bit 8 clear, SDM Table 28-7).
     let own_write = !InterruptionInfo(v.read32(F::IdtVectoringInfo)).is_valid()
         && EptViolationQual(exit.qualification).gla_is_translation() == Some(true);
-    let store =
-        fetch_store(v, exit.rip).filter(|_| own_write && gpa & 3 == 0 && gpa & 0xfff <= 0xffc);
-    let Some(store) = store else {
-        if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
-            shared::cpu_println!(
-                "APIC write at {gpa:#x} by an instruction L0 does not decode (RIP {:#x}): single-stepped, passed through (logged once)",
-                exit.rip
-            );
-        }
-        single_step::start(vcpu, v, StepKind::ApicWrite);
-        return Some(Resume::Guest);
-    };
+    if !own_write || gpa & 3 != 0 || gpa & 0xfff > 0xffc {
+        return None;
+    }
+    let store = fetch_store(v, exit.rip, mem)?;
     let value = match store.source {
         Source::Reg(n) => vcpu.gpr(v, usize::from(n)) as u32,
         Source::Imm(i) => i,
@@ -101,8 +120,9 @@ fn set_gpr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, n: u8, value: u64) {
     }
 }
 
-/// The guest's 32-bit store at `rip`, if L0 can decode it.
-fn fetch_store(v: &impl VmcsAccess, rip: u64) -> Option<Store> {
+/// The guest's 32-bit store at `rip`, if L0 can decode it (code and
+/// paging structures read from `mem`).
+fn fetch_store(v: &impl VmcsAccess, rip: u64, mem: &impl PhysMemory) -> Option<Store> {
     let ar = v.read(F::GuestCsAccessRights);
     let lma = v.read(F::GuestIa32Efer) & efer::LMA != 0;
     let code = if lma && ar & CS_L != 0 {
@@ -127,7 +147,7 @@ fn fetch_store(v: &impl VmcsAccess, rip: u64) -> Option<Store> {
     let cr3 = v.read(F::GuestCr3);
     for len in [store_insn::MAX_LEN, 8, 4] {
         let buf = &mut bytes[..len];
-        if guest_paging::read_linear(&GuestMemory, mode, cr3, linear, buf).is_some()
+        if guest_paging::read_linear(mem, mode, cr3, linear, buf).is_some()
             && let Some(s) = store_insn::decode(buf, code)
         {
             return Some(s);
@@ -159,7 +179,7 @@ fn perform(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, gpa: u64, value: u32) {
                 IcrAction::Drop => {}
                 IcrAction::Init(icr) => {
                     if crate::guest_smp::send_init(vcpu.index, &icr, ApicMode::XApic) {
-                        super::enter_init_state(vcpu, v);
+                        super::init_self(vcpu, v);
                     }
                 }
             }

@@ -22,6 +22,19 @@ pub fn init(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
     Some(Resume::Guest)
 }
 
+/// The guest sent an INIT to its own CPU. In VMX operation (L1 is a
+/// guest hypervisor) it is not taken at once: in VMX non-root operation
+/// it is a VM exit to L1 (SDM 26.2, `nested::exit::pending_events`), in
+/// VMX root operation it is blocked until VMXOFF (SDM 24.8,
+/// `events::before_entry`); both take it from the CPU's INIT request.
+pub fn init_self(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
+    if vcpu.nested.vmxon.is_some() {
+        crate::guest_smp::request_init(vcpu.index);
+    } else {
+        enter_init_state(vcpu, v);
+    }
+}
+
 /// Gives the vCPU the state INIT gives a processor (SDM Table 10-1),
 /// waiting for SIPI: no event pending, no single step, no NMI.
 pub fn enter_init_state(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {

@@ -25,9 +25,10 @@ use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 
 use crate::vcpu::{Resume, Vcpu};
 
+pub use apic_write::emulate as emulate_apic_write;
 pub use ept_violation::handle as ept_violation;
 pub use exception::{handle as exception, redeliver as redeliver_exception};
-pub use init_sipi::enter_init_state;
+pub use init_sipi::{enter_init_state, init_self};
 pub use msr::{emulated_rdmsr, rdmsr, wrmsr};
 pub use single_step::{finish as single_step_finish, start as single_step_start};
 pub use vmcall::{configure as configure_hypercalls, is_enabled_hypercall};

@@ -122,7 +122,7 @@ fn x2apic_icr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, value: u64)
         IcrAction::Drop => {}
         IcrAction::Init(icr) => {
             if crate::guest_smp::send_init(vcpu.index, &icr, ApicMode::X2Apic) {
-                super::enter_init_state(vcpu, v);
+                super::init_self(vcpu, v);
             }
         }
     }

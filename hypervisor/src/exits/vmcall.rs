@@ -7,7 +7,7 @@
 //! hypervisor in VMX root operation gets VMfail instead
 //! (`nested::insn::vmcall_in_vmx_root`).
 
-use shared::hypercall::{self, Enabled, Hypercall};
+use shared::hypercall::{self, Enabled, Hypercall, StatsKind};
 use shared::mem::PhysMemory;
 
 use shared::vmx::{VmcsAccess, VmcsField as F};
@@ -43,16 +43,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     };
     let rax = match call {
         Hypercall::Print => print(vcpu),
-        Hypercall::Stats => {
-            let (b, e) = crate::memory::region();
-            vcpu.regs.gpr[reg::RBX] = vcpu.exits;
-            vcpu.regs.gpr[reg::RCX] = shared::percpu::online_count() as u64;
-            vcpu.regs.gpr[reg::RDX] = (e - b) / 1024;
-            vcpu.regs.gpr[reg::RSI] = b;
-            crate::nested::ept02::report(vcpu);
-            vcpu.regs.gpr[reg::RDI] = crate::memory::pool_free();
-            hypercall::OK
-        }
+        Hypercall::Stats => stats(vcpu),
         Hypercall::DumpVmcs => {
             crate::nested::dump::current("01");
             if vcpu.nested.current_vmcs12().is_some() {
@@ -74,6 +65,32 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     v.write(F::GuestRflags, v.read(F::GuestRflags) & !VMX_RESULT_FLAGS);
     skip_instruction(v, exit);
     Some(Resume::Guest)
+}
+
+/// Stats: the sub-function RBX names (`shared::hypercall::StatsKind`).
+fn stats(vcpu: &mut Vcpu) -> u64 {
+    let answer = match StatsKind::from_rbx(vcpu.regs.gpr[reg::RBX]) {
+        Some(StatsKind::General) => {
+            let (b, e) = crate::memory::region();
+            crate::nested::ept02::report(vcpu);
+            [
+                vcpu.exits,
+                shared::percpu::online_count() as u64,
+                (e - b) / 1024,
+                b,
+                crate::memory::pool_free(),
+            ]
+        }
+        Some(StatsKind::NestedEpt) => vcpu.nested.ept02.stats().to_regs(),
+        None => return hypercall::BAD_ARGUMENT,
+    };
+    for (r, value) in [reg::RBX, reg::RCX, reg::RDX, reg::RSI, reg::RDI]
+        .into_iter()
+        .zip(answer)
+    {
+        vcpu.regs.gpr[r] = value;
+    }
+    hypercall::OK
 }
 
 /// Print: RCX bytes at guest-physical RBX, on one console line per call.

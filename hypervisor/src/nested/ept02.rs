@@ -22,10 +22,13 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use shared::ept::ept02::{Ept02, FramePool, RootCache};
+use shared::ept::ept02::{Ept02, FramePool, Root, RootCache};
 use shared::ept::nested::{self, Ept01Leaf, Ept01View, Ept02Outcome, Install, Resolve};
-use shared::ept::{BuildError, EptConfig, EptEntry, EptPerms, Eptp, FrameAlloc, MemoryType};
+use shared::ept::{
+    BuildError, EptConfig, EptEntry, EptPerms, EptView, Eptp, FrameAlloc, MemoryType,
+};
 use shared::ept::{PageSize, entry::PAGE_SIZE};
+use shared::hypercall::NestedEptStats;
 use shared::mem::PhysMemory;
 use shared::vmx::controls::SecondaryProcBased;
 use shared::vmx::insn::{self as hw, InveptDescriptor, InveptType, VmInstructionError as E};
@@ -165,6 +168,34 @@ pub fn ept01_changed() {
     EPT01_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
+/// Before VM entry (`shootdown::catch_up`): if EPT01 changed while L2
+/// runs on EPT02, L2 goes on on a fresh root (the old ones are dropped:
+/// their leaves were copied from the old EPT01).
+pub fn catch_up(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
+    if !matches!(vcpu.nested.loaded, super::Loaded::Vmcs02 { .. })
+        || vcpu.nested.ept02.generation == EPT01_GENERATION.load(Ordering::Acquire)
+    {
+        return;
+    }
+    let Some(vmcs12) = vcpu.nested.current_vmcs12() else {
+        return;
+    };
+    if !Controls12::read(vmcs12).proc2(SecondaryProcBased::ENABLE_EPT) {
+        return;
+    }
+    let eptp12 = vmcs12.read(F::EptPointer);
+    match vcpu.nested.ept02.root(eptp12) {
+        Ok(r) => v.write(F::EptPointer, r.eptp().0),
+        Err(e) => {
+            // VMCS02's EPTP names a dropped root: L2 must not run.
+            shared::cpu_println!(
+                "nested EPT: no EPT02 root for EPTP12 {eptp12:#x} after an EPT01 change: {e}; L2 shuts down"
+            );
+            v.write(F::GuestActivityState, super::exit::ACTIVITY_SHUTDOWN);
+        }
+    }
+}
+
 /// Counters of one CPU (printed with L0's Stats).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {
@@ -172,6 +203,13 @@ pub struct Counters {
     pub faults: u64,
     /// EPT02 entries added.
     pub installs: u64,
+    /// Violations resolved by an EPT02 entry from EPT12 and EPT01 (not
+    /// reflected, not L0's region): the Stats figure per page L2 touches.
+    pub resolved: u64,
+    /// Root lookups at nested entries, and of them the cached ones (the
+    /// lookups at EPT02 faults always hit and are not counted).
+    pub entry_lookups: u64,
+    pub entry_hits: u64,
     /// Violations and misconfigurations reflected to L1.
     pub reflected_violations: u64,
     pub reflected_misconfigs: u64,
@@ -214,6 +252,11 @@ impl State {
 
     /// The root for `eptp12`, flushed if new.
     fn root(&mut self, eptp12: u64) -> Result<Ept02, BuildError> {
+        self.lookup(eptp12).map(|r| r.ept02)
+    }
+
+    /// [`State::root`], saying whether it was cached.
+    fn lookup(&mut self, eptp12: u64) -> Result<Root, BuildError> {
         self.sync_generation();
         let r = self
             .cache
@@ -221,7 +264,18 @@ impl State {
         if r.created {
             flush(r.ept02);
         }
-        Ok(r.ept02)
+        Ok(r)
+    }
+
+    /// The Stats sub-function's figures (`shared::hypercall`).
+    pub fn stats(&self) -> NestedEptStats {
+        NestedEptStats {
+            resolved_faults: self.counters.resolved,
+            root_lookups: self.counters.entry_lookups,
+            root_hits: self.counters.entry_hits,
+            root_evictions: self.cache.stats.evictions,
+            root_capacity: self.cache.capacity() as u64,
+        }
     }
 
     /// Drops every root (VMXOFF of L1).
@@ -280,8 +334,16 @@ pub fn entry_eptp(vcpu: &mut Vcpu, slot: usize) -> Option<u64> {
         return None;
     }
     let eptp12 = vmcs12.read(F::EptPointer);
-    match vcpu.nested.ept02.root(eptp12) {
-        Ok(r) => Some(r.eptp().0),
+    let st = &mut vcpu.nested.ept02;
+    let r = st.lookup(eptp12);
+    st.counters.entry_lookups += 1;
+    match r {
+        Ok(r) => {
+            if !r.created {
+                st.counters.entry_hits += 1;
+            }
+            Some(r.ept02.eptp().0)
+        }
         Err(e) => {
             // Only a pool smaller than one root could get here.
             shared::cpu_println!("nested EPT: no EPT02 root for EPTP12 {eptp12:#x}: {e}");
@@ -330,7 +392,9 @@ pub fn handle_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opt
     match nested::resolve(&p, &GuestMemory, &L0Ept01, gpa2, exit.qualification) {
         Ept02Outcome::Install(i) => {
             // Not installed (logged): L2 faults again.
-            install(vcpu, ept02, &i);
+            if install(vcpu, ept02, &i) {
+                vcpu.nested.ept02.counters.resolved += 1;
+            }
             crate::exits::reinject_vectored_event(v, exit);
             Some(Resume::Guest)
         }
@@ -440,6 +504,19 @@ fn l0_fault(
     let page1 = gpa1 & !(PAGE_SIZE - 1);
     let write = nested::access_of(exit.qualification).contains(EptPerms::WRITE);
     let apic = crate::ept01::apic_page() == Some(page1);
+    if write && apic {
+        // L2's write to the xAPIC page goes through L0's emulation as
+        // L1's do (its INIT is emulated, not sent to the hardware),
+        // when L0 decodes it: L2's code and paging structures are read
+        // through EPT12.
+        let eptp12 = Eptp(vcpu.nested.current_vmcs12()?.read(F::EptPointer));
+        let (cfg12, _) = configs();
+        let l2_memory = EptView::new(&GuestMemory, eptp12, &cfg12);
+        // (Never during event delivery: nothing to re-inject.)
+        if let Some(r) = crate::exits::emulate_apic_write(vcpu, v, exit, gpa1, &l2_memory) {
+            return Some(r);
+        }
+    }
     if !L0_FAULT_LOGGED.swap(true, Ordering::Relaxed) {
         shared::cpu_println!(
             "nested EPT: L2 {} L1-physical {gpa1:#x} (L2 {gpa2:#x}, RIP {:#x}), which EPT01 refuses: {} (logged once)",
@@ -447,7 +524,7 @@ fn l0_fault(
             exit.rip,
             match (write, apic) {
                 (false, _) => "reads see all ones",
-                (true, true) => "the xAPIC write passes through, single-stepped",
+                (true, true) => "the xAPIC write L0 cannot decode passes through, single-stepped",
                 (true, false) => "the write is dropped, single-stepped",
             }
         );
@@ -567,8 +644,9 @@ pub fn report(vcpu: &Vcpu) {
         (p.free, p.total, p.low)
     };
     shared::cpu_println!(
-        "L0 nested EPT: faults={} installs={} reflected={} misconfigs={} l0={} invept={} roots={}/{} hits={} misses={} evictions={} invalidated={} exhausted={} pool used={} peak={} of {}",
+        "L0 nested EPT: faults={} resolved={} installs={} reflected={} misconfigs={} l0={} invept={} roots={}/{} entry lookups={} hits={} cache hits={} misses={} evictions={} invalidated={} exhausted={} pool used={} peak={} of {}",
         c.faults,
+        c.resolved,
         c.installs,
         c.reflected_violations,
         c.reflected_misconfigs,
@@ -576,6 +654,8 @@ pub fn report(vcpu: &Vcpu) {
         c.invepts,
         st.cache.len(),
         st.cache.capacity(),
+        c.entry_lookups,
+        c.entry_hits,
         s.hits,
         s.misses,
         s.evictions,

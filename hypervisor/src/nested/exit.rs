@@ -29,7 +29,7 @@ use crate::vmcs01;
 const ABORT_SAVING_GUEST_MSRS: u32 = 1;
 const ABORT_LOADING_HOST_MSRS: u32 = 4;
 /// The activity state "shutdown" (SDM 25.4.2).
-const ACTIVITY_SHUTDOWN: u64 = 2;
+pub(super) const ACTIVITY_SHUTDOWN: u64 = 2;
 
 /// Handles one exit of L2. `v` is VMCS02 (current); on return the current
 /// VMCS is whichever the CPU enters next (VMCS01 after a reflection).
@@ -192,6 +192,16 @@ pub fn reflect_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, info: ExitInfo) {
     let Loaded::Vmcs02 { slot } = vcpu.nested.loaded else {
         return;
     };
+    // A single step of L2's that L0 has in progress (an NMI exit came
+    // before its #DB, and the NMI is L1's) ends here, with VMCS02 still
+    // current: its TF, pending BS, exception bitmap and writable EPT02
+    // entry are L0's and must not reach VMCS12 or VMCS01; and while a
+    // step is in progress L0 injects no NMI (`events::before_entry`), so
+    // L1 would never get the ones it is owed. An instruction that has not
+    // completed faults again when L1 resumes L2, and is stepped again.
+    if vcpu.step.is_some() {
+        let _ = crate::exits::single_step_finish(vcpu, v);
+    }
     let nested = &mut vcpu.nested;
     let vmcs12 = &mut nested.store.vmcs12[slot];
     vmcs02::save_guest_state(v, vmcs12);
@@ -232,10 +242,15 @@ pub fn entry_refused(vcpu: &mut Vcpu) -> bool {
         return false;
     };
     super::dump::vmcs12(vcpu);
-    switch_to_vmcs01(vcpu);
-    // SAFETY: the exit stub runs in VMX root operation; VMCS01 is current.
+    // SAFETY: the exit stub runs in VMX root operation; VMCS02 is current,
+    // then VMCS01 after `switch_to_vmcs01`.
     let vmx = unsafe { hw::Vmxon::assume_enabled() };
     let mut v = vmx.guarded_vmcs();
+    // As in `reflect_exit`: L0's step of L2 ends with L2.
+    if vcpu.step.is_some() {
+        let _ = crate::exits::single_step_finish(vcpu, &mut v);
+    }
+    switch_to_vmcs01(vcpu);
     let info = ExitInfo::synthetic(
         ExitReason::EntryFailureGuestState.number() | ENTRY_FAILURE,
         0,

@@ -20,6 +20,8 @@ static VIRTUAL_APIC: Page = Page::new();
 
 /// EPTP memory type WB, 4-level walk (SDM 25.6.11).
 const EPTP_WB_4LEVEL: u64 = 6 | (3 << 3);
+/// EPTP bit 6: enable accessed and dirty flags for EPT (SDM 25.6.11).
+const EPTP_ACCESSED_DIRTY: u64 = 1 << 6;
 
 fn pin_forbidden_bit(e: &mut Env) {
     if let Some(b) = forbidden_bit(e.caps.pin.effective().allowed1) {
@@ -168,6 +170,24 @@ fn eptp_reserved_bits(e: &mut Env) {
     ept_with(e, EPTP_WB_4LEVEL | (1 << 7));
 }
 
+fn eptp_accessed_dirty(e: &mut Env) {
+    ept_with(e, EPTP_WB_4LEVEL | EPTP_ACCESSED_DIRTY);
+}
+
+/// SDM 27.2.1.1: EPTP bit 6 must be 0 if bit 21 of IA32_VMX_EPT_VPID_CAP
+/// is 0. Bochs offers A/D flags (the EPTP is then valid: the case cannot
+/// fail and is skipped); L0 hides them, so under L0 it is VMfailValid 7.
+fn accessed_dirty_rule(e: &Env) -> Result<Outcome, Skip> {
+    ept_rule(e)?;
+    if e.caps.ept_vpid.accessed_dirty {
+        Err(Skip::Unsupported(
+            "EPT A/D flags are offered (IA32_VMX_EPT_VPID_CAP bit 21), so EPTP bit 6 is valid",
+        ))
+    } else {
+        Ok(Outcome::CONTROLS)
+    }
+}
+
 fn unrestricted_guest_without_ept(e: &mut Env) {
     e.set_secondary(SecondaryProcBased::UNRESTRICTED_GUEST.bits());
 }
@@ -283,6 +303,11 @@ pub const GROUP: Group = Group {
         ),
         Case::launch_if("eptp-walk-length-2", eptp_walk_length_2, ept_rule),
         Case::launch_if("eptp-reserved-bit-7", eptp_reserved_bits, ept_rule),
+        Case::launch_if(
+            "eptp-accessed-dirty-hidden",
+            eptp_accessed_dirty,
+            accessed_dirty_rule,
+        ),
         Case::launch_if(
             "unrestricted-guest-without-ept",
             unrestricted_guest_without_ept,

@@ -499,6 +499,8 @@ const L0_FATAL: &[&str] = &[
     "VM-entry failure",
     "failed: VMfail",
     "did not start",
+    // A CPU that kept translations of an old EPT01 (`shootdown`).
+    "not every CPU flushed in time",
 ];
 
 /// LHV's test loop alone on Bochs with options `lhv_opt` on `cpus` CPUs,
@@ -765,7 +767,9 @@ pub const SCENARIOS: &[Scenario] = &[
     l0_lhv_full("l0-lhv/0x4296/2cpu", 0x4296, 2),
     l0_lhv_full("l0-lhv/0xa004/2cpu", 0xa004, 2),
     l0_lhv_full("l0-lhv/0xedfd/1cpu", 0xedfd, 1),
-    l0_lhv_full("l0-lhv/0xedfd/4cpu", 0xedfd, 4),
+    // On 4 CPUs: found the NMI lost to a step of L2 that an NMI exit
+    // interrupted (`nested::exit::reflect_exit`).
+    l0_lhv_test("l0-lhv/0xedfd/4cpu", 0xedfd, 4),
     // Reproducers of nested-VMX bugs in other hypervisors: GOOD on bare Bochs.
     repro(
         "repro/kvm216212",

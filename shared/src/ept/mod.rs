@@ -14,8 +14,10 @@ pub mod build;
 pub mod entry;
 pub mod ept02;
 pub mod nested;
+pub mod view;
 pub mod walk;
 
 pub use build::{BuildError, EptBuilder, FrameAlloc, Mapping};
 pub use entry::{EptConfig, EptEntry, EptPerms, Eptp, EptpError, MemoryType, PageSize};
+pub use view::EptView;
 pub use walk::{EptFault, EptMisconfig, EptViolation, MisconfigReason, Translation, walk};

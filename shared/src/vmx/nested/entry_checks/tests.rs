@@ -299,6 +299,34 @@ fn tpr_shadow_rules_under_hardware_caps() {
     assert_eq!(run(&w, &caps), Ok(()));
 }
 
+/// EPT A/D flags are hidden from L1 (bit 21 of IA32_VMX_EPT_VPID_CAP is 0,
+/// though Bochs has them), so an EPTP12 that enables them (bit 6) is
+/// VMfailValid 7 (SDM 27.2.1.1: "bit 6 ... is 0 if bit 21 of the
+/// IA32_VMX_EPT_VPID_CAP MSR is read as 0"); with the hardware's
+/// capabilities the same EPTP is valid.
+#[test]
+fn eptp_accessed_dirty_needs_bit_21() {
+    const EPT_VPID_CAP_ACCESSED_DIRTY: u64 = 1 << 21;
+    let l1 = full_caps();
+    assert_eq!(l1.ept_vpid.raw & EPT_VPID_CAP_ACCESSED_DIRTY, 0);
+    assert!(!l1.ept_vpid.accessed_dirty);
+    let hw = bochs_caps();
+    assert_ne!(hw.ept_vpid.raw & EPT_VPID_CAP_ACCESSED_DIRTY, 0);
+    let v = real_mode_vmcs12(&l1);
+    let ad = Eptp::new(EPT_ROOT, MemoryType::WriteBack, 4, true);
+    assert_eq!(ad.0 & Eptp::ACCESSED_DIRTY, 1 << 6);
+    for mt in [MemoryType::WriteBack, MemoryType::Uncacheable] {
+        let mut w = v.clone();
+        w.write(F::EptPointer, Eptp::new(EPT_ROOT, mt, 4, true).0);
+        assert_vmfail(&w, &l1, ERR_CONTROLS, "A/D enable");
+        w.write(F::EptPointer, Eptp::new(EPT_ROOT, mt, 4, false).0);
+        assert_eq!(run(&w, &l1), Ok(()));
+    }
+    let mut w = v.clone();
+    w.write(F::EptPointer, ad.0);
+    assert_eq!(run(&w, &hw), Ok(()));
+}
+
 #[test]
 fn vpid_ept_and_unrestricted_guest() {
     let caps = full_caps();
