@@ -17,6 +17,8 @@
 //!   shuts the processor down and expects the machine to boot again.
 //! - `fuzz`: the differential VMCS fuzzer on the BSP: seeded mutations of a
 //!   valid VMCS, one outcome line per case (see [`fuzz`]).
+//! - `hostile-l1`: LHV as a hostile guest hypervisor attacking L0 (see
+//!   [`hostile_l1`]).
 #![no_std]
 #![no_main]
 
@@ -27,6 +29,7 @@ mod events;
 mod exit;
 mod fuzz;
 mod hostile;
+mod hostile_l1;
 mod hw;
 mod irq;
 mod l0;
@@ -64,6 +67,7 @@ fn main(boot: &'static BootInfo) -> ! {
     match cmdline::get(boot.cmdline(), "mode") {
         Some("negative") => negative::run(boot, &CAPS),
         Some("fuzz") => fuzz::run(boot, &CAPS),
+        Some("hostile-l1") => hostile_l1::run(boot, &CAPS),
         _ => {}
     }
     let raw_opt = cmdline::get_hex(boot.cmdline(), "lhv_opt").unwrap_or(0);

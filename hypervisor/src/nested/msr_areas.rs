@@ -8,7 +8,7 @@
 
 use heapless::Vec;
 use shared::msr_area::{self, AreaKind, MsrAreaError, MsrAreaFailure};
-use shared::vmx::nested::msr_class::{MsrClass, classify, entry_load_allowed};
+use shared::vmx::nested::msr_class::{MsrClass, classify, emulated_for_l1, entry_load_allowed};
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
 use crate::memory::GuestMemory;
@@ -94,6 +94,15 @@ fn load_one(
                 refused
             }
         }
+        // As L1's WRMSR of it (exits/msr.rs): the virtual APIC base checks
+        // and applies the value (or refuses it as the hardware's #GP).
+        MsrClass::L0Owned if emulated_for_l1(msr) => {
+            if crate::vapic_base::write(cpu, value) {
+                Ok(())
+            } else {
+                refused
+            }
+        }
         MsrClass::L0Owned => refused,
         MsrClass::Passthrough => {
             // SAFETY: these MSRs are not switched by VMX and L0 does not
@@ -146,6 +155,10 @@ pub fn exit_store(
         |mem, i, e| {
             let value = match classify(e.index) {
                 MsrClass::VmcsField(f) => Some(vmcs02.read(f)),
+                // As L1's RDMSR of it (exits/msr.rs).
+                MsrClass::L0Owned if emulated_for_l1(e.index) => {
+                    Some(crate::vapic_base::guest_view(cpu))
+                }
                 MsrClass::L0Owned => crate::exits::emulated_rdmsr(e.index),
                 MsrClass::Mtrr => crate::vmtrr::read(cpu, e.index),
                 MsrClass::Passthrough => shared::safe_msr::rdmsr(e.index),

@@ -25,6 +25,22 @@ pub enum Check {
     /// The machine resets once (a guest triple fault under L0) and boots
     /// into L0 again: `L0 hypervisor ... starting` must appear twice.
     RebootsIntoL0,
+    /// LHV's hostile-L1 suite (`hostile_l1.rs`): no case FAILs, a case
+    /// SKIPs only if listed in [`HostileL1::skips`], the summary agrees
+    /// with the case lines; with [`HostileL1::twin`], a run under L0 also
+    /// passes every case its bare twin [`crate::hostile_l1::TWIN`] passed,
+    /// with the same outcome.
+    HostileL1(&'static HostileL1),
+}
+
+/// What [`Check::HostileL1`] allows and compares (behind a reference, to
+/// keep [`Check`] small).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostileL1 {
+    /// The cases that may SKIP.
+    pub skips: &'static [&'static str],
+    /// Compare with the bare twin.
+    pub twin: bool,
 }
 
 /// The line L0 prints first at every boot.
@@ -49,6 +65,8 @@ pub struct Checker {
     usable: Vec<(u64, u64)>,
     /// L0 boots seen.
     l0_boots: u32,
+    /// The hostile-L1 suite's case lines so far.
+    hostile_l1: crate::hostile_l1::Tally,
 }
 
 /// The type /sys/firmware/memmap gives usable RAM.
@@ -128,6 +146,7 @@ impl Checker {
             region: None,
             usable: Vec::new(),
             l0_boots: 0,
+            hostile_l1: crate::hostile_l1::Tally::default(),
         }
     }
 
@@ -135,6 +154,7 @@ impl Checker {
     pub fn line(&mut self, line: &str) -> Option<String> {
         match self.kind {
             Check::None | Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin => None,
+            Check::HostileL1(h) => self.hostile_l1.line(line, h.skips),
             Check::RebootsIntoL0 => {
                 if line.contains(L0_START) && line.contains(" starting") {
                     self.l0_boots += 1;
@@ -172,6 +192,7 @@ impl Checker {
     pub fn missing(&self) -> Option<String> {
         match self.kind {
             Check::None | Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin => None,
+            Check::HostileL1(_) => self.hostile_l1.missing(),
             Check::RebootsIntoL0 if self.l0_boots < 2 => Some(format!(
                 "L0 booted {} time(s), expected twice (before and after the reset)",
                 self.l0_boots

@@ -10,6 +10,7 @@ mod cpio;
 mod deps;
 mod emulator;
 mod fuzz;
+mod hostile_l1;
 mod images;
 mod linux;
 mod paths;

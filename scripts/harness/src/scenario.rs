@@ -376,6 +376,46 @@ const L0_PROBE: Scenario = Scenario {
     ..BOCHS_L0
 };
 
+/// The hostile-L1 cases that SKIP on bare Bochs: those that need L0's
+/// region, and two Bochs departures (IA32_SMM_MONITOR_CTL is not
+/// implemented, so its load is dropped; INIT is dropped in VMX root and
+/// stays pending after its INIT-signal exit).
+const HOSTILE_L1_BARE_SKIPS: &[&str] = &[
+    "msr-bitmap-in-l0-region",
+    "io-bitmap-in-l0-region",
+    "msr-load-area-in-l0-region",
+    "vmcs-link-pointer-in-l0-region",
+    "virtual-apic-page-in-l0-region",
+    "ept12-maps-l0-region",
+    "msr-load-smm-monitor-ctl",
+    "init-storm",
+];
+
+/// Under L0: L0 does not offer "use TPR shadow" (no virtual-APIC page yet).
+const HOSTILE_L1_L0_SKIPS: &[&str] = &["virtual-apic-page-in-l0-region"];
+
+/// The hostile-L1 suite under L0 (2 CPUs; `l0-hostile-l1/4cpu`, about 45 s, too).
+const L0_HOSTILE_L1: Scenario = Scenario {
+    name: "l0-hostile-l1",
+    cpus: 2,
+    lhv_args: "mode=hostile-l1",
+    pass: &[
+        "L0: booting the guest",
+        "HOSTILE-L1 L0: present",
+        "HOSTILE-L1: {cpus} CPUs online",
+        "HOSTILE-L1 L0: alive after the suite",
+        "HOSTILE-L1 SUMMARY",
+        " failed=0 ",
+    ],
+    fail: &["unhandled VM exit", "this CPU stops"],
+    timeout_s: 600,
+    check: Check::HostileL1(&crate::check::HostileL1 {
+        skips: HOSTILE_L1_L0_SKIPS,
+        twin: true,
+    }),
+    ..BOCHS_L0
+};
+
 /// LHV's hostile mode (`mode=hostile`, lhv/src/hostile/) on bare Bochs:
 /// what the hardware gives for each hostile guest action.
 const HOSTILE: Scenario = Scenario {
@@ -785,6 +825,34 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         timeout_s: 300,
         ..BOCHS_L0
+    },
+    // LHV as a hostile guest hypervisor (mode=hostile-l1, issue 11 item 2,
+    // lhv/src/hostile_l1/): on bare Bochs the hardware's answers, under L0
+    // the same for every case that means something bare (compared with
+    // the bare twin `hostile-l1`), L0's region cases too, and L0 alive.
+    Scenario {
+        name: "hostile-l1",
+        cpus: 2,
+        lhv_args: "mode=hostile-l1",
+        pass: &[
+            "HOSTILE-L1 L0: none (bare)",
+            "HOSTILE-L1: {cpus} CPUs online",
+            "HOSTILE-L1 SUMMARY",
+            " failed=0 ",
+        ],
+        expect_exit: true,
+        timeout_s: 240,
+        check: Check::HostileL1(&crate::check::HostileL1 {
+            skips: HOSTILE_L1_BARE_SKIPS,
+            twin: false,
+        }),
+        ..BOCHS_LHV
+    },
+    L0_HOSTILE_L1,
+    Scenario {
+        name: "l0-hostile-l1/4cpu",
+        cpus: 4,
+        ..L0_HOSTILE_L1
     },
     // The differential VMCS fuzzer (LHV mode=fuzz, issue 11): the same
     // seed on bare Bochs and under L0, every case's outcome compared

@@ -17,6 +17,9 @@ use crate::scenario::{self, Check, Scenario};
 /// The bare twin's name, for scenarios with [`Check::LhvCountsMatchTwin`]
 /// or [`Check::FuzzMatchesTwin`].
 pub fn twin_name(s: &Scenario) -> Option<String> {
+    if let Check::HostileL1(h) = s.check {
+        return h.twin.then(|| crate::hostile_l1::TWIN.to_string());
+    }
     matches!(s.check, Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin)
         .then(|| s.name.strip_prefix("l0-").unwrap_or(s.name).to_string())
 }
@@ -145,6 +148,7 @@ pub fn cross_check(scenarios: &[Scenario], rows: &mut [Row]) {
         }
         let judge = match s.check {
             Check::FuzzMatchesTwin => crate::fuzz::judge,
+            Check::HostileL1(_) => crate::hostile_l1::judge,
             _ => judge,
         };
         let verdict = judge(&twin, &rows[ti].status, &read(&rows[ti]), &read(&rows[ri]));

@@ -65,7 +65,10 @@ pub enum MsrClass {
     /// IA32_FEATURE_CONTROL, the VMX capability MSRs (480H-493H),
     /// IA32_APIC_BASE, the x2APIC MSRs (800H-8FFH, illegal in areas),
     /// IA32_SMM_MONITOR_CTL, IA32_SMBASE, the SMRRs and the microcode MSRs
-    /// (IA32_BIOS_UPDT_TRIG, IA32_BIOS_SIGN_ID).
+    /// (IA32_BIOS_UPDT_TRIG, IA32_BIOS_SIGN_ID). Those L0 emulates for L1's
+    /// RDMSR and WRMSR ([`emulated_for_l1`]) go through that emulation in
+    /// an area too; the others fail to load (and store what L0's RDMSR
+    /// emulation gives, if anything).
     L0Owned,
     /// Context-switched by nobody: read from and written to the hardware
     /// (IA32_STAR, IA32_LSTAR, IA32_CSTAR, IA32_FMASK, IA32_KERNEL_GS_BASE,
@@ -120,6 +123,17 @@ fn is_mtrr(msr: u32) -> bool {
         || msr == mtrr::IA32_MTRR_DEF_TYPE
         || mtrr::FIXED_MSRS.contains(&msr)
         || (mtrr::IA32_MTRR_PHYSBASE0..variable_end).contains(&msr)
+}
+
+/// Whether L0 emulates L1's RDMSR and WRMSR of the L0-owned `msr` with
+/// the hardware's answers (IA32_APIC_BASE: a virtual global enable, the
+/// SDM's #GP rules). An area entry for it then gets the same answer as
+/// L1's WRMSR or RDMSR of it (SDM 27.4 fails a load only where WRMSR
+/// would #GP; 28.4 stores what RDMSR reads). Found by LHV's hostile-L1
+/// suite (`msr-load-apic-base-unchanged`): a load of IA32_APIC_BASE with
+/// the value it held failed with exit reason 34.
+pub const fn emulated_for_l1(msr: u32) -> bool {
+    msr == msr::IA32_APIC_BASE
 }
 
 fn is_l0_owned(msr: u32) -> bool {
@@ -314,6 +328,15 @@ mod tests {
         assert_ne!(classify(0x277), MsrClass::Mtrr);
         assert_eq!(classify(0x220), MsrClass::Passthrough);
         assert_eq!(classify(0x1ff), MsrClass::Passthrough);
+    }
+
+    #[test]
+    fn only_the_apic_base_is_emulated_among_the_l0_owned() {
+        assert!(emulated_for_l1(msr::IA32_APIC_BASE));
+        assert_eq!(classify(msr::IA32_APIC_BASE), MsrClass::L0Owned);
+        for m in [0x3a, 0x79, 0x8b, 0x9b, 0x9e, 0x1f2, 0x480, 0x491, 0x830] {
+            assert!(!emulated_for_l1(m), "{m:#x}");
+        }
     }
 
     #[test]
