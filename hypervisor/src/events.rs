@@ -51,8 +51,17 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     // may make VMCS01 current).
     crate::nested::exit::pending_events(vcpu, v);
     // INIT is blocked in VMX root operation (SDM 24.8): it waits for VMXOFF.
-    if vcpu.nested.vmxon.is_none() && crate::guest_smp::take_init_request(vcpu.index) {
-        crate::exits::enter_init_state(vcpu, v);
+    if vcpu.nested.vmxon.is_none() {
+        if crate::guest_smp::take_init_request(vcpu.index) {
+            crate::exits::enter_init_state(vcpu, v);
+        }
+        // A SIPI sent while this CPU was in VMX root (before or after its
+        // INIT) never reached it as a SIPI exit: the latch has it.
+        if v.read(F::GuestActivityState) == crate::vmcs01::activity::WAIT_FOR_SIPI
+            && let Some(vector) = crate::guest_smp::take_sipi(vcpu.index)
+        {
+            crate::exits::start_at_sipi(vcpu, v, vector);
+        }
     }
     // The guest never runs in SMM, where alone blocking by SMI may be set
     // (SDM 27.3.1.5). Bochs 2.7 keeps SMIs masked after wait-for-SIPI and

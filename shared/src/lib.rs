@@ -40,6 +40,7 @@ pub mod percpu;
 pub mod platform;
 #[cfg(target_os = "none")]
 pub mod safe_msr;
+pub mod sipi_latch;
 #[cfg(target_os = "none")]
 pub mod smp;
 pub mod store_insn;

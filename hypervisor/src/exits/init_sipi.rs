@@ -42,7 +42,15 @@ pub fn enter_init_state(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
 }
 
 pub fn sipi(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
-    let vector = exit.qualification & 0xff;
+    start(vcpu, v, exit.qualification as u8);
+    Some(Resume::Guest)
+}
+
+/// Starts the vCPU, waiting for SIPI, as a SIPI with `vector` does: in
+/// real mode at vector * 4096 (at its SIPI exit, or from the SIPI latch,
+/// see `guest_smp`).
+pub fn start(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, vector: u8) {
+    let vector = u64::from(vector);
     vmcs01::set_real_mode_segment(v, Seg::Cs, (vector << 8) as u16, vector << 12);
     v.write(F::GuestRip, 0);
     v.write(F::GuestActivityState, activity::ACTIVE);
@@ -59,5 +67,4 @@ pub fn sipi(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Res
     // NMI exits).
     crate::events::unblock_host_nmis();
     crate::guest_smp::set_waiting(vcpu.index, false);
-    Some(Resume::Guest)
 }

@@ -27,7 +27,7 @@ use crate::vcpu::{Resume, Vcpu};
 
 pub use ept_violation::handle as ept_violation;
 pub use exception::{handle as exception, redeliver as redeliver_exception};
-pub use init_sipi::enter_init_state;
+pub use init_sipi::{enter_init_state, start as start_at_sipi};
 pub use msr::{emulated_rdmsr, rdmsr, wrmsr};
 pub use single_step::{finish as single_step_finish, start as single_step_start};
 pub use vmcall::{configure as configure_hypercalls, is_enabled_hypercall};
