@@ -15,7 +15,8 @@
 //!   mailbox and kicks it with an NMI (the "NMI exiting" control makes it a
 //!   VM exit; in VMX root the NMI handler counts it); the target takes the
 //!   request before its next VM entry (`events::before_entry`). The sender
-//!   waits (bounded) for the target to be waiting for SIPI, so that the
+//!   waits (bounded) for the target to have taken it (an AP then waits for
+//!   SIPI, the BSP restarts at the reset vector, SDM 9.4.1), so that the
 //!   guest's STARTUP IPIs, sent after its INIT delay, find it there.
 //!
 //! STARTUP IPIs go only to registered vCPUs (`send_startup`). A SIPI is
@@ -51,6 +52,8 @@ struct Shared {
     waiting_for_sipi: AtomicBool,
     /// INIT requested by another CPU.
     init_request: AtomicBool,
+    /// INITs it has taken (the senders' acknowledgement).
+    inits_taken: AtomicU32,
     /// A SIPI sent to it after an INIT, until it takes it.
     sipi: SipiLatch,
     /// Kick NMIs sent to it and not yet seen by it.
@@ -65,6 +68,7 @@ static SHARED: [Shared; MAX_CPUS] = [const {
         dfr: AtomicU32::new(u32::MAX),
         waiting_for_sipi: AtomicBool::new(false),
         init_request: AtomicBool::new(false),
+        inits_taken: AtomicU32::new(0),
         sipi: SipiLatch::new(),
         kicks: AtomicU32::new(0),
     }
@@ -112,6 +116,15 @@ pub fn set_waiting(index: usize, waiting: bool) {
     }
 }
 
+/// CPU `index` took an INIT: it waits for SIPI (`waiting`, an AP) or
+/// runs from the reset vector (the BSP).
+pub fn init_taken(index: usize, waiting: bool) {
+    set_waiting(index, waiting);
+    if let Some(s) = me(index) {
+        s.inits_taken.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Takes CPU `index`'s INIT request, if any.
 pub fn take_init_request(index: usize) -> bool {
     me(index).is_some_and(|s| s.init_request.swap(false, Ordering::AcqRel))
@@ -148,7 +161,7 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
     let Some(from) = me(sender) else { return false };
     let sender_id = from.apic_id.load(Ordering::Relaxed);
     let mut to_self = false;
-    let mut waiting_for = [false; MAX_CPUS];
+    let mut waiting_for = [None; MAX_CPUS];
     for (i, t) in SHARED.iter().enumerate() {
         if !t.present.load(Ordering::Acquire) {
             continue;
@@ -164,6 +177,7 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
         if i == sender {
             to_self = true;
         } else if !t.waiting_for_sipi.load(Ordering::Acquire) {
+            waiting_for[i] = Some(t.inits_taken.load(Ordering::Acquire));
             t.init_request.store(true, Ordering::Release);
             t.kicks.fetch_add(1, Ordering::AcqRel);
             if !crate::lapic::send_nmi(id.apic_id) {
@@ -175,15 +189,14 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
                         Some(k.saturating_sub(1))
                     });
             }
-            waiting_for[i] = true;
         }
     }
     for (i, t) in SHARED.iter().enumerate() {
-        if !waiting_for[i] {
+        let Some(taken) = waiting_for[i] else {
             continue;
-        }
+        };
         let mut waited = 0;
-        while !t.waiting_for_sipi.load(Ordering::Acquire) && waited < INIT_ACK_TIMEOUT_US {
+        while t.inits_taken.load(Ordering::Acquire) == taken && waited < INIT_ACK_TIMEOUT_US {
             shared::delay::udelay(10);
             waited += 10;
         }

@@ -26,6 +26,7 @@ pub mod ept01;
 pub mod exception_class;
 pub mod guest_paging;
 pub mod hypercall;
+pub mod init_state;
 pub mod ipi;
 pub mod mem;
 pub mod mptable;

@@ -13,6 +13,7 @@
 //! APs.
 
 mod apic;
+mod bsp_init;
 mod cr;
 mod devices;
 mod exits;
@@ -30,6 +31,7 @@ use ::core::sync::atomic::{AtomicU32, Ordering};
 use shared::boot::BootInfo;
 use shared::{println, x86};
 
+pub use bsp_init::run as run_bsp_init;
 pub use triple_fault::run as run_triple_fault;
 
 static CASES: AtomicU32 = AtomicU32::new(0);
