@@ -52,3 +52,4 @@ pub mod vmx;
 #[cfg(target_os = "none")]
 pub mod vmx_root;
 pub mod x86;
+pub mod xss;

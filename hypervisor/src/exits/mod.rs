@@ -25,6 +25,7 @@ use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 
 use crate::vcpu::{Resume, Vcpu};
 
+pub use cpuid::guest_xsaves;
 pub use ept_violation::handle as ept_violation;
 pub use exception::{handle as exception, redeliver as redeliver_exception};
 pub use init_sipi::{enter_init_state, start as start_at_sipi};

@@ -157,6 +157,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
     legacy::run(&env);
     exits::run(&env);
     exits::hidden_msrs(&env);
+    exits::xsaves(&env);
     mtrr::run(&env);
     transparency::run(&env);
     hypercalls::run(&env);
