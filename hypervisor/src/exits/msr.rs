@@ -81,7 +81,11 @@ pub fn wrmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
         crate::lapic::X2APIC_ICR => {
             return x2apic_icr(vcpu, v, exit, value);
         }
-        msr::IA32_APIC_BASE => crate::vapic_base::write(vcpu.index, value),
+        msr::IA32_APIC_BASE => {
+            let ok = crate::vapic_base::write(vcpu.index, value);
+            crate::vapic_base::select_ept_view(vcpu);
+            ok
+        }
         xss::IA32_XSS => write_xss(value),
         m if VMX_CAPS.contains(&m) => false,
         m => crate::vmtrr::write(vcpu.index, m, value),
