@@ -17,7 +17,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use shared::percpu::MAX_CPUS;
-use shared::vmx::VmcsField as F;
+use shared::vmx::{VmcsAccess, VmcsField as F};
 use shared::vmx::insn::Vmxon;
 use shared::x86::msr;
 
@@ -88,6 +88,12 @@ pub fn write(cpu: usize, value: u64) -> bool {
         crate::ept01::invept_all();
     }
     true
+}
+
+/// Whether the current VMCS runs its guest with EPT01's APIC-off view
+/// (see [`select_ept_view`]).
+pub fn runs_apic_off_view(v: &impl VmcsAccess) -> bool {
+    crate::ept01::eptp_apic_off().is_some_and(|e| v.read(F::EptPointer) == e.0)
 }
 
 /// Makes VMCS01 run the vCPU with EPT01, or with its APIC-off view while

@@ -47,7 +47,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     let gpa = v.read(F::GuestPhysicalAddress);
     let q = EptViolationQual(exit.qualification);
     if q.write() && crate::ept01::apic_page() == Some(gpa & !0xfff) {
-        if crate::vapic_base::disabled(vcpu.index) && !vcpu.nested.in_l2() {
+        if crate::vapic_base::runs_apic_off_view(v) {
             single_step::start(vcpu, v, StepKind::HiddenWrite { gpa });
             return Some(Resume::Guest);
         }
