@@ -17,8 +17,8 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use shared::percpu::MAX_CPUS;
-use shared::vmx::{VmcsAccess, VmcsField as F};
 use shared::vmx::insn::Vmxon;
+use shared::vmx::{VmcsAccess, VmcsField as F};
 use shared::x86::msr;
 
 use crate::vcpu::Vcpu;
