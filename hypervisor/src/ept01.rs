@@ -10,6 +10,14 @@
 //! page back to the dummy page and refills the sink with ones. The write is
 //! thus dropped, and L0's memory is never reachable. See `exits::ept_violation`.
 //!
+//! A second hierarchy, the "APIC-off view", is EPT01 with the guest's
+//! xAPIC page mapped like L0's region (the all-ones page, read and execute
+//! only): the vCPUs whose guest has globally disabled its APIC
+//! (`vapic_base`) run with it, so that the page reads all ones and drops
+//! writes as on hardware (SDM 11.4.3), while the hardware APIC stays
+//! enabled for L0 and the other vCPUs. Every change to EPT01 is made to
+//! both, but for the xAPIC page.
+//!
 //! Memory types follow the MTRRs (with EPT the processor ignores them, SDM
 //! 30.3.7.2): at boot the firmware's, then the guest's virtual MTRRs
 //! (`vmtrr`: its writes never reach the hardware); after a write L0
@@ -27,6 +35,8 @@ use crate::memory::{self, HostMemory};
 
 struct Ept01 {
     builder: EptBuilder,
+    /// The APIC-off view (see the module doc).
+    apic_off: EptBuilder,
     layout: Layout,
     mtrrs: Option<MtrrState>,
     /// The guest's xAPIC page, mapped without write access so that writes
@@ -85,14 +95,19 @@ pub fn build(caps: &VmxCaps, limit: u64) -> Result<(), shared::ept::BuildError> 
         dummy_page: dummy_phys(),
     };
     let mtrrs = read_mtrrs();
-    let builder = memory::with_pool(|pool| {
-        let mut b = EptBuilder::new(pool, &cfg)?;
-        ept01::map_all(&mut b, &mut HostMemory, pool, &layout, &types_of(&mtrrs))?;
-        Ok::<_, shared::ept::BuildError>(b)
-    })?;
+    let build = || {
+        memory::with_pool(|pool| {
+            let mut b = EptBuilder::new(pool, &cfg)?;
+            ept01::map_all(&mut b, &mut HostMemory, pool, &layout, &types_of(&mtrrs))?;
+            Ok::<_, shared::ept::BuildError>(b)
+        })
+    };
+    let builder = build()?;
+    let apic_off = build()?;
     EPT01.call_once(|| {
         spin::Mutex::new(Ept01 {
             builder,
+            apic_off,
             layout,
             mtrrs,
             apic_page: None,
@@ -105,6 +120,12 @@ pub fn build(caps: &VmxCaps, limit: u64) -> Result<(), shared::ept::BuildError> 
 pub fn eptp() -> Option<Eptp> {
     let e = EPT01.get()?.lock();
     Some(e.builder.eptp(MemoryType::WriteBack, false))
+}
+
+/// The EPTP of the APIC-off view (see the module doc).
+pub fn eptp_apic_off() -> Option<Eptp> {
+    let e = EPT01.get()?.lock();
+    Some(e.apic_off.eptp(MemoryType::WriteBack, false))
 }
 
 /// The all-ones page hidden guest pages read as.
@@ -180,6 +201,8 @@ pub fn map_unclaimed(gpa: u64) -> bool {
     let m = Mapping::new(ept01::HIDDEN_PERMS, MemoryType::WriteBack);
     let r = memory::with_pool(|pool| {
         e.builder
+            .map_range(&mut HostMemory, pool, page, dummy_phys(), 0x1000, m)?;
+        e.apic_off
             .map_range(&mut HostMemory, pool, page, dummy_phys(), 0x1000, m)
     });
     drop(e);
@@ -212,15 +235,18 @@ pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
     e.mtrrs = mtrrs;
     let Ept01 {
         builder,
+        apic_off,
         layout,
         mtrrs,
         apic_page,
     } = &mut *e;
     let r = memory::with_pool(|pool| {
-        ept01::map_all(builder, &mut HostMemory, pool, layout, &types_of(mtrrs))
+        ept01::map_all(builder, &mut HostMemory, pool, layout, &types_of(mtrrs))?;
+        ept01::map_all(apic_off, &mut HostMemory, pool, layout, &types_of(mtrrs))
     });
     if let Some(page) = *apic_page {
         map_guest_page(&mut e, page, APIC_PROTECTED);
+        map_apic_off(&mut e, page, dummy_phys(), ept01::HIDDEN_PERMS);
     }
     drop(e);
     if let Err(err) = r {
@@ -248,12 +274,21 @@ fn remap_hidden(gpa: u64, hpa: u64, perms: EptPerms) {
     let Some(e) = EPT01.get() else { return };
     let mut e = e.lock();
     let page = gpa & !0xfff;
+    if e.apic_page == Some(page) {
+        // A write to the xAPIC page of a disabled APIC (APIC-off view).
+        map_apic_off(&mut e, page, hpa, perms);
+        drop(e);
+        invept_all();
+        return;
+    }
     if !e.layout.is_hidden(page) && page < e.layout.limit {
         return;
     }
     let m = Mapping::new(perms, MemoryType::WriteBack);
     let r = memory::with_pool(|pool| {
         e.builder
+            .map_range(&mut HostMemory, pool, page, hpa, 0x1000, m)?;
+        e.apic_off
             .map_range(&mut HostMemory, pool, page, hpa, 0x1000, m)
     });
     drop(e);
@@ -282,6 +317,27 @@ fn map_guest_page(e: &mut Ept01, page: u64, perms: EptPerms) {
     }
 }
 
+/// Maps the guest page `page` to `hpa` with `perms` in the APIC-off view
+/// only (its xAPIC page: the all-ones page, or the sink for one write).
+fn map_apic_off(e: &mut Ept01, page: u64, hpa: u64, perms: EptPerms) {
+    if e.layout.is_hidden(page) || page >= e.layout.limit {
+        return;
+    }
+    let t = if hpa == page {
+        types_of(&e.mtrrs)(page, 0x1000).unwrap_or(MemoryType::Uncacheable)
+    } else {
+        MemoryType::WriteBack
+    };
+    let m = Mapping::new(perms, t);
+    let r = memory::with_pool(|pool| {
+        e.apic_off
+            .map_range(&mut HostMemory, pool, page, hpa, 0x1000, m)
+    });
+    if let Err(err) = r {
+        shared::cpu_println!("EPT01: APIC-off view: mapping {page:#x} failed: {err}");
+    }
+}
+
 /// Makes `page` the trapped xAPIC page (the previous one, if any, becomes
 /// ordinary memory again). In VMX operation, the caller shoots the old
 /// mapping down (`shootdown::ept01_changed`); at boot there is nothing
@@ -294,8 +350,10 @@ pub fn set_apic_page(page: u64) {
     }
     if let Some(old) = e.apic_page.take() {
         map_guest_page(&mut e, old, EptPerms::RWX);
+        map_apic_off(&mut e, old, old, EptPerms::RWX);
     }
     map_guest_page(&mut e, page, APIC_PROTECTED);
+    map_apic_off(&mut e, page, dummy_phys(), ept01::HIDDEN_PERMS);
     e.apic_page = Some(page);
     drop(e);
     crate::nested::ept02::ept01_changed();
@@ -326,14 +384,15 @@ pub fn open_apic_page(open: bool) {
     invept_all();
 }
 
-/// INVEPT of EPT01 on this CPU.
+/// INVEPT of EPT01 and its APIC-off view on this CPU.
 pub fn invept_all() {
-    let Some(eptp) = eptp() else { return };
-    let d = InveptDescriptor {
-        eptp: eptp.0,
-        reserved: 0,
-    };
-    // SAFETY: called in VMX root operation (exit handlers); the descriptor
-    // names EPT01, which is valid.
-    let _ = unsafe { insn::invept(InveptType::SingleContext, &d) };
+    for eptp in [eptp(), eptp_apic_off()].into_iter().flatten() {
+        let d = InveptDescriptor {
+            eptp: eptp.0,
+            reserved: 0,
+        };
+        // SAFETY: called in VMX root operation (exit handlers); the
+        // descriptor names EPT01 or its view, which are valid.
+        let _ = unsafe { insn::invept(InveptType::SingleContext, &d) };
+    }
 }

@@ -3,6 +3,11 @@
 //! the last entry into a pending guest NMI, and inject it or wait for the
 //! guest's NMI window (see `shared::nmi_inject`).
 //!
+//! Exceptions L0 injects are merged with an exception being delivered
+//! (IDT-vectoring information, re-injected by `exits::handle_exit`) as the
+//! processor merges them (SDM 6.15, Tables 6-4 and 6-5): the second one,
+//! #DF, or a triple fault (see [`inject_exception`]).
+//!
 //! NMIs reach L0 two ways: as NMI VM exits ("NMI exiting", counted by
 //! `exits::exception`) and, while this CPU is in VMX root, through the host
 //! IDT's NMI handler, which only counts them in the per-CPU `nmi_count` (no
@@ -17,6 +22,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use shared::percpu::MAX_CPUS;
 
+use shared::exception_class::{self, Merged};
 use shared::nmi_inject::{self, NmiStep};
 use shared::vmx::controls::PrimaryProcBased;
 use shared::vmx::exit::{InterruptionInfo, InterruptionType};
@@ -47,8 +53,17 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     // may make VMCS01 current).
     crate::nested::exit::pending_events(vcpu, v);
     // INIT is blocked in VMX root operation (SDM 24.8): it waits for VMXOFF.
-    if vcpu.nested.vmxon.is_none() && crate::guest_smp::take_init_request(vcpu.index) {
-        crate::exits::enter_init_state(vcpu, v);
+    if vcpu.nested.vmxon.is_none() {
+        if crate::guest_smp::take_init_request(vcpu.index) {
+            crate::exits::enter_init_state(vcpu, v);
+        }
+        // A SIPI sent while this CPU was in VMX root (before or after its
+        // INIT) never reached it as a SIPI exit: the latch has it.
+        if v.read(F::GuestActivityState) == crate::vmcs01::activity::WAIT_FOR_SIPI
+            && let Some(vector) = crate::guest_smp::take_sipi(vcpu.index)
+        {
+            crate::exits::start_at_sipi(vcpu, v, vector);
+        }
     }
     // The guest never runs in SMM, where alone blocking by SMI may be set
     // (SDM 27.3.1.5). Bochs 2.7 keeps SMIs masked after wait-for-SIPI and
@@ -100,6 +115,62 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     if shared::percpu::current().nmi_count.load(Ordering::Acquire) != 0 {
         v.set_bits(F::PrimaryProcBasedVmExecControls, window);
     }
+}
+
+/// Injects hardware exception `vector` (with `error_code` if it has one)
+/// at the next VM entry, merged with the hardware exception already queued
+/// for that entry: the one whose delivery the exit interrupted, which
+/// `exits::reinject_vectored_event` queued again (SDM 28.2.4). The
+/// processor would have raised `vector` during that delivery, so the
+/// result is Table 6-5's (SDM 6.15): the second exception, #DF(0), or
+/// shutdown, which L0 handles as a guest triple fault (machine reset, see
+/// `exits::triple_fault`).
+pub fn inject_exception(v: &mut impl VmcsAccess, vector: u8, error_code: Option<u32>) {
+    let queued = InterruptionInfo(v.read32(F::VmEntryInterruptionInfo));
+    let first = (queued.is_valid() && queued.kind() == Some(InterruptionType::HardwareException))
+        .then(|| queued.vector());
+    inject_exception_during(v, first, vector, error_code);
+}
+
+/// [`inject_exception`] with the event being delivered given: `first` is
+/// its vector if it is a hardware exception (`None`: no event, or one that
+/// is benign whatever its vector, SDM Table 6-4).
+pub fn inject_exception_during(
+    v: &mut impl VmcsAccess,
+    first: Option<u8>,
+    vector: u8,
+    error_code: Option<u32>,
+) {
+    match exception_class::merge(first, vector) {
+        Merged::Second => write_exception(v, vector, error_code),
+        Merged::DoubleFault => write_exception(v, exception_class::DF, Some(0)),
+        Merged::TripleFault => {
+            shared::cpu_println!(
+                "guest shutdown (exception {vector} while delivering a double fault) at RIP {:#x} \
+                 (CS base {:#x}): resetting the machine",
+                v.read(F::GuestRip),
+                v.read(F::GuestCsBase)
+            );
+            shared::platform::reset()
+        }
+    }
+}
+
+/// Queues hardware exception `vec` for the next VM entry (a fault pushes
+/// RFLAGS.RF = 1 in protected mode). The error code is only delivered in
+/// protected mode (with unrestricted guest, VM entry requires none when
+/// CR0.PE = 0, SDM 27.2.1.3).
+fn write_exception(v: &mut impl VmcsAccess, vec: u8, error_code: Option<u32>) {
+    let pe = v.read(F::GuestCr0) & crate::vmcs01::cr0::PE != 0;
+    let code = error_code.filter(|_| pe);
+    if pe && exception_class::is_fault(vec) {
+        // Faults push RFLAGS with RF = 1 (SDM 6.6, 18.3.1.1), as the
+        // hardware does for the faults it raises itself.
+        v.set_bits(F::GuestRflags, exception_class::RFLAGS_RF);
+    }
+    let info = InterruptionInfo::new(vec, InterruptionType::HardwareException, code.is_some());
+    v.write(F::VmEntryInterruptionInfo, u64::from(info.0));
+    v.write(F::VmEntryExceptionErrorCode, u64::from(code.unwrap_or(0)));
 }
 
 /// CPUs whose own VMCS is current (set once VMCS01 is set up), on which

@@ -15,10 +15,17 @@
 //!   mailbox and kicks it with an NMI (the "NMI exiting" control makes it a
 //!   VM exit; in VMX root the NMI handler counts it); the target takes the
 //!   request before its next VM entry (`events::before_entry`). The sender
-//!   waits (bounded) for the target to be waiting for SIPI, so that the
+//!   waits (bounded) for the target to have taken it (an AP then waits for
+//!   SIPI, the BSP restarts at the reset vector, SDM 9.4.1), so that the
 //!   guest's STARTUP IPIs, sent after its INIT delay, find it there.
 //!
-//! STARTUP IPIs go only to registered vCPUs (`send_startup`).
+//! STARTUP IPIs go only to registered vCPUs (`send_startup`). A SIPI is
+//! latched only in wait-for-SIPI; one that reaches a target still in VMX
+//! root (its INIT not yet taken, or taken and the VM entry not yet made)
+//! would be lost. So the sender also posts it in the target's latch
+//! (`shared::sipi_latch`): the target takes it at its SIPI exit or before
+//! it enters the guest waiting for SIPI (`events::before_entry`), and the
+//! sender repeats the physical SIPI (bounded) while the latch stays full.
 //!
 //! Kicks are counted, so that the target can tell its own kick NMIs from
 //! the guest's NMIs (which it injects). Two NMIs pending at once merge into
@@ -30,6 +37,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use shared::apic::{ApicMode, Icr};
 use shared::ipi::{self, ApicIdentity};
 use shared::percpu::MAX_CPUS;
+use shared::sipi_latch::SipiLatch;
 
 /// What other CPUs may know about and ask of one vCPU.
 struct Shared {
@@ -44,6 +52,10 @@ struct Shared {
     waiting_for_sipi: AtomicBool,
     /// INIT requested by another CPU.
     init_request: AtomicBool,
+    /// INITs it has taken (the senders' acknowledgement).
+    inits_taken: AtomicU32,
+    /// A SIPI sent to it after an INIT, until it takes it.
+    sipi: SipiLatch,
     /// Kick NMIs sent to it and not yet seen by it.
     kicks: AtomicU32,
 }
@@ -56,6 +68,8 @@ static SHARED: [Shared; MAX_CPUS] = [const {
         dfr: AtomicU32::new(u32::MAX),
         waiting_for_sipi: AtomicBool::new(false),
         init_request: AtomicBool::new(false),
+        inits_taken: AtomicU32::new(0),
+        sipi: SipiLatch::new(),
         kicks: AtomicU32::new(0),
     }
 }; MAX_CPUS];
@@ -63,6 +77,10 @@ static SHARED: [Shared; MAX_CPUS] = [const {
 /// How long a sender waits for a target to take its INIT (a CPU in VMX
 /// root may be busy, e.g. printing), in microseconds.
 const INIT_ACK_TIMEOUT_US: u32 = 20_000;
+
+/// How often a sender repeats a SIPI its target has not taken, in
+/// microseconds.
+const SIPI_REPEAT_US: u32 = 1_000;
 
 fn me(index: usize) -> Option<&'static Shared> {
     SHARED.get(index)
@@ -92,6 +110,7 @@ pub fn set_waiting(index: usize, waiting: bool) {
         if !waiting {
             // A STARTUP supersedes any INIT requested before it.
             s.init_request.store(false, Ordering::Relaxed);
+            s.sipi.clear();
         }
         s.waiting_for_sipi.store(waiting, Ordering::Release);
     }
@@ -133,9 +152,23 @@ pub fn runs_guest_code(index: usize) -> bool {
     })
 }
 
+/// CPU `index` took an INIT: it waits for SIPI (`waiting`, an AP) or
+/// runs from the reset vector (the BSP).
+pub fn init_taken(index: usize, waiting: bool) {
+    set_waiting(index, waiting);
+    if let Some(s) = me(index) {
+        s.inits_taken.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Takes CPU `index`'s INIT request, if any.
 pub fn take_init_request(index: usize) -> bool {
     me(index).is_some_and(|s| s.init_request.swap(false, Ordering::AcqRel))
+}
+
+/// Takes the SIPI posted for CPU `index` (waiting for SIPI), if any.
+pub fn take_sipi(index: usize) -> Option<u8> {
+    me(index).and_then(|s| s.sipi.take())
 }
 
 /// Of `nmis` NMIs seen by CPU `index`, how many were not kicks (i.e. are
@@ -164,7 +197,7 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
     let Some(from) = me(sender) else { return false };
     let sender_id = from.apic_id.load(Ordering::Relaxed);
     let mut to_self = false;
-    let mut waiting_for = [false; MAX_CPUS];
+    let mut waiting_for = [None; MAX_CPUS];
     for (i, t) in SHARED.iter().enumerate() {
         if !t.present.load(Ordering::Acquire) {
             continue;
@@ -180,17 +213,17 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
         if i == sender {
             to_self = true;
         } else if !t.waiting_for_sipi.load(Ordering::Acquire) {
+            waiting_for[i] = Some(t.inits_taken.load(Ordering::Acquire));
             t.init_request.store(true, Ordering::Release);
             kick(i);
-            waiting_for[i] = true;
         }
     }
     for (i, t) in SHARED.iter().enumerate() {
-        if !waiting_for[i] {
+        let Some(taken) = waiting_for[i] else {
             continue;
-        }
+        };
         let mut waited = 0;
-        while !t.waiting_for_sipi.load(Ordering::Acquire) && waited < INIT_ACK_TIMEOUT_US {
+        while t.inits_taken.load(Ordering::Acquire) == taken && waited < INIT_ACK_TIMEOUT_US {
             shared::delay::udelay(10);
             waited += 10;
         }
@@ -211,7 +244,8 @@ pub fn is_startup(value: u64, mode: ApicMode) -> Option<Icr> {
 pub fn send_startup(sender: usize, icr: &Icr, mode: ApicMode) {
     let Some(from) = me(sender) else { return };
     let sender_id = from.apic_id.load(Ordering::Relaxed);
-    for t in SHARED.iter() {
+    let mut posted = [false; MAX_CPUS];
+    for (i, t) in SHARED.iter().enumerate() {
         if !t.present.load(Ordering::Acquire) {
             continue;
         }
@@ -221,7 +255,23 @@ pub fn send_startup(sender: usize, icr: &Icr, mode: ApicMode) {
             dfr: t.dfr.load(Ordering::Relaxed),
         };
         if ipi::accepts(icr, mode, sender_id, &id) {
+            let expects = t.waiting_for_sipi.load(Ordering::Acquire)
+                || t.init_request.load(Ordering::Acquire);
+            posted[i] = i != sender && t.sipi.post(icr.vector, expects);
             crate::lapic::send_startup(id.apic_id, icr.vector);
+        }
+    }
+    // A target that was still in VMX root missed the physical SIPI; once
+    // it waits for SIPI in the guest, it takes it from the latch or from
+    // the repeated SIPI, whichever comes first.
+    for (i, t) in SHARED.iter().enumerate() {
+        let mut waited = 0;
+        while posted[i] && t.sipi.is_full() && waited < INIT_ACK_TIMEOUT_US {
+            shared::delay::udelay(SIPI_REPEAT_US);
+            waited += SIPI_REPEAT_US;
+            if t.sipi.is_full() {
+                crate::lapic::send_startup(t.apic_id.load(Ordering::Relaxed), icr.vector);
+            }
         }
     }
 }

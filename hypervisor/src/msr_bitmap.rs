@@ -68,6 +68,8 @@ pub fn init() -> u64 {
     // The guest's IPIs (x2APIC ICR) and APIC moves (see `exits::msr`).
     set(b, crate::lapic::X2APIC_ICR, false, true);
     set(b, msr::IA32_APIC_BASE, true, true);
+    // IA32_XSS follows the guest's CPUID (see `exits::msr`).
+    set(b, shared::xss::IA32_XSS, true, true);
     // The virtual MTRRs (see `vmtrr`).
     set(b, shared::mtrr::IA32_MTRR_DEF_TYPE, true, true);
     for m in shared::mtrr::FIXED_MSRS {

@@ -4,16 +4,24 @@
 //! ignored, the APIC stays dead). So a guest that clears EN sees its APIC
 //! disabled (RDMSR, CPUID.1:EDX.APIC = 0, its registers reset as a disable
 //! resets them, SDM 11.4.3) while the hardware APIC stays enabled for L0;
-//! setting EN again (disabled to xAPIC) enables it back. Not virtualized:
-//! the xAPIC page still answers while disabled (EPT01 is shared by all
-//! CPUs), and a guest that was in x2APIC mode and comes back in xAPIC
-//! mode keeps the hardware in x2APIC mode (the hardware forbids that
-//! transition but through a disable).
+//! setting EN again (disabled to xAPIC) enables it back. While disabled
+//! the vCPU runs with EPT01's APIC-off view (`ept01`): its xAPIC page
+//! reads all ones and drops writes, as a disabled APIC's page does (SDM
+//! 11.4.3: its registers are not accessible; nothing else answers there).
+//! Not virtualized: the x2APIC MSRs of a vCPU disabled from x2APIC mode,
+//! the view while L2 runs (VMCS02 has its own EPTP), and a guest that was
+//! in x2APIC mode and comes back in xAPIC mode keeps the hardware in
+//! x2APIC mode (the hardware forbids that transition but through a
+//! disable).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use shared::percpu::MAX_CPUS;
+use shared::vmx::insn::Vmxon;
+use shared::vmx::{VmcsAccess, VmcsField as F};
 use shared::x86::msr;
+
+use crate::vcpu::Vcpu;
 
 use crate::lapic::base::{ADDRESS, BSP, EN, EXTD};
 
@@ -80,4 +88,31 @@ pub fn write(cpu: usize, value: u64) -> bool {
         crate::shootdown::ept01_changed(cpu);
     }
     true
+}
+
+/// Whether the current VMCS runs its guest with EPT01's APIC-off view
+/// (see [`select_ept_view`]).
+pub fn runs_apic_off_view(v: &impl VmcsAccess) -> bool {
+    crate::ept01::eptp_apic_off().is_some_and(|e| v.read(F::EptPointer) == e.0)
+}
+
+/// Makes VMCS01 run the vCPU with EPT01, or with its APIC-off view while
+/// its guest has disabled its APIC (after a write to IA32_APIC_BASE).
+pub fn select_ept_view(vcpu: &Vcpu) {
+    if vcpu.nested.in_l2() {
+        return;
+    }
+    let eptp = if disabled(vcpu.index) {
+        crate::ept01::eptp_apic_off()
+    } else {
+        crate::ept01::eptp()
+    };
+    let Some(eptp) = eptp else { return };
+    // SAFETY: called from an exit handler, in VMX root operation, with this
+    // vCPU's VMCS01 current (L2 does not run).
+    let vmx = unsafe { Vmxon::assume_enabled() };
+    // SAFETY: EPT01 or its APIC-off view: L0's own tables, which never map
+    // L0's region and live as long as L0.
+    unsafe { vmx.guarded_vmcs().write_sensitive(F::EptPointer, eptp.0) };
+    crate::ept01::invept_all();
 }

@@ -191,6 +191,11 @@ fn write_controls(
     v.write(F::PinBasedVmExecControls, u64::from(ctl.pin));
     v.write(F::PrimaryProcBasedVmExecControls, u64::from(ctl.proc));
     v.write(F::SecondaryProcBasedVmExecControls, u64::from(ctl.proc2));
+    if ctl.has2(SecondaryProcBased::ENABLE_XSAVES_XRSTORS) {
+        // No XSAVES/XRSTORS exits (SDM 25.6.20, 26.1.3): the guest's
+        // IA32_XSS is already limited to what it may save (`exits::msr`).
+        v.write(F::XssExitingBitmap, 0);
+    }
     v.write(F::VmExitControls, u64::from(ctl.exit));
     v.write(F::VmEntryControls, u64::from(ctl.entry));
     v.write(F::ExceptionBitmap, 0);

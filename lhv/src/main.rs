@@ -62,6 +62,7 @@ fn main(boot: &'static BootInfo) -> ! {
         Some("bench") => bench::run(boot),
         Some("hostile") => hostile::run(boot),
         Some("triple-fault") => hostile::run_triple_fault(),
+        Some("bsp-init") => hostile::run_bsp_init(boot),
         _ => {}
     }
     match cmdline::get(boot.cmdline(), "mode") {

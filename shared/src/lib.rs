@@ -26,6 +26,7 @@ pub mod ept01;
 pub mod exception_class;
 pub mod guest_paging;
 pub mod hypercall;
+pub mod init_state;
 pub mod ipi;
 pub mod mem;
 pub mod mptable;
@@ -40,6 +41,7 @@ pub mod percpu;
 pub mod platform;
 #[cfg(target_os = "none")]
 pub mod safe_msr;
+pub mod sipi_latch;
 #[cfg(target_os = "none")]
 pub mod smp;
 pub mod store_insn;
@@ -50,3 +52,4 @@ pub mod vmx;
 #[cfg(target_os = "none")]
 pub mod vmx_root;
 pub mod x86;
+pub mod xss;

@@ -5,6 +5,7 @@
 //! L0's CR4).
 
 use shared::vmx::VmcsAccess;
+use shared::xss::{self, LeafD1};
 
 use super::{Exit, skip_instruction};
 use crate::vcpu::{Resume, Vcpu, reg};
@@ -33,8 +34,27 @@ const LEAF1_ECX_DTES64: u32 = 1 << 2;
 const LEAF1_ECX_DS_CPL: u32 = 1 << 4;
 /// Intel PT's leaf: all zero while PT is hidden.
 const LEAF_PT: u32 = 0x14;
-const LEAFD1_EAX_XSAVES: u32 = 1 << 3;
+/// The XSAVE state component of Intel PT (CPUID leaf 0DH sub-leaf 8).
+const XSS_PT_COMPONENT: u32 = 8;
 const EXT1_EDX_RDTSCP: u32 = 1 << 27;
+
+/// The guest's CPUID.(EAX=0DH,ECX=1) from the processor's `hw`.
+fn guest_leaf_d1(hw: shared::x86::CpuidResult) -> LeafD1 {
+    use shared::vmx::controls::SecondaryProcBased as S;
+    let xsaves = crate::controls().has2(S::ENABLE_XSAVES_XRSTORS);
+    LeafD1 {
+        eax: hw.eax,
+        ebx: hw.ebx,
+        ecx: hw.ecx,
+        edx: hw.edx,
+    }
+    .guest_view(xsaves, xss::XSS_PT)
+}
+
+/// What the guest's CPUID says of XSAVES and IA32_XSS.
+pub fn guest_xsaves() -> LeafD1 {
+    guest_leaf_d1(shared::x86::cpuid(0xd, 1))
+}
 
 /// The guest's view of CPUID leaf `leaf`, subleaf `sub`.
 pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidResult {
@@ -93,7 +113,13 @@ pub fn guest_cpuid(leaf: u32, sub: u32, guest_cr4: u64) -> shared::x86::CpuidRes
             }
         }
         LEAF_PT => r = shared::x86::CpuidResult::default(),
-        0xd if sub == 1 && !ctl.has2(S::ENABLE_XSAVES_XRSTORS) => r.eax &= !LEAFD1_EAX_XSAVES,
+        // XSAVES only with its control; no supervisor state of a hidden
+        // feature (Intel PT), consistently with IA32_XSS (`exits::msr`).
+        0xd if sub == 1 => {
+            let g = guest_leaf_d1(r);
+            (r.eax, r.ecx, r.edx) = (g.eax, g.ecx, g.edx);
+        }
+        0xd if sub == XSS_PT_COMPONENT => r = shared::x86::CpuidResult::default(),
         0x8000_0001 if !ctl.has2(S::ENABLE_RDTSCP) => r.edx &= !EXT1_EDX_RDTSCP,
         _ => {}
     }

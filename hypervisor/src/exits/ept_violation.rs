@@ -7,7 +7,9 @@
 //!   the guest sees what a real bus gives (reads all ones, writes dropped,
 //!   the write again through the sink);
 //! - writes to the guest's xAPIC page, which EPT01 maps without write
-//!   access so that L0 sees the guest's IPIs (see `apic_write`);
+//!   access so that L0 sees the guest's IPIs (see `apic_write`); while the
+//!   guest's APIC is globally disabled (`vapic_base`) the page reads all
+//!   ones and the write is dropped, as in L0's region;
 //! - spurious ones: EPT01 allows the access now (a translation cached
 //!   before another CPU changed EPT01); L0 flushes and resumes, the
 //!   instruction runs again.
@@ -45,6 +47,10 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     let gpa = v.read(F::GuestPhysicalAddress);
     let q = EptViolationQual(exit.qualification);
     if q.write() && crate::ept01::apic_page() == Some(gpa & !0xfff) {
+        if crate::vapic_base::runs_apic_off_view(v) {
+            single_step::start(vcpu, v, StepKind::HiddenWrite { gpa });
+            return Some(Resume::Guest);
+        }
         return apic_write::handle(vcpu, v, exit, gpa);
     }
     let a = access(q);

@@ -12,6 +12,8 @@
 use shared::vmx::controls::PrimaryProcBased;
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
+use shared::init_state::{self, AfterInit};
+
 use super::{Exit, single_step};
 use crate::vcpu::{GuestRegs, Resume, Vcpu, reg};
 use crate::vmcs01::{self, Seg, activity};
@@ -35,11 +37,22 @@ pub fn init_self(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     }
 }
 
-/// Gives the vCPU the state INIT gives a processor (SDM Table 10-1),
-/// waiting for SIPI: no event pending, no single step, no NMI.
+/// Gives the vCPU the state INIT gives a processor (SDM Table 9-1, INIT
+/// column: CR0 keeps CD and NW; `shared::init_state`): no event pending,
+/// no single step, no NMI. The BSP then runs from the reset vector at once
+/// (F000:FFF0, CS base FFFF0000H: the firmware decides what an INIT means,
+/// e.g. by the CMOS shutdown code), an AP waits for SIPI (SDM 9.4.1).
 pub fn enter_init_state(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
-    vmcs01::write_init_state(v, crate::caps());
-    v.write(F::GuestActivityState, activity::WAIT_FOR_SIPI);
+    let caps = crate::caps();
+    let cr0 = init_state::cr0_after_init(vmcs01::guest_cr0(v));
+    vmcs01::write_init_state(v, caps);
+    v.write(F::Cr0ReadShadow, cr0);
+    v.write(F::GuestCr0, vmcs01::cr0_real(caps, cr0));
+    let bsp = crate::lapic::apic_base() & crate::lapic::base::BSP != 0;
+    let waits = init_state::after_init(bsp) == AfterInit::WaitForSipi;
+    if waits {
+        v.write(F::GuestActivityState, activity::WAIT_FOR_SIPI);
+    }
     v.write(F::VmEntryInterruptionInfo, 0);
     v.clear_bits(
         F::PrimaryProcBasedVmExecControls,
@@ -51,11 +64,19 @@ pub fn enter_init_state(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     vcpu.regs = GuestRegs::default();
     // EDX after INIT holds the processor signature (SDM 10.1.2).
     vcpu.regs.gpr[reg::RDX] = u64::from(shared::x86::cpuid(1, 0).eax);
-    crate::guest_smp::set_waiting(vcpu.index, true);
+    crate::guest_smp::init_taken(vcpu.index, waits);
 }
 
 pub fn sipi(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
-    let vector = exit.qualification & 0xff;
+    start(vcpu, v, exit.qualification as u8);
+    Some(Resume::Guest)
+}
+
+/// Starts the vCPU, waiting for SIPI, as a SIPI with `vector` does: in
+/// real mode at vector * 4096 (at its SIPI exit, or from the SIPI latch,
+/// see `guest_smp`).
+pub fn start(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, vector: u8) {
+    let vector = u64::from(vector);
     vmcs01::set_real_mode_segment(v, Seg::Cs, (vector << 8) as u16, vector << 12);
     v.write(F::GuestRip, 0);
     v.write(F::GuestActivityState, activity::ACTIVE);
@@ -72,5 +93,4 @@ pub fn sipi(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Res
     // NMI exits).
     crate::events::unblock_host_nmis();
     crate::guest_smp::set_waiting(vcpu.index, false);
-    Some(Resume::Guest)
 }

@@ -26,9 +26,10 @@ use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 use crate::vcpu::{Resume, Vcpu};
 
 pub use apic_write::emulate as emulate_apic_write;
+pub use cpuid::guest_xsaves;
 pub use ept_violation::handle as ept_violation;
 pub use exception::{handle as exception, redeliver as redeliver_exception};
-pub use init_sipi::{enter_init_state, init_self};
+pub use init_sipi::{enter_init_state, init_self, start as start_at_sipi};
 pub use msr::{emulated_rdmsr, rdmsr, wrmsr};
 pub use single_step::{finish as single_step_finish, start as single_step_start};
 pub use vmcall::{configure as configure_hypercalls, is_enabled_hypercall};
@@ -212,21 +213,11 @@ pub mod vector {
     pub const GP: u8 = 13;
 }
 
-/// Injects hardware exception `vec` at the next VM entry (a fault pushes
-/// RFLAGS.RF = 1 in protected mode). The error code
-/// is only delivered in protected mode (with unrestricted guest, VM entry
-/// requires none when CR0.PE = 0, SDM 27.2.1.3).
+/// Injects hardware exception `vec` at the next VM entry, merged with an
+/// exception whose delivery this exit interrupted (see
+/// `events::inject_exception`).
 pub fn inject_exception(v: &mut impl VmcsAccess, vec: u8, error_code: Option<u32>) {
-    let pe = v.read(F::GuestCr0) & crate::vmcs01::cr0::PE != 0;
-    let code = error_code.filter(|_| pe);
-    if pe && shared::exception_class::is_fault(vec) {
-        // Faults push RFLAGS with RF = 1 (SDM 6.6, 18.3.1.1), as the
-        // hardware does for the faults it raises itself.
-        v.set_bits(F::GuestRflags, shared::exception_class::RFLAGS_RF);
-    }
-    let info = InterruptionInfo::new(vec, InterruptionType::HardwareException, code.is_some());
-    v.write(F::VmEntryInterruptionInfo, u64::from(info.0));
-    v.write(F::VmEntryExceptionErrorCode, u64::from(code.unwrap_or(0)));
+    crate::events::inject_exception(v, vec, error_code);
 }
 
 /// Injects #GP(0).

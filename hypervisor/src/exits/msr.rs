@@ -12,10 +12,14 @@
 //! - The x2APIC ICR (writes): the guest's IPIs, see `x2apic_icr`.
 //! - IA32_APIC_BASE: its global enable is virtual (`vapic_base`); writes
 //!   are checked and performed, and the trapped xAPIC page follows the base.
+//! - IA32_XSS: exists and takes the supervisor states the guest's CPUID
+//!   leaf 0DH sub-leaf 1 lists (`shared::xss`: never Intel PT's); other
+//!   bits #GP.
 //! - Anything else that exits: #GP (no such MSR on Intel processors).
 
 use shared::vmx::{VmcsAccess, VmcsField as F};
 use shared::x86::msr;
+use shared::xss;
 
 use super::{Exit, guest_cpl, inject_gp, skip_instruction};
 use crate::msr_bitmap::VMX_CAPS;
@@ -50,6 +54,11 @@ pub fn rdmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
     let value = match index {
         msr::IA32_EFER => v.read(F::GuestIa32Efer),
         msr::IA32_APIC_BASE => crate::vapic_base::guest_view(vcpu.index),
+        // SAFETY: the MSR exists (the guest's CPUID is the processor's
+        // with less, see `guest_xsaves`).
+        xss::IA32_XSS if super::guest_xsaves().has_xss() => unsafe {
+            shared::x86::rdmsr(xss::IA32_XSS)
+        },
         m => match emulated_rdmsr(m).or_else(|| crate::vmtrr::read(vcpu.index, m)) {
             Some(value) => value,
             None => return inject_gp(v),
@@ -72,7 +81,12 @@ pub fn wrmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
         crate::lapic::X2APIC_ICR => {
             return x2apic_icr(vcpu, v, exit, value);
         }
-        msr::IA32_APIC_BASE => crate::vapic_base::write(vcpu.index, value),
+        msr::IA32_APIC_BASE => {
+            let ok = crate::vapic_base::write(vcpu.index, value);
+            crate::vapic_base::select_ept_view(vcpu);
+            ok
+        }
+        xss::IA32_XSS => write_xss(value),
         m if VMX_CAPS.contains(&m) => false,
         m => crate::vmtrr::write(vcpu.index, m, value),
     };
@@ -81,6 +95,18 @@ pub fn wrmsr(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Re
     }
     skip_instruction(v, exit);
     Some(Resume::Guest)
+}
+
+/// WRMSR to IA32_XSS: only the states the guest's CPUID lists, a subset
+/// of the processor's, so the hardware takes the value (never a host #GP).
+fn write_xss(value: u64) -> bool {
+    if !super::guest_xsaves().xss_write_ok(value) {
+        return false;
+    }
+    // SAFETY: IA32_XSS exists and `value` sets only supported supervisor
+    // states (checked above); L0 itself does not use XSAVES.
+    unsafe { shared::x86::wrmsr(xss::IA32_XSS, value) };
+    true
 }
 
 /// WRMSR to IA32_EFER (SDM 2.2.1, and KVM's `set_efer`): reserved bits,

@@ -15,7 +15,7 @@ use shared::vmx::exit::{InterruptionInfo, InterruptionType};
 use shared::vmx::insn::{self, InvvpidDescriptor, InvvpidType};
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
-use super::{Exit, inject_exception, inject_gp};
+use super::{Exit, inject_gp};
 use crate::memory::GuestMemory;
 use crate::vcpu::{Resume, Vcpu};
 use crate::vmcs01::efer;
@@ -58,9 +58,15 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
             v.set_bits(F::GuestInterruptibilityState, u64::from(BLOCKING_BY_NMI));
         }
     }
+    // A fault of the switch is raised while the gate delivers that event
+    // (SDM 6.15, Table 6-5: e.g. #TS while delivering #GP is #DF).
+    let delivering = (source == Source::IdtGate
+        && idt.is_valid()
+        && idt.kind() == Some(InterruptionType::HardwareException))
+    .then(|| idt.vector());
     let mut gpr = vcpu.regs.gpr;
     match task_switch::switch(&mut GuestMemory, v, &mut gpr, &req) {
-        Err(f) => deliver(v, f),
+        Err(f) => deliver(v, delivering, f),
         Ok(done) => {
             vcpu.regs.gpr = gpr;
             if done.cr3_loaded {
@@ -69,6 +75,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
                     // Invalid PDPTEs in the new CR3: #GP in the new task.
                     deliver(
                         v,
+                        delivering,
                         Fault {
                             vector: 13,
                             error_code: Some(0),
@@ -77,7 +84,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
                 }
             }
             if let Some(f) = done.fault {
-                deliver(v, f);
+                deliver(v, delivering, f);
             }
         }
     }
@@ -86,8 +93,8 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     Some(Resume::Guest)
 }
 
-fn deliver(v: &mut impl VmcsAccess, f: Fault) {
-    inject_exception(v, f.vector, f.error_code);
+fn deliver(v: &mut impl VmcsAccess, delivering: Option<u8>, f: Fault) {
+    crate::events::inject_exception_during(v, delivering, f.vector, f.error_code);
 }
 
 /// The TLB flush of a CR3 load (the guest's own VPID, all its mappings:

@@ -11,6 +11,11 @@
  * 2. Leaves IA-32e mode (32-bit protected mode, paging off, 32-bit IDT):
  *    c. JMP to TSS B, whose task JMPs back to TSS A (task switches);
  *    d. CALL to TSS C, whose task IRETs back (NT, back link);
+ *    i. #DE through a task gate to TSS B (available again after c), its
+ *       DS selector patched to one outside the GDT: the switch raises #TS
+ *       in the new task while #DE is being delivered, a contributory
+ *       exception during a contributory one: #DF(0) (SDM 6.15 Table 6-5),
+ *       taken in task B;
  *    e. PAE paging on with a reserved bit in PDPTE 0: #GP(0);
  *    f. CPUID at offset 0xFFFFFFFE of a code segment based at 0x10000: EIP
  *       wraps to 0 (the bytes at 0xFFFE and 0x10000 are the caller's);
@@ -39,6 +44,8 @@ lhv_hl_start:
 .set SEL_TSS_C, 0x38
 .set SEL_UCODE, 0x43
 .set SEL_UDATA, 0x4b
+/* Outside the GDT: loading it is #TS. */
+.set SEL_BAD, 0x0ff8
 /* The code page as a real-mode segment (virtual-8086 case). */
 .set V86_SEG, (LOW >> 4)
 .set STATS_RAX, {stats_rax}
@@ -170,6 +177,41 @@ h_c_done:
     movl %eax, (LOW+(r_tr_after_iret-lhv_hl_start))
 h_d_done:
     RECORD 3
+
+    /* i. #DE through the task gate of vector 0 (task B, bad DS). */
+    movl $SEL_BAD, (LOW+(h_tss_b-lhv_hl_start)) + 0x54
+    movl $(LOW+(h_stack_b-lhv_hl_start)), (LOW+(h_tss_b-lhv_hl_start)) + 0x38
+    ARM h_i_done
+    xorl %edx, %edx
+    xorl %eax, %eax
+    xorl %ecx, %ecx
+    divl %ecx
+h_i_done:
+    /* Back from the #DF handler, in task B (TR B, NT set, DS unusable):
+     * flat segments, stack A, NT clear. */
+    movl $SEL_DATA, %ecx
+    movw %cx, %ss
+    movl $(LOW+(h_stack_a-lhv_hl_start)), %esp
+    movw %cx, %ds
+    movw %cx, %es
+    xorl %ecx, %ecx
+    movw %cx, %fs
+    movw %cx, %gs
+    pushfl
+    andl $~0x4000, (%esp)
+    popfl
+    movl (LOW+(h_vec-lhv_hl_start)), %ecx
+    movl %ecx, (LOW+(r_df_vec-lhv_hl_start))
+    movl (LOW+(h_err-lhv_hl_start)), %ecx
+    movl %ecx, (LOW+(r_df_err-lhv_hl_start))
+    str %eax
+    movzwl %ax, %eax
+    movl %eax, (LOW+(r_tr_after_df-lhv_hl_start))
+    /* Task A again (busy since the nested switch; LTR needs it
+     * available): later cases take CPL-0 stacks from its ESP0. */
+    andb $~0x02, (LOW+(h_gdt-lhv_hl_start)) + SEL_TSS_A + 5
+    movl $SEL_TSS_A, %eax
+    ltr %ax
 
     /* e. PAE paging with a reserved bit in PDPTE 0. */
     movl %cr4, %eax
@@ -329,6 +371,9 @@ h32_ud:
     movl $7, %ss:(LOW+(h_vec-lhv_hl_start))
     movl $0, %ss:(LOW+(h_err-lhv_hl_start))
     jmp h32_resume
+h32_df:
+    movl $9, %ss:(LOW+(h_vec-lhv_hl_start))
+    jmp h32_code
 h32_ts:
     movl $11, %ss:(LOW+(h_vec-lhv_hl_start))
     jmp h32_code
@@ -442,6 +487,9 @@ r_v86_eax: .long 0
 r_v86_ecx: .long 0
 r_v86_flags: .long 0
 r_v86_done: .long 0
+r_df_vec: .long 0
+r_df_err: .long 0
+r_tr_after_df: .long 0
 .global lhv_hl_e820_buf
 lhv_hl_e820_buf:
 h_e820_buf: .fill 24, 1, 0
@@ -484,9 +532,14 @@ h_gdt_ptr:
 
 .balign 8
 h_idt32:
-    .fill 6, 8, 0
+    /* 0: task gate to TSS B (case i). */
+    .long (SEL_TSS_B << 16)
+    .long 0x8500
+    .fill 5, 8, 0
     GATE32 h32_ud                   /* 6 */
-    .fill 3, 8, 0
+    .fill 1, 8, 0
+    GATE32 h32_df                   /* 8 */
+    .fill 1, 8, 0
     GATE32 h32_ts                   /* 10 */
     GATE32 h32_np                   /* 11 */
     .fill 1, 8, 0

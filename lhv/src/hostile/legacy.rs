@@ -53,11 +53,19 @@ struct Results {
     v86_ecx: u32,
     v86_flags: u32,
     v86_done: u32,
+    /// Case i: the #DF handler's vector + 1 and error code, TR after it.
+    df_vec: u32,
+    df_err: u32,
+    tr_after_df: u32,
     /// The E820 entry INT 15h wrote: base, length, type.
     e820: [u8; 24],
 }
 
 const SEL_TSS_A: u32 = 0x20;
+/// Task B's TSS, which case i switches to through a task gate.
+const SEL_TSS_B: u32 = 0x28;
+/// #DF.
+const DF: u8 = 8;
 const RFLAGS_NT: u32 = 1 << 14;
 /// Where CPUID sits (offset 0xFFFFFFFE of a segment based at 0x10000)
 /// and where EIP 0 of that segment is.
@@ -166,6 +174,19 @@ pub fn run(env: &Env) {
             r.task_c_link,
             r.eflags_after_iret,
             r.tr_after_iret
+        ),
+    );
+    check(
+        "double_fault_task_gate",
+        r.df_vec == u32::from(DF) + 1 && r.df_err == 0 && r.tr_after_df == SEL_TSS_B,
+        format_args!(
+            "#DF(0) in task {SEL_TSS_B:#x} (#TS of the switch while #DE is delivered, SDM Table 6-5)"
+        ),
+        format_args!(
+            "vector {} error {:#x}, TR {:#x}",
+            i64::from(r.df_vec) - 1,
+            r.df_err,
+            r.tr_after_df
         ),
     );
     check(

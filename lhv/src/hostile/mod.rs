@@ -13,6 +13,7 @@
 //! APs.
 
 mod apic;
+mod bsp_init;
 mod cr;
 mod devices;
 mod exits;
@@ -30,6 +31,7 @@ use ::core::sync::atomic::{AtomicU32, Ordering};
 use shared::boot::BootInfo;
 use shared::{println, x86};
 
+pub use bsp_init::run as run_bsp_init;
 pub use triple_fault::run as run_triple_fault;
 
 static CASES: AtomicU32 = AtomicU32::new(0);
@@ -155,6 +157,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
     legacy::run(&env);
     exits::run(&env);
     exits::hidden_msrs(&env);
+    exits::xsaves(&env);
     mtrr::run(&env);
     transparency::run(&env);
     hypercalls::run(&env);

@@ -477,6 +477,37 @@ const L0_TRIPLE_FAULT: Scenario = Scenario {
     ..BOCHS_L0
 };
 
+/// INIT to the BSP restarts it at the reset vector, through the firmware
+/// (LHV `mode=bsp-init`, the CMOS shutdown code brings it back to LHV's
+/// low code): on bare Bochs, and under L0, which emulates the INIT.
+const BSP_INIT: Scenario = Scenario {
+    name: "bsp-init",
+    lhv_args: "mode=bsp-init",
+    pass: &[
+        "BSPINIT: INIT to the BSP",
+        "HOSTILE ok bsp_init_reset_vector",
+        "BSPINIT: done",
+    ],
+    expect_exit: true,
+    timeout_s: 90,
+    ..BOCHS_LHV
+};
+
+const L0_BSP_INIT: Scenario = Scenario {
+    name: "l0-bsp-init",
+    boot: Boot::L0,
+    l0_args: "hypercalls=stats",
+    pass: &[
+        "L0: booting the guest",
+        "BSPINIT: INIT to the BSP",
+        "HOSTILE ok bsp_init_reset_vector",
+        "BSPINIT: done",
+    ],
+    fail: &["unhandled VM exit", "VM-entry failure"],
+    timeout_s: 150,
+    ..BSP_INIT
+};
+
 /// Every CPU of an LHV test run reaches `iters` with no failed check.
 const LHV_DONE: &[&str] = &[
     "LHV_OPT = 0x{lhv_opt}",
@@ -681,6 +712,8 @@ pub const SCENARIOS: &[Scenario] = &[
         ..L0_HOSTILE
     },
     L0_TRIPLE_FAULT,
+    BSP_INIT,
+    L0_BSP_INIT,
     // LHV's test loop alone on Bochs (lhv/src/test_loop.rs): every option alone, with the
     // options it needs, and combinations; 0xedfd is every option but NO_EFLAGS_IF and
     // NO_INTERRUPT. Default tier: every option on 2 CPUs, 0x0 and 0xedfd on 1 CPU too,
