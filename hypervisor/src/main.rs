@@ -6,6 +6,7 @@
 #![no_main]
 
 mod dump;
+mod entry_guard;
 mod ept01;
 mod events;
 mod exits;
@@ -133,6 +134,8 @@ fn main(boot: &'static BootInfo) -> ! {
         println!("  [{:#014x}, {:#014x}) type {}", e.base, e.end(), e.kind);
     }
     nested::init(boot.cmdline());
+    let guard = entry_guard::configure(boot.cmdline());
+    println!("L0: VMCS01 guest-state checks before VM entry: {guard:?} (entry_check=)");
     println!(
         "L0: VMX for the guest: {}",
         if nested::enabled() {

@@ -12,6 +12,7 @@ use core::mem::{MaybeUninit, offset_of};
 
 use shared::percpu::MAX_CPUS;
 use shared::vmx::insn::{GuardedVmcs, VmcsRegion, Vmxon};
+use shared::vmx::nested::entry_checks::GuestScope;
 use shared::vmx::{VmcsAccess, VmcsField};
 
 /// The guest's general registers, indexed by the SDM's register numbers
@@ -205,6 +206,11 @@ unsafe extern "C" {
 /// The current VMCS must be this CPU's fully set-up VMCS01 whose host state
 /// points at the exit stub and `vcpu`'s exit stack.
 pub unsafe fn launch(vcpu: &'static mut Vcpu, host_rsp: u64) -> ! {
+    // SAFETY: the caller guarantees VMX root operation (VMCS01 current).
+    let vmx = unsafe { Vmxon::assume_enabled() };
+    if crate::entry_guard::check(vcpu, &vmx.guarded_vmcs(), GuestScope::All) == Resume::Stop {
+        stop_cpu();
+    }
     // SAFETY: forwarded to the caller; `host_rsp` is the exit stack's top,
     // which holds the Vcpu pointer.
     unsafe { l0_vm_launch((vcpu as *mut Vcpu).cast(), host_rsp) }
@@ -238,6 +244,12 @@ extern "C" fn entry_failed(vcpu: &mut Vcpu) -> u64 {
     };
     report_entry_failure(what, vcpu);
     if !crate::nested::exit::entry_refused(vcpu) {
+        stop_cpu();
+    }
+    // L1 next, with its host state from VMCS12 in VMCS01.
+    // SAFETY: the stub only calls this in VMX root operation.
+    let vmx = unsafe { Vmxon::assume_enabled() };
+    if crate::entry_guard::check(vcpu, &vmx.guarded_vmcs(), GuestScope::All) == Resume::Stop {
         stop_cpu();
     }
     next_entry(vcpu)

@@ -413,7 +413,12 @@ const L0_HOSTILE: Scenario = Scenario {
         "HOSTILE done:",
         " 0 failed",
     ],
-    fail: &["unhandled VM exit", "VM-entry failure", "failed: VMfail"],
+    fail: &[
+        "unhandled VM exit",
+        "VM-entry failure",
+        "failed: VMfail",
+        "VMCS01 guest state fails",
+    ],
     timeout_s: 180,
     ..HOSTILE
 };
@@ -457,6 +462,7 @@ const L0_LHV_DONE: &[&str] = &[
 const L0_FATAL: &[&str] = &[
     "unhandled VM exit",
     "VM-entry failure",
+    "VMCS01 guest state fails",
     "failed: VMfail",
     "did not start",
 ];
