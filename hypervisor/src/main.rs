@@ -222,6 +222,11 @@ fn cpu_main(bsp: bool) -> ! {
         cpu_println!("no VMX slot for this CPU");
         shared::x86::halt_forever()
     };
+    // Its private EPT01 view for xAPIC writes L0 cannot decode.
+    if !ept01::prepare_step_view(index) {
+        cpu_println!("no pool frames for this CPU's xAPIC-write view");
+        shared::x86::halt_forever()
+    }
     if let Err(e) = vmcs01::setup(
         &mut cpu,
         &vmxon,

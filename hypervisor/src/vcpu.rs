@@ -51,8 +51,10 @@ pub enum Resume {
 pub enum StepKind {
     /// A write to the hidden page holding `gpa` lands in the sink page.
     HiddenWrite { gpa: u64 },
-    /// A write to the xAPIC page that L0 cannot decode passes through.
-    ApicWrite,
+    /// A write to the xAPIC page at `gpa` that L0 cannot decode: this
+    /// CPU's view of the page names its scratch page for the step, and L0
+    /// performs what the instruction wrote there (`exits::apic_write`).
+    ApicWrite { gpa: u64 },
     /// A write of L2 that EPT12 allows and EPT01 does not: the EPT02 entry
     /// of `gpa2` (in the EPT02 whose PML4 is `root`) names the sink page or
     /// the xAPIC page for one instruction (see `nested::ept02`).
