@@ -6,13 +6,14 @@
 //! that stops without a word.
 //!
 //! What is checked (`entry_check=` on L0's command line):
-//! - `dirty` (default): what the exit handler's writes can break, as the
+//! - `dirty` (default in release builds): what the exit handler's writes can break, as the
 //!   typed writer records it (`GuardedVmcs::written`): nothing, the RIP /
 //!   RFLAGS / interruptibility / pending-debug / injection checks
 //!   (`check_guest_events`), or every guest-state check; every check on
 //!   the first entry, after INIT or SIPI and whenever L1 comes back from
 //!   L2 (VMCS01's guest state then holds VMCS12's host state);
-//! - `all`: every guest-state check before every entry of VMCS01;
+//! - `all` (default in debug builds): every guest-state check before every
+//!   entry of VMCS01;
 //! - `off`: none (the processor's own checks only).
 //!
 //! A failure prints `L0: VMCS01 guest state fails <rule> (SDM 27.3.1.x)`,
@@ -44,6 +45,9 @@ pub fn configure(cmdline: &str) -> Policy {
     let policy = match shared::cmdline::get(cmdline, "entry_check") {
         Some("all") => Policy::All,
         Some("off") => Policy::Off,
+        Some("dirty") => Policy::Dirty,
+        // A debug build checks everything by default.
+        _ if cfg!(debug_assertions) => Policy::All,
         _ => Policy::Dirty,
     };
     POLICY.store(policy as u8, Ordering::Relaxed);
