@@ -354,10 +354,12 @@ pub fn open_apic_step(cpu: usize, gpa: u64, current: u32) -> bool {
     let Some(view) = VIEWS.get(cpu).and_then(|v| v.get()).copied() else {
         return false;
     };
-    let mut page = [0u8; apic_capture::PAGE_BYTES];
-    apic_capture::prepare(&mut page, gpa & 0xfff, current);
-    if HostMemory.write(view.scratch, &page).is_err() {
-        return false;
+    {
+        let mut page = [0u8; apic_capture::PAGE_BYTES];
+        apic_capture::prepare(&mut page, gpa & 0xfff, current);
+        if HostMemory.write(view.scratch, &page).is_err() {
+            return false;
+        }
     }
     let Some(e) = EPT01.get() else { return false };
     let e = e.lock();

@@ -54,11 +54,22 @@ pub enum StepKind {
     /// A write to the xAPIC page at `gpa` that L0 cannot decode: this
     /// CPU's view of the page names its scratch page for the step, and L0
     /// performs what the instruction wrote there (`exits::apic_write`).
-    ApicWrite { gpa: u64 },
+    /// `from` is where the guest stood before the step (its progress
+    /// tells the instruction's completion from an earlier #DB).
+    ApicWrite { gpa: u64, from: StepFrom },
     /// A write of L2 that EPT12 allows and EPT01 does not: the EPT02 entry
     /// of `gpa2` (in the EPT02 whose PML4 is `root`) names the sink page or
     /// the xAPIC page for one instruction (see `nested::ept02`).
     Ept02Access { root: u64, gpa2: u64, gpa1: u64 },
+}
+
+/// Guest state an instruction changes when it completes: RIP, and for a
+/// REP iteration (RIP unchanged) RCX, for a stack store RSP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepFrom {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rcx: u64,
 }
 
 /// A single-stepped instruction in progress.

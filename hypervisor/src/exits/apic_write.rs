@@ -57,7 +57,8 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, gpa: u64) -
                 exit.rip
             );
         }
-        single_step::start(vcpu, v, StepKind::ApicWrite { gpa });
+        let from = single_step::step_from(vcpu, v);
+        single_step::start(vcpu, v, StepKind::ApicWrite { gpa, from });
         return Some(Resume::Guest);
     };
     let value = match store.source {

@@ -23,7 +23,7 @@ use shared::vmx::controls::PinBased;
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
 use super::vector;
-use crate::vcpu::{Resume, SingleStep, StepKind, Vcpu};
+use crate::vcpu::{Resume, SingleStep, StepFrom, StepKind, Vcpu};
 
 /// RFLAGS.TF.
 pub const RFLAGS_TF: u64 = 1 << 8;
@@ -48,7 +48,7 @@ pub fn start(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, kind: StepKind) {
     };
     match kind {
         StepKind::HiddenWrite { gpa } => crate::ept01::open_sink(gpa),
-        StepKind::ApicWrite { gpa } => open_apic_step(vcpu.index, gpa),
+        StepKind::ApicWrite { gpa, .. } => open_apic_step(vcpu.index, gpa),
         // `nested::ept02` has installed the writable EPT02 entry.
         StepKind::Ept02Access { .. } => {}
     }
@@ -105,7 +105,10 @@ fn set_pending_bs_if_blocked(v: &mut impl VmcsAccess) {
 /// Ends the step in progress, if any; returns the guest's own TF then.
 pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
     let step = vcpu.step.take()?;
-    let completed = completed(v);
+    let completed = match step.kind {
+        StepKind::ApicWrite { from, .. } => completed(v) && step_from(vcpu, v) != from,
+        _ => false,
+    };
     undo(vcpu, step.kind);
     restore_controls(vcpu.index, v);
     // The step's trap has been taken (as the #DB exit).
@@ -113,7 +116,7 @@ pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
     if !step.guest_tf {
         v.clear_bits(F::GuestRflags, RFLAGS_TF);
     }
-    if let StepKind::ApicWrite { gpa } = step.kind {
+    if let StepKind::ApicWrite { gpa, .. } = step.kind {
         let mut scratch = [0u8; apic_capture::PAGE_BYTES];
         if completed && crate::ept01::read_apic_scratch(vcpu.index, &mut scratch) {
             super::apic_write::perform_captured(vcpu, v, gpa, &scratch);
@@ -122,10 +125,23 @@ pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
     Some(step.guest_tf)
 }
 
-/// Whether this exit is the #DB of the stepped instruction's completion
-/// (DR6.BS in the qualification, SDM 28.2.1): every other exit that ends
-/// a step (a fault, an interrupt, another EPT violation) comes before the
-/// instruction completed, which then wrote nothing.
+/// Where the guest stands now, to tell whether the stepped instruction
+/// completed (see [`StepFrom`]).
+pub fn step_from(vcpu: &Vcpu, v: &impl VmcsAccess) -> StepFrom {
+    StepFrom {
+        rip: v.read(F::GuestRip),
+        rsp: v.read(F::GuestRsp),
+        rcx: vcpu.regs.gpr[crate::vcpu::reg::RCX],
+    }
+}
+
+/// Whether this exit is a single-step #DB (DR6.BS in the qualification,
+/// SDM 28.2.1). Every other exit that ends a step (a fault, an interrupt,
+/// another EPT violation) comes before the instruction completed, which
+/// then wrote nothing. A #DB with BS may also come before it: the BS bit
+/// L0 sets in the pending debug exceptions under blocking by STI (SDM
+/// 27.3.1.5) is delivered right after VM entry (SDM 27.7.3), so the caller
+/// also asks for the instruction's progress.
 fn completed(v: &impl VmcsAccess) -> bool {
     use shared::vmx::exit::{ExitReasonField, InterruptionInfo, InterruptionType};
     const QUAL_BS: u64 = 1 << 14;

@@ -44,6 +44,18 @@ fn store_undecoded(form: usize, icr: u64, value: u32) {
                 "or dword ptr [{p}], {v:e}",
                 p = in(reg) icr, v = in(reg) value, options(nostack)
             ),
+            // Right after STI (blocking by STI): L0's step must set the
+            // pending-debug BS bit (SDM 27.3.1.5); the IPI is taken after
+            // the store, before the CLI.
+            2 => ::core::arch::asm!(
+                "sti",
+                "lock cmpxchg dword ptr [{p}], {v:e}",
+                "nop",
+                "nop",
+                "cli",
+                p = in(reg) icr, v = in(reg) value, inout("eax") read() => _,
+                options(nostack)
+            ),
             _ => ::core::arch::asm!(
                 "cld",
                 "rep stosd",
@@ -61,10 +73,13 @@ fn self_ipis(base: u64) {
     let lapic = shared::apic::LocalApic::current();
     lapic.enable(0xff);
     let icr = base + ICR_LOW;
-    for (form, name) in ["self_ipi_lock_cmpxchg", "self_ipi_or", "self_ipi_rep_stosd"]
-        .into_iter()
-        .enumerate()
-    {
+    let forms = [
+        "self_ipi_lock_cmpxchg",
+        "self_ipi_or",
+        "self_ipi_sti_lock_cmpxchg",
+        "self_ipi_rep_stosd",
+    ];
+    for (form, name) in forms.into_iter().enumerate() {
         let idle = lapic.wait_icr_idle().is_ok();
         // `or` sets bits: start from an ICR low whose bits are all in the
         // value (the self-IPI itself, sent once more by a plain MOV and
