@@ -135,6 +135,9 @@ pub const DEFAULT_FAIL: &[&str] = &[
     "TEST_ASSERT failed",
     "triple fault",
     "VMX is not available",
+    // L0's entry guard (hypervisor/src/entry_guard.rs): an emulation bug
+    // that stopped a CPU, in any scenario that boots L0.
+    "VMCS01 guest state fails",
 ];
 
 pub const DEFAULT_MODEL: &str = "corei7_skylake_x";
@@ -413,12 +416,7 @@ const L0_HOSTILE: Scenario = Scenario {
         "HOSTILE done:",
         " 0 failed",
     ],
-    fail: &[
-        "unhandled VM exit",
-        "VM-entry failure",
-        "failed: VMfail",
-        "VMCS01 guest state fails",
-    ],
+    fail: &["unhandled VM exit", "VM-entry failure", "failed: VMfail"],
     timeout_s: 180,
     ..HOSTILE
 };
@@ -462,7 +460,6 @@ const L0_LHV_DONE: &[&str] = &[
 const L0_FATAL: &[&str] = &[
     "unhandled VM exit",
     "VM-entry failure",
-    "VMCS01 guest state fails",
     "failed: VMfail",
     "did not start",
 ];
