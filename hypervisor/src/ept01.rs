@@ -25,9 +25,14 @@
 //! SDM 13.11.8, has every CPU write the same values, so each CPU flushes its
 //! own TLBs when it writes them).
 
-use shared::ept::{EptBuilder, EptConfig, EptPerms, Eptp, Mapping, MemoryType, PageSize};
+use shared::apic_capture;
+use shared::ept::{
+    EptBuilder, EptConfig, EptEntry, EptPerms, Eptp, FrameAlloc, Mapping, MemoryType, PageSize,
+};
 use shared::ept01::{self, Layout};
+use shared::mem::PhysMemory;
 use shared::mtrr::MtrrState;
+use shared::percpu::MAX_CPUS;
 use shared::vmx::VmxCaps;
 use shared::vmx::insn::{self, InveptDescriptor, InveptType};
 
@@ -364,24 +369,120 @@ pub fn apic_page() -> Option<u64> {
     EPT01.get().and_then(|e| e.lock().apic_page)
 }
 
-/// Lets writes to the xAPIC page through (`open`) or traps them again,
-/// for one single-stepped instruction L0 cannot decode. EPT01 is shared:
-/// while it is open, other CPUs' writes pass through too.
-pub fn open_apic_page(open: bool) {
-    let Some(e) = EPT01.get() else { return };
-    let mut e = e.lock();
-    let Some(page) = e.apic_page else { return };
-    map_guest_page(
-        &mut e,
-        page,
-        if open { EptPerms::RWX } else { APIC_PROTECTED },
-    );
-    drop(e);
-    if !open {
-        // An EPT02 made while the page was open may let writes through.
-        crate::nested::ept02::ept01_changed();
+/// One CPU's private view of EPT01 for an xAPIC-write step
+/// (`shared::ept01::build_private_view`): its copies of the four tables on
+/// the path to the xAPIC page, and the scratch page the page names there.
+/// The xAPIC page is thus never writable in the shared EPT01: only the
+/// stepping CPU's own write lands, in its own scratch page.
+#[derive(Clone, Copy, Debug)]
+struct StepView {
+    frames: [u64; ept01::VIEW_TABLES],
+    scratch: u64,
+}
+
+static VIEWS: [spin::Once<StepView>; MAX_CPUS] = [const { spin::Once::new() }; MAX_CPUS];
+
+/// Takes the frames of CPU `cpu`'s step view from the pool (once, when
+/// the CPU sets up its VMCS01). False if the pool has too few.
+pub fn prepare_step_view(cpu: usize) -> bool {
+    let Some(slot) = VIEWS.get(cpu) else {
+        return false;
+    };
+    let frames = memory::with_pool(|pool| {
+        let mut f = [0u64; ept01::VIEW_TABLES + 1];
+        for x in &mut f {
+            *x = pool.alloc_zeroed()?;
+        }
+        Some(f)
+    });
+    let Some(f) = frames else { return false };
+    slot.call_once(|| StepView {
+        frames: [f[0], f[1], f[2], f[3]],
+        scratch: f[4],
+    });
+    true
+}
+
+/// Switches this CPU (`cpu`, VMCS01 current) to its private view for one
+/// single-stepped write to the xAPIC page at `gpa`: its scratch page is
+/// filled as `apic_capture::prepare` says (`current`: the register's value
+/// now) and named by the view at the xAPIC page, with read and write
+/// access. False if there is no view or no trapped page.
+pub fn open_apic_step(cpu: usize, gpa: u64, current: u32) -> bool {
+    let Some(view) = VIEWS.get(cpu).and_then(|v| v.get()).copied() else {
+        return false;
+    };
+    {
+        let mut page = [0u8; apic_capture::PAGE_BYTES];
+        apic_capture::prepare(&mut page, gpa & 0xfff, current);
+        if HostMemory.write(view.scratch, &page).is_err() {
+            return false;
+        }
     }
-    invept_all();
+    let Some(e) = EPT01.get() else { return false };
+    let e = e.lock();
+    let Some(apic) = e.apic_page else {
+        return false;
+    };
+    let shared_eptp = e.builder.eptp(MemoryType::WriteBack, false);
+    let leaf = EptEntry::leaf(view.scratch, 1, EptPerms::RW, MemoryType::WriteBack);
+    let root =
+        ept01::build_private_view(&mut HostMemory, e.builder.root(), view.frames, apic, leaf);
+    drop(e);
+    let Ok(root) = root else { return false };
+    let eptp = Eptp((shared_eptp.0 & !EptEntry::ADDR_MASK) | root);
+    // The view's tables were rewritten: drop what this CPU cached of the
+    // last one (SDM 29.4.3.1, single-context INVEPT).
+    invept(eptp);
+    // SAFETY: the view maps what EPT01 maps (never L0's region) but the
+    // xAPIC page, which names this CPU's scratch page: a pool frame that
+    // holds nothing of L0's and that the guest may write.
+    unsafe { write_vmcs01_eptp(eptp) };
+    true
+}
+
+/// Ends this CPU's xAPIC-write step: VMCS01 (current) goes back to the
+/// shared EPT01.
+pub fn close_apic_step() {
+    if let Some(eptp) = eptp() {
+        // SAFETY: EPT01 is the EPTP every VMCS01 runs with.
+        unsafe { write_vmcs01_eptp(eptp) };
+    }
+}
+
+/// What CPU `cpu`'s last xAPIC-write step left in its scratch page. False
+/// if it has no view.
+pub fn read_apic_scratch(cpu: usize, scratch: &mut [u8; apic_capture::PAGE_BYTES]) -> bool {
+    let Some(view) = VIEWS.get(cpu).and_then(|v| v.get()) else {
+        return false;
+    };
+    HostMemory.read(view.scratch, scratch).is_ok()
+}
+
+/// Sets the current VMCS's EPT pointer.
+///
+/// # Safety
+/// The current VMCS must be this CPU's VMCS01 and `eptp` must name tables
+/// that map no memory of L0's but pages made for the guest.
+unsafe fn write_vmcs01_eptp(eptp: Eptp) {
+    // SAFETY: exit handlers run in VMX root operation; the caller vouches
+    // for the value.
+    unsafe {
+        insn::Vmxon::assume_enabled()
+            .guarded_vmcs()
+            .write_sensitive(shared::vmx::VmcsField::EptPointer, eptp.0);
+    }
+}
+
+/// Single-context INVEPT of `eptp` on this CPU.
+fn invept(eptp: Eptp) {
+    let d = InveptDescriptor {
+        eptp: eptp.0,
+        reserved: 0,
+    };
+    // SAFETY: called in VMX root operation (exit handlers); the descriptor
+    // names a valid EPT hierarchy.
+    let _ = unsafe { insn::invept(InveptType::SingleContext, &d) };
 }
 
 /// INVEPT of EPT01 and its APIC-off view on this CPU.

@@ -13,10 +13,9 @@
 
 use shared::e820::{self, E820Map};
 use shared::mem::PhysMemory;
-use shared::vmx::{VmcsAccess, VmcsField as F};
+use shared::vmx::VmcsAccess;
 
 use crate::memory::GuestMemory;
-use crate::vmcs01::{self, Seg, activity};
 
 /// Where the BIOS loads the boot sector.
 pub const BOOT_SECTOR: u64 = 0x7c00;
@@ -132,15 +131,7 @@ pub fn write_boot_state(
     vcpu: &mut crate::vcpu::Vcpu,
     drive: u8,
 ) {
-    vmcs01::write_init_state(v, caps);
-    let cr0 = vmcs01::cr0::ET;
-    v.write(F::Cr0ReadShadow, cr0);
-    v.write(F::GuestCr0, vmcs01::cr0_real(caps, cr0));
-    vmcs01::set_real_mode_segment(v, Seg::Cs, 0, 0);
-    v.write(F::GuestRip, BOOT_SECTOR);
-    v.write(F::GuestRsp, BOOT_SECTOR);
-    v.write(F::GuestRflags, 0x202);
-    v.write(F::GuestActivityState, activity::ACTIVE);
+    shared::vmx::guest_init::write_boot_sector_state(v, caps, BOOT_SECTOR);
     vcpu.regs = Default::default();
     vcpu.regs.gpr[crate::vcpu::reg::RDX] = u64::from(drive);
 }

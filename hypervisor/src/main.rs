@@ -6,6 +6,7 @@
 #![no_main]
 
 mod dump;
+mod entry_guard;
 mod ept01;
 mod events;
 mod exits;
@@ -134,6 +135,8 @@ fn main(boot: &'static BootInfo) -> ! {
         println!("  [{:#014x}, {:#014x}) type {}", e.base, e.end(), e.kind);
     }
     nested::init(boot.cmdline());
+    let guard = entry_guard::configure(boot.cmdline());
+    println!("L0: VMCS01 guest-state checks before VM entry: {guard:?} (entry_check=)");
     println!(
         "L0: VMX for the guest: {}",
         if nested::enabled() {
@@ -220,6 +223,11 @@ fn cpu_main(bsp: bool) -> ! {
         cpu_println!("no VMX slot for this CPU");
         shared::x86::halt_forever()
     };
+    // Its private EPT01 view for xAPIC writes L0 cannot decode.
+    if !ept01::prepare_step_view(index) {
+        cpu_println!("no pool frames for this CPU's xAPIC-write view");
+        shared::x86::halt_forever()
+    }
     if let Err(e) = vmcs01::setup(
         &mut cpu,
         &vmxon,

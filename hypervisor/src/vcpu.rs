@@ -12,6 +12,7 @@ use core::mem::{MaybeUninit, offset_of};
 
 use shared::percpu::MAX_CPUS;
 use shared::vmx::insn::{GuardedVmcs, VmcsRegion, Vmxon};
+use shared::vmx::nested::entry_checks::GuestScope;
 use shared::vmx::{VmcsAccess, VmcsField};
 
 /// The guest's general registers, indexed by the SDM's register numbers
@@ -50,12 +51,25 @@ pub enum Resume {
 pub enum StepKind {
     /// A write to the hidden page holding `gpa` lands in the sink page.
     HiddenWrite { gpa: u64 },
-    /// A write to the xAPIC page that L0 cannot decode passes through.
-    ApicWrite,
+    /// A write to the xAPIC page at `gpa` that L0 cannot decode: this
+    /// CPU's view of the page names its scratch page for the step, and L0
+    /// performs what the instruction wrote there (`exits::apic_write`).
+    /// `from` is where the guest stood before the step (its progress
+    /// tells the instruction's completion from an earlier #DB).
+    ApicWrite { gpa: u64, from: StepFrom },
     /// A write of L2 that EPT12 allows and EPT01 does not: the EPT02 entry
     /// of `gpa2` (in the EPT02 whose PML4 is `root`) names the sink page or
     /// the xAPIC page for one instruction (see `nested::ept02`).
     Ept02Access { root: u64, gpa2: u64, gpa1: u64 },
+}
+
+/// Guest state an instruction changes when it completes: RIP, and for a
+/// REP iteration (RIP unchanged) RCX, for a stack store RSP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepFrom {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rcx: u64,
 }
 
 /// A single-stepped instruction in progress.
@@ -205,6 +219,11 @@ unsafe extern "C" {
 /// The current VMCS must be this CPU's fully set-up VMCS01 whose host state
 /// points at the exit stub and `vcpu`'s exit stack.
 pub unsafe fn launch(vcpu: &'static mut Vcpu, host_rsp: u64) -> ! {
+    // SAFETY: the caller guarantees VMX root operation (VMCS01 current).
+    let vmx = unsafe { Vmxon::assume_enabled() };
+    if crate::entry_guard::check(vcpu, &vmx.guarded_vmcs(), GuestScope::All) == Resume::Stop {
+        stop_cpu();
+    }
     // SAFETY: forwarded to the caller; `host_rsp` is the exit stack's top,
     // which holds the Vcpu pointer.
     unsafe { l0_vm_launch((vcpu as *mut Vcpu).cast(), host_rsp) }
@@ -238,6 +257,12 @@ extern "C" fn entry_failed(vcpu: &mut Vcpu) -> u64 {
     };
     report_entry_failure(what, vcpu);
     if !crate::nested::exit::entry_refused(vcpu) {
+        stop_cpu();
+    }
+    // L1 next, with its host state from VMCS12 in VMCS01.
+    // SAFETY: the stub only calls this in VMX root operation.
+    let vmx = unsafe { Vmxon::assume_enabled() };
+    if crate::entry_guard::check(vcpu, &vmx.guarded_vmcs(), GuestScope::All) == Resume::Stop {
         stop_cpu();
     }
     next_entry(vcpu)

@@ -13,15 +13,10 @@ use shared::x86;
 
 use crate::vcpu::CpuVmx;
 
-/// CR0 bits (SDM 2.5).
-pub mod cr0 {
-    pub const PE: u64 = 1 << 0;
-    pub const ET: u64 = 1 << 4;
-    pub const NE: u64 = 1 << 5;
-    pub const NW: u64 = 1 << 29;
-    pub const CD: u64 = 1 << 30;
-    pub const PG: u64 = 1 << 31;
-}
+// The guest-state builders are pure (host-tested with the VM-entry checks).
+pub use shared::vmx::guest_init::{
+    Seg, activity, cr0, cr0_real, cr4_real, set_real_mode_segment, write_init_state,
+};
 
 /// CR4 bits (SDM 2.5).
 pub mod cr4 {
@@ -41,12 +36,6 @@ pub mod efer {
     pub const LME: u64 = 1 << 8;
     pub const LMA: u64 = 1 << 10;
     pub const NXE: u64 = 1 << 11;
-}
-
-/// Guest activity states (SDM 25.4.2).
-pub mod activity {
-    pub const ACTIVE: u64 = 0;
-    pub const WAIT_FOR_SIPI: u64 = 3;
 }
 
 /// The controls every VMCS01 uses, computed once from the capabilities.
@@ -142,17 +131,6 @@ pub fn guest_cr0(v: &impl VmcsAccess) -> u64 {
 pub fn guest_cr4(v: &impl VmcsAccess) -> u64 {
     let mask = v.read(F::Cr4GuestHostMask);
     (v.read(F::GuestCr4) & !mask) | (v.read(F::Cr4ReadShadow) & mask)
-}
-
-/// The CR0 value the processor runs the guest with for guest value `v`.
-pub fn cr0_real(caps: &VmxCaps, v: u64) -> u64 {
-    let fixed0 = caps.cr0_fixed0 & !(cr0::PE | cr0::PG);
-    (v | fixed0) & caps.cr0_fixed1
-}
-
-/// The CR4 value the processor runs the guest with for guest value `v`.
-pub fn cr4_real(caps: &VmxCaps, v: u64) -> u64 {
-    (v | caps.cr4_fixed0) & caps.cr4_fixed1
 }
 
 /// Makes this CPU's VMCS current and writes every field L0 sets. Guest
@@ -262,123 +240,6 @@ fn write_host_state(v: &mut GuardedVmcs<'_>, host_rsp: u64) {
         // L0 as it runs now.
         unsafe { v.write_sensitive(f, x) };
     }
-}
-
-/// Writes the guest state a processor has after INIT (SDM Table 10-1),
-/// active or waiting for a SIPI, with the VMCS controls that depend on it.
-pub fn write_init_state(v: &mut impl VmcsAccess, caps: &VmxCaps) {
-    let cr0 = cr0::CD | cr0::NW | cr0::ET;
-    v.write(F::Cr0ReadShadow, cr0);
-    v.write(F::GuestCr0, cr0_real(caps, cr0));
-    v.write(F::Cr4ReadShadow, 0);
-    v.write(F::GuestCr4, cr4_real(caps, 0));
-    v.write(F::GuestCr3, 0);
-    v.write(F::GuestIa32Efer, 0);
-    v.clear_bits(
-        F::VmEntryControls,
-        u64::from(EntryControls::IA32E_MODE_GUEST.bits()),
-    );
-    set_real_mode_segment(v, Seg::Cs, 0xf000, 0xffff_0000);
-    for s in [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs, Seg::Ss] {
-        set_real_mode_segment(v, s, 0, 0);
-    }
-    v.write(F::GuestLdtrSelector, 0);
-    v.write(F::GuestLdtrBase, 0);
-    v.write(F::GuestLdtrLimit, 0xffff);
-    v.write(F::GuestLdtrAccessRights, 0x82);
-    v.write(F::GuestTrSelector, 0);
-    v.write(F::GuestTrBase, 0);
-    v.write(F::GuestTrLimit, 0xffff);
-    // A busy TSS (type 11), as VM entry requires (SDM 27.3.1.2).
-    v.write(F::GuestTrAccessRights, 0x8b);
-    v.write(F::GuestGdtrBase, 0);
-    v.write(F::GuestGdtrLimit, 0xffff);
-    v.write(F::GuestIdtrBase, 0);
-    v.write(F::GuestIdtrLimit, 0xffff);
-    v.write(F::GuestRip, 0xfff0);
-    v.write(F::GuestRsp, 0);
-    v.write(F::GuestRflags, 0x2);
-    v.write(F::GuestDr7, 0x400);
-    v.write(F::GuestIa32Debugctl, 0);
-    v.write(F::GuestIa32SysenterCs, 0);
-    v.write(F::GuestIa32SysenterEsp, 0);
-    v.write(F::GuestIa32SysenterEip, 0);
-    v.write(F::GuestIa32Pat, 0x0007_0406_0007_0406);
-    v.write(F::GuestInterruptibilityState, 0);
-    v.write(F::GuestPendingDebugExceptions, 0);
-    v.write(F::GuestActivityState, activity::ACTIVE);
-    for f in [
-        F::GuestPdpte0,
-        F::GuestPdpte1,
-        F::GuestPdpte2,
-        F::GuestPdpte3,
-    ] {
-        v.write(f, 0);
-    }
-}
-
-/// Segment registers.
-#[derive(Clone, Copy, Debug)]
-pub enum Seg {
-    Es,
-    Cs,
-    Ss,
-    Ds,
-    Fs,
-    Gs,
-}
-
-impl Seg {
-    fn fields(self) -> [F; 4] {
-        match self {
-            Seg::Es => [
-                F::GuestEsSelector,
-                F::GuestEsBase,
-                F::GuestEsLimit,
-                F::GuestEsAccessRights,
-            ],
-            Seg::Cs => [
-                F::GuestCsSelector,
-                F::GuestCsBase,
-                F::GuestCsLimit,
-                F::GuestCsAccessRights,
-            ],
-            Seg::Ss => [
-                F::GuestSsSelector,
-                F::GuestSsBase,
-                F::GuestSsLimit,
-                F::GuestSsAccessRights,
-            ],
-            Seg::Ds => [
-                F::GuestDsSelector,
-                F::GuestDsBase,
-                F::GuestDsLimit,
-                F::GuestDsAccessRights,
-            ],
-            Seg::Fs => [
-                F::GuestFsSelector,
-                F::GuestFsBase,
-                F::GuestFsLimit,
-                F::GuestFsAccessRights,
-            ],
-            Seg::Gs => [
-                F::GuestGsSelector,
-                F::GuestGsBase,
-                F::GuestGsLimit,
-                F::GuestGsAccessRights,
-            ],
-        }
-    }
-}
-
-/// Loads a real-mode segment: 64-KiB limit, present, accessed read/write
-/// data (CS: accessed execute/read code), DPL 0.
-pub fn set_real_mode_segment(v: &mut impl VmcsAccess, s: Seg, selector: u16, base: u64) {
-    let [sel, b, lim, ar] = s.fields();
-    v.write(sel, u64::from(selector));
-    v.write(b, base);
-    v.write(lim, 0xffff);
-    v.write(ar, if matches!(s, Seg::Cs) { 0x9b } else { 0x93 });
 }
 
 fn descriptor_tables() -> (u64, u64) {

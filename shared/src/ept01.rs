@@ -11,8 +11,11 @@
 //! memory types after an MTRR write (existing leaves are replaced; tables
 //! stay where they are).
 
-use crate::ept::{BuildError, EptBuilder, EptPerms, FrameAlloc, Mapping, MemoryType, PageSize};
-use crate::mem::PhysMemory;
+use crate::ept::entry::{level_index, level_size};
+use crate::ept::{
+    BuildError, EptBuilder, EptEntry, EptPerms, FrameAlloc, Mapping, MemoryType, PageSize,
+};
+use crate::mem::{MemError, PhysMemory};
 
 /// What EPT01 maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,11 +95,86 @@ fn map_chunk(
     Ok(())
 }
 
+/// Frames of a private view ([`build_private_view`]): PML4, PDPT, PD, PT.
+pub const VIEW_TABLES: usize = 4;
+
+/// Builds in `frames` one CPU's private view of the 4-level EPT hierarchy
+/// at `root`: a copy of the four tables on the path to the 4-KiB page
+/// `page`, whose leaf becomes `leaf`. Every other entry is the same as in
+/// the shared tables (naming the same lower tables, which are never freed),
+/// and a large page on the path is split into equal smaller ones, so the
+/// view translates every other guest-physical address exactly as `root`
+/// does. Returns the view's root (`frames[0]`). The caller flushes the
+/// view's EPTP (INVEPT) after each rebuild, as it may hold translations of
+/// the last one.
+///
+/// L0 runs a CPU on such a view for one single-stepped instruction that
+/// writes the xAPIC page: the page then names a per-CPU scratch page, so
+/// that no other CPU's write can pass while this one's is captured.
+pub fn build_private_view(
+    mem: &mut impl PhysMemory,
+    root: u64,
+    frames: [u64; VIEW_TABLES],
+    page: u64,
+    leaf: EptEntry,
+) -> Result<u64, MemError> {
+    /// What the next table of the view starts from.
+    enum Source {
+        Table(u64),
+        Split(EptEntry),
+        Empty,
+    }
+    let mut source = Source::Table(root);
+    let mut table = [0u8; TABLE_BYTES];
+    for (i, level) in (1..=4u8).rev().enumerate() {
+        match source {
+            Source::Table(t) => mem.read(t & EptEntry::ADDR_MASK, &mut table)?,
+            Source::Split(big) => {
+                let size = level_size(level);
+                let attrs = big.0 & !EptEntry::ADDR_MASK & !EptEntry::LARGE;
+                let large = if level > 1 { EptEntry::LARGE } else { 0 };
+                for (j, chunk) in table.chunks_exact_mut(8).enumerate() {
+                    let e = attrs | large | (big.addr() + j as u64 * size);
+                    chunk.copy_from_slice(&e.to_le_bytes());
+                }
+            }
+            Source::Empty => table.fill(0),
+        }
+        let idx = level_index(page, level) as usize * 8;
+        let e = EptEntry(u64::from_le_bytes(
+            table[idx..idx + 8].try_into().unwrap_or([0; 8]),
+        ));
+        let new = if level == 1 {
+            leaf
+        } else {
+            source = if !e.is_present() {
+                Source::Empty
+            } else if e.is_leaf(level) {
+                Source::Split(e)
+            } else {
+                Source::Table(e.addr())
+            };
+            // A table entry keeps its rights (they bound the subtree);
+            // a split leaf or a hole becomes a table entry with all rights.
+            match source {
+                Source::Table(_) => EptEntry((e.0 & !EptEntry::ADDR_MASK) | frames[i + 1]),
+                _ => EptEntry::table(frames[i + 1]),
+            }
+        };
+        table[idx..idx + 8].copy_from_slice(&new.0.to_le_bytes());
+        mem.write(frames[i], &table)?;
+    }
+    Ok(frames[0])
+}
+
+/// Bytes of one EPT table.
+const TABLE_BYTES: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ept::build::tests::setup;
-    use crate::ept::{EptFault, walk};
+    use crate::ept::{EptFault, Eptp, walk};
     use crate::mtrr::MtrrState;
     use proptest::prelude::*;
 
@@ -163,6 +241,63 @@ mod tests {
             }
             let beyond = walk(&mem, eptp, limit, EptPerms::READ, &cfg);
             prop_assert!(matches!(beyond, Err(EptFault::Violation(_))));
+        }
+
+        /// A CPU's private view maps every page as the shared EPT01 does,
+        /// but the one page (the xAPIC page, mapped read-only with 4-KiB
+        /// pages as L0 traps it, or inside a large page), which names the
+        /// scratch page; the shared tables are unchanged.
+        #[test]
+        fn private_view_differs_only_at_its_page(
+            page_index in 0u64..(64 * MIB / 0x1000),
+            trapped in any::<bool>(),
+            hidden_start in 8u64..60,
+        ) {
+            let (mut mem, mut alloc, mut ept, cfg) = setup(4096);
+            let limit = 64 * MIB;
+            let layout = Layout {
+                limit,
+                hidden: (hidden_start * MIB, hidden_start * MIB + 0x20_0000),
+                dummy_page: 0x7F_0000_0000,
+            };
+            let types = |_, _| Some(MemoryType::WriteBack);
+            map_all(&mut ept, &mut mem, &mut alloc, &layout, &types).unwrap();
+            let page = page_index * 0x1000;
+            if trapped && !layout.is_hidden(page) {
+                let m = Mapping::new(EptPerms::RX, MemoryType::Uncacheable);
+                ept.map_range(&mut mem, &mut alloc, page, page, 0x1000, m).unwrap();
+            }
+            let eptp = ept.eptp(MemoryType::WriteBack, false);
+            let before: Vec<_> = (0..limit / 0x1000)
+                .map(|i| walk(&mem, eptp, i * 0x1000, EptPerms::READ, &cfg).ok())
+                .collect();
+            let frames = [(); VIEW_TABLES].map(|_| alloc.alloc_zeroed().unwrap());
+            let scratch = 0x7E_0000_0000;
+            let leaf = EptEntry::leaf(scratch, 1, EptPerms::RW, MemoryType::WriteBack);
+            let root = build_private_view(&mut mem, ept.root(), frames, page, leaf).unwrap();
+            let view = Eptp((eptp.0 & !EptEntry::ADDR_MASK) | root);
+            for i in 0..limit / 0x1000 {
+                let gpa = i * 0x1000 + 0x18;
+                let shared = walk(&mem, eptp, gpa, EptPerms::READ, &cfg).ok();
+                prop_assert_eq!(
+                    shared.map(|t| t.hpa),
+                    before[i as usize].map(|t| t.hpa + 0x18)
+                );
+                let mine = walk(&mem, view, gpa, EptPerms::READ, &cfg);
+                if gpa & !0xfff == page {
+                    let t = mine.unwrap();
+                    prop_assert_eq!(t.hpa, scratch + 0x18);
+                    prop_assert_eq!(t.perms, EptPerms::RW);
+                    prop_assert!(walk(&mem, eptp, gpa, EptPerms::WRITE, &cfg).is_err() || !trapped);
+                } else {
+                    let (a, b) = (mine.ok(), shared);
+                    prop_assert_eq!(a.map(|t| (t.hpa, t.perms, t.memory_type)),
+                        b.map(|t| (t.hpa, t.perms, t.memory_type)), "gpa {:#x}", gpa);
+                }
+            }
+            // Beyond the map, the view is as empty as EPT01.
+            prop_assert!(walk(&mem, view, limit, EptPerms::READ, &cfg).is_err());
+            prop_assert!(walk(&mem, view, 1 << 40, EptPerms::READ, &cfg).is_err());
         }
 
         /// Re-typing as MTRR ranges move reuses the tables it made: going

@@ -13,6 +13,7 @@
 
 pub mod acpi;
 pub mod apic;
+pub mod apic_capture;
 #[cfg(target_os = "none")]
 pub mod boot;
 pub mod cmdline;

@@ -285,6 +285,19 @@ mod tests {
         assert_eq!(d64(&[]), None);
     }
 
+    /// The forms LHV's hostile mode writes the ICR with to check L0's
+    /// capture path (`lhv/src/hostile/smp.rs`): none is decoded here.
+    #[test]
+    fn forms_left_to_the_capture() {
+        assert_eq!(d64(&[0xf3, 0xab]), None); // REP STOSD
+        assert_eq!(d64(&[0xa5]), None); // MOVSD
+        assert_eq!(d64(&[0xf0, 0x0f, 0xb1, 0x08]), None); // LOCK CMPXCHG
+        assert_eq!(d64(&[0xf0, 0x0f, 0xc1, 0x08]), None); // LOCK XADD
+        assert_eq!(d64(&[0x01, 0x08]), None); // ADD
+        assert_eq!(d64(&[0x09, 0x08]), None); // OR
+        assert_eq!(d64(&[0x0f, 0xab, 0x08]), None); // BTS
+    }
+
     proptest! {
         #[test]
         fn never_panics_and_stays_in_bounds(bytes in proptest::collection::vec(any::<u8>(), 0..20)) {

@@ -12,12 +12,17 @@
 //!
 //! An instruction L0 cannot decode (or fetch), and a write that is not the
 //! instruction's own data write (event delivery, paging-structure
-//! updates), is single-stepped with the page writable instead (see `single_step`); its write then reaches the
-//! APIC unfiltered, as without L0. Logged once.
+//! updates), is single-stepped instead with this CPU's private view of the
+//! page naming its scratch page (`ept01::open_apic_step`; the shared EPT01
+//! never lets a write through, so no other CPU's write can pass meanwhile);
+//! after the step's #DB, L0 performs the register writes it finds there
+//! ([`perform_captured`], `shared::apic_capture`) exactly as for a decoded
+//! store: an INIT is emulated whatever instruction wrote it. Logged once.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use shared::apic::ApicMode;
+use shared::apic_capture;
 use shared::guest_paging::{self, PagingMode};
 use shared::ipi::{self, IcrAction};
 use shared::mem::PhysMemory;
@@ -43,11 +48,12 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, gpa: u64) -
     }
     if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
         shared::cpu_println!(
-            "APIC write at {gpa:#x} by an instruction L0 does not decode (RIP {:#x}): single-stepped, passed through (logged once)",
+            "APIC write at {gpa:#x} by an instruction L0 does not decode (RIP {:#x}): single-stepped into a scratch page, then performed (logged once)",
             exit.rip
         );
     }
-    single_step::start(vcpu, v, StepKind::ApicWrite);
+    let from = single_step::step_from(vcpu, v);
+    single_step::start(vcpu, v, StepKind::ApicWrite { gpa, from });
     Some(Resume::Guest)
 }
 
@@ -154,6 +160,16 @@ fn fetch_store(v: &impl VmcsAccess, rip: u64, mem: &impl PhysMemory) -> Option<S
         }
     }
     None
+}
+
+/// Performs the register writes a single-stepped instruction made to the
+/// scratch page that stood for the xAPIC page at `gpa` (the faulting
+/// address; `shared::apic_capture` says which), as for a decoded store.
+pub fn perform_captured(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, gpa: u64, scratch: &[u8; 4096]) {
+    let page = gpa & !0xfff;
+    for (offset, value) in apic_capture::captured(scratch, gpa & 0xfff) {
+        perform(vcpu, v, page | offset, value);
+    }
 }
 
 /// Performs the guest's write of `value` at `gpa` in its xAPIC page.

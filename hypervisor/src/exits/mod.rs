@@ -21,6 +21,7 @@ mod xsetbv;
 
 use shared::vmx::exit::{ExitReasonField, InterruptionInfo, InterruptionType};
 use shared::vmx::insn::{GuardedVmcs, Vmxon};
+use shared::vmx::nested::entry_checks::GuestScope;
 use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 
 use crate::vcpu::{Resume, Vcpu};
@@ -107,8 +108,10 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
     finish(vcpu, &mut v, handled, Some(&exit))
 }
 
-/// After a handler: the events of the next entry, or the report of an exit
-/// nobody handled.
+/// After a handler: the events of the next entry and, entering VMCS01, the
+/// guest-state checks (`entry_guard`), or the report of an exit nobody
+/// handled. `exit` is `None` for an exit of L2: if L1 runs next, VMCS01's
+/// guest state is L1's host state, all of it new.
 fn finish(
     vcpu: &mut Vcpu,
     v: &mut GuardedVmcs<'_>,
@@ -118,7 +121,14 @@ fn finish(
     match handled {
         Some(Resume::Guest) => {
             crate::events::before_entry(vcpu, v);
-            Resume::Guest
+            if vcpu.nested.in_l2() {
+                return Resume::Guest;
+            }
+            let scope = match exit {
+                Some(_) => v.written(),
+                None => GuestScope::All,
+            };
+            crate::entry_guard::check(vcpu, v, scope)
         }
         Some(r) => r,
         None => {

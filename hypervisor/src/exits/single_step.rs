@@ -2,7 +2,9 @@
 //! #DB; the #DB VM exit after the instruction ends the step (the
 //! EPT-violation instruction length is undefined, SDM 28.2.5, and Bochs
 //! has no monitor trap flag). Used to drop writes to L0's region (the sink
-//! page) and to let an xAPIC write L0 cannot decode pass through.
+//! page) and to capture an xAPIC write L0 cannot decode (this CPU's private
+//! view of the page names its scratch page; after the #DB L0 performs what
+//! the instruction wrote there, see `apic_write::perform_captured`).
 //!
 //! A step must end even when its instruction never completes: while it
 //! is in progress every exception and every external interrupt exits
@@ -15,12 +17,13 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use shared::apic_capture;
 use shared::percpu::MAX_CPUS;
 use shared::vmx::controls::PinBased;
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
 use super::vector;
-use crate::vcpu::{Resume, SingleStep, StepKind, Vcpu};
+use crate::vcpu::{Resume, SingleStep, StepFrom, StepKind, Vcpu};
 
 /// RFLAGS.TF.
 pub const RFLAGS_TF: u64 = 1 << 8;
@@ -45,7 +48,7 @@ pub fn start(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, kind: StepKind) {
     };
     match kind {
         StepKind::HiddenWrite { gpa } => crate::ept01::open_sink(gpa),
-        StepKind::ApicWrite => crate::ept01::open_apic_page(true),
+        StepKind::ApicWrite { gpa, .. } => open_apic_step(vcpu.index, gpa),
         // `nested::ept02` has installed the writable EPT02 entry.
         StepKind::Ept02Access { .. } => {}
     }
@@ -102,6 +105,10 @@ fn set_pending_bs_if_blocked(v: &mut impl VmcsAccess) {
 /// Ends the step in progress, if any; returns the guest's own TF then.
 pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
     let step = vcpu.step.take()?;
+    let completed = match step.kind {
+        StepKind::ApicWrite { from, .. } => completed(v) && step_from(vcpu, v) != from,
+        _ => false,
+    };
     undo(vcpu, step.kind);
     restore_controls(vcpu.index, v);
     // The step's trap has been taken (as the #DB exit).
@@ -109,7 +116,59 @@ pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
     if !step.guest_tf {
         v.clear_bits(F::GuestRflags, RFLAGS_TF);
     }
+    if let StepKind::ApicWrite { gpa, .. } = step.kind {
+        let mut scratch = [0u8; apic_capture::PAGE_BYTES];
+        if completed && crate::ept01::read_apic_scratch(vcpu.index, &mut scratch) {
+            super::apic_write::perform_captured(vcpu, v, gpa, &scratch);
+        }
+    }
     Some(step.guest_tf)
+}
+
+/// Where the guest stands now, to tell whether the stepped instruction
+/// completed (see [`StepFrom`]).
+pub fn step_from(vcpu: &Vcpu, v: &impl VmcsAccess) -> StepFrom {
+    StepFrom {
+        rip: v.read(F::GuestRip),
+        rsp: v.read(F::GuestRsp),
+        rcx: vcpu.regs.gpr[crate::vcpu::reg::RCX],
+    }
+}
+
+/// Whether this exit is a single-step #DB (DR6.BS in the qualification,
+/// SDM 28.2.1). Every other exit that ends a step (a fault, an interrupt,
+/// another EPT violation) comes before the instruction completed, which
+/// then wrote nothing. A #DB with BS may also come before it: the BS bit
+/// L0 sets in the pending debug exceptions under blocking by STI (SDM
+/// 27.3.1.5) is delivered right after VM entry (SDM 27.7.3), so the caller
+/// also asks for the instruction's progress.
+fn completed(v: &impl VmcsAccess) -> bool {
+    use shared::vmx::exit::{ExitReasonField, InterruptionInfo, InterruptionType};
+    const QUAL_BS: u64 = 1 << 14;
+    let reason = ExitReasonField(v.read32(F::VmExitReason));
+    let info = InterruptionInfo(v.read32(F::VmExitInterruptionInfo));
+    reason.basic() == shared::vmx::ExitReason::ExceptionOrNmi
+        && info.kind() == Some(InterruptionType::HardwareException)
+        && info.vector() == vector::DB
+        && v.read(F::ExitQualification) & QUAL_BS != 0
+}
+
+/// Starts capturing an xAPIC write at `gpa`: this CPU's view of the page
+/// names its scratch page, which holds the register's value (for a
+/// read-modify-write instruction; the EOI register is write-only).
+fn open_apic_step(cpu: usize, gpa: u64) {
+    const EOI: u64 = 0xb0;
+    let reg = (gpa & !0xfff) | apic_capture::register_of(gpa & 0xfff);
+    let current = if reg & 0xfff == EOI {
+        0
+    } else {
+        crate::lapic::mmio_read(reg)
+    };
+    if !crate::ept01::open_apic_step(cpu, gpa, current) {
+        shared::cpu_println!(
+            "APIC write step at {gpa:#x}: no private EPT view; the write is retried"
+        );
+    }
 }
 
 /// An external-interrupt exit (exit reason 1): only while a step is in
@@ -129,7 +188,8 @@ pub fn interrupted(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
 fn undo(vcpu: &mut Vcpu, kind: StepKind) {
     match kind {
         StepKind::HiddenWrite { gpa } => crate::ept01::close_sink(gpa),
-        StepKind::ApicWrite => crate::ept01::open_apic_page(false),
+        // `finish` reads the scratch page if the instruction completed.
+        StepKind::ApicWrite { .. } => crate::ept01::close_apic_step(),
         StepKind::Ept02Access { root, gpa2, .. } => {
             crate::nested::ept02::end_write_step(vcpu, root, gpa2)
         }

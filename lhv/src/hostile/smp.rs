@@ -1,8 +1,9 @@
 //! The APs: started by the usual INIT-SIPI-SIPI (through L0's ICR
 //! emulation under L0); each reports and halts. Then AP 1 is restarted
 //! once per ICR store form of item 4 (SIB addressing, `xchg`, `stosd`,
-//! `movnti`, a `mov` with a segment override): the INIT must reach L0's
-//! emulation whatever instruction writes it.
+//! `movnti`, a `mov` with a segment override, and forms L0's decoder does
+//! not know: `rep stosd`, `movsd`, `lock cmpxchg`, `lock xadd`, `add`): the
+//! INIT must reach L0's emulation whatever instruction writes it.
 
 use ::core::sync::atomic::{AtomicUsize, Ordering};
 use shared::boot::BootInfo;
@@ -123,21 +124,60 @@ fn store(form: usize, base: u64, value: u32) {
                 "movnti dword ptr [{p}], {v:e}",
                 p = in(reg) icr, v = in(reg) value, options(nostack)
             ),
-            _ => ::core::arch::asm!(
+            4 => ::core::arch::asm!(
                 "mov dword ptr es:[{p}], {v:e}",
                 p = in(reg) icr, v = in(reg) value, options(nostack)
+            ),
+            // The forms `shared::store_insn` does not decode: L0 captures
+            // their write in a scratch page (issue 7, item 4).
+            5 => ::core::arch::asm!(
+                "cld",
+                "rep stosd",
+                inout("rdi") icr => _, inout("rcx") 1u64 => _, in("eax") value,
+                options(nostack)
+            ),
+            6 => {
+                let src = value;
+                ::core::arch::asm!(
+                    "cld",
+                    "movsd",
+                    inout("rdi") icr => _, inout("rsi") &raw const src => _,
+                    options(nostack)
+                )
+            }
+            // Read-modify-write forms, from the value the ICR holds now.
+            7 => ::core::arch::asm!(
+                "lock cmpxchg dword ptr [{p}], {v:e}",
+                p = in(reg) icr, v = in(reg) value,
+                inout("eax") mmio_read(icr) => _, options(nostack)
+            ),
+            8 => ::core::arch::asm!(
+                "lock xadd dword ptr [{p}], {d:e}",
+                p = in(reg) icr, d = inout(reg) value.wrapping_sub(mmio_read(icr)) => _,
+                options(nostack)
+            ),
+            _ => ::core::arch::asm!(
+                "add dword ptr [{p}], {d:e}",
+                p = in(reg) icr, d = in(reg) value.wrapping_sub(mmio_read(icr)),
+                options(nostack)
             ),
         }
     }
 }
 
-/// The forms of item 4: every one must reach L0's ICR emulation.
-const FORMS: [&str; 5] = [
+/// The forms of item 4: every one must reach L0's ICR emulation (the
+/// first five through `shared::store_insn`, the others captured).
+const FORMS: [&str; 10] = [
     "icr_store_sib",
     "icr_store_xchg",
     "icr_store_stosd",
     "icr_store_movnti",
     "icr_store_mov_es_override",
+    "icr_store_rep_stosd",
+    "icr_store_movsd",
+    "icr_store_lock_cmpxchg",
+    "icr_store_lock_xadd",
+    "icr_store_add",
 ];
 
 /// Restarts AP 1 once per store form: INIT written with the form, then a

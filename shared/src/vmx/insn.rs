@@ -11,6 +11,7 @@
 
 use super::access::VmcsAccess;
 use super::fields::VmcsField;
+use super::nested::entry_checks::{GuestScope, guest_scope};
 use core::arch::asm;
 use core::fmt;
 
@@ -524,7 +525,10 @@ impl Vmxon {
     /// The current VMCS, with sensitive fields writable only through
     /// `unsafe` (see [`GuardedVmcs`]).
     pub fn guarded_vmcs(&self) -> GuardedVmcs<'_> {
-        GuardedVmcs(self.current_vmcs())
+        GuardedVmcs {
+            vmcs: self.current_vmcs(),
+            written: GuestScope::None,
+        }
     }
 
     /// The current VMCS, for VMREAD/VMWRITE.
@@ -580,8 +584,15 @@ impl CurrentVmcs<'_> {
 /// processor at memory or code of the guest's choice. Those fields take
 /// [`GuardedVmcs::write_sensitive`] with a safety argument. A refused write
 /// is counted ([`refused_writes`]: a bug when not 0) and otherwise ignored.
+///
+/// It also records which VM-entry guest-state checks its writes can break
+/// ([`GuardedVmcs::written`]), so that L0 re-checks before VM entry only
+/// what its exit handler changed.
 #[derive(Debug)]
-pub struct GuardedVmcs<'a>(CurrentVmcs<'a>);
+pub struct GuardedVmcs<'a> {
+    vmcs: CurrentVmcs<'a>,
+    written: GuestScope,
+}
 
 /// Sensitive-field writes refused by [`GuardedVmcs`].
 static REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -594,7 +605,13 @@ pub fn refused_writes() -> u64 {
 impl<'a> GuardedVmcs<'a> {
     /// VMREAD of `f`.
     pub fn try_read(&self, f: VmcsField) -> Result<u64, VmFail> {
-        self.0.try_read(f)
+        self.vmcs.try_read(f)
+    }
+
+    /// The widest [`GuestScope`] of the fields written through this
+    /// accessor (sensitive ones included) since it was made.
+    pub const fn written(&self) -> GuestScope {
+        self.written
     }
 
     /// Writes a field [`VmcsAccess::write`] refuses; failures are ignored.
@@ -605,14 +622,27 @@ impl<'a> GuardedVmcs<'a> {
     /// path, and addresses of structures the caller owns for as long as the
     /// VMCS can be entered.
     pub unsafe fn write_sensitive(&mut self, f: VmcsField, v: u64) {
+        self.note(f);
         // SAFETY: forwarded to the caller.
-        let _ = unsafe { self.0.try_write(f, v) };
+        let _ = unsafe { self.vmcs.try_write(f, v) };
+    }
+
+    fn note(&mut self, f: VmcsField) {
+        // Once everything is to be checked, nothing more to note (the
+        // VMCS02 preparation writes a hundred fields).
+        if matches!(self.written, GuestScope::All) {
+            return;
+        }
+        let scope = guest_scope(f);
+        if scope as u8 > self.written as u8 {
+            self.written = scope;
+        }
     }
 }
 
 impl VmcsAccess for GuardedVmcs<'_> {
     fn read(&self, f: VmcsField) -> u64 {
-        self.0.read(f)
+        self.vmcs.read(f)
     }
 
     fn write(&mut self, f: VmcsField, v: u64) {
@@ -620,7 +650,8 @@ impl VmcsAccess for GuardedVmcs<'_> {
             REFUSED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             return;
         }
-        self.0.write(f, v);
+        self.note(f);
+        self.vmcs.write(f, v);
     }
 }
 

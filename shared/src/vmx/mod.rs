@@ -77,6 +77,7 @@ pub mod caps;
 pub mod controls;
 pub mod exit;
 pub mod fields;
+pub mod guest_init;
 pub mod insn;
 pub mod insn_info;
 pub mod nested;

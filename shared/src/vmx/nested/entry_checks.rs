@@ -270,6 +270,13 @@ impl EntryFailure {
             Self::VmFail { check, .. } | Self::InvalidGuestState { check, .. } => check,
         }
     }
+
+    /// The rule split into its SDM section and its text: ("27.3.1.1",
+    /// "guest CR0.PG 1 with CR0.PE 0").
+    pub fn rule(&self) -> (&'static str, &'static str) {
+        let check = self.check();
+        check.split_once(": ").unwrap_or(("27", check))
+    }
 }
 
 impl core::fmt::Display for EntryFailure {
@@ -1052,6 +1059,71 @@ pub fn check_guest_state<M: PhysMemory>(v: &impl VmcsAccess, ctx: &CheckCtx<'_, 
     check_guest_rip_rflags(v, &m)?;
     check_guest_non_register(v, ctx, &m)?;
     check_guest_pdptes(v, ctx, &m)
+}
+
+/// Which guest-state checks a write of one field can break (L0's entry
+/// guard on VMCS01 re-checks only what its exit handler wrote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GuestScope {
+    /// No guest-state check reads the field.
+    None = 0,
+    /// Only the checks of [`check_guest_events`] read it.
+    Events = 1,
+    /// Any check may read it: run [`check_guest_state`].
+    All = 2,
+}
+
+/// The checks a write of `f` can break: [`GuestScope::Events`] for what the
+/// exit path writes on almost every exit (RIP, RSP, RFLAGS other than VM,
+/// interruptibility and activity states, pending debug exceptions, the
+/// event to inject, the NMI controls), [`GuestScope::All`] for the other
+/// guest-state fields and the controls the guest checks derive modes from,
+/// [`GuestScope::None`] for the rest. RFLAGS.VM changes the segment rules:
+/// [`check_guest_events`] runs every check when it is set.
+pub const fn guest_scope(f: F) -> GuestScope {
+    use crate::vmx::FieldGroup;
+    // The group from the encoding (bits 11:10): cheaper than the table's
+    // match, on a path taken at every VMWRITE of L0.
+    let group = FieldGroup::from_encoding(f.encoding());
+    if matches!(group, FieldGroup::ExitInfo | FieldGroup::Host) {
+        return GuestScope::None;
+    }
+    match f {
+        F::GuestRip
+        | F::GuestRsp
+        | F::GuestRflags
+        | F::GuestInterruptibilityState
+        | F::GuestActivityState
+        | F::GuestPendingDebugExceptions
+        | F::VmEntryInterruptionInfo
+        | F::VmEntryExceptionErrorCode
+        | F::VmEntryInstructionLength
+        | F::PinBasedVmExecControls => GuestScope::Events,
+        F::VmEntryControls | F::SecondaryProcBasedVmExecControls | F::VmcsLinkPointer => {
+            GuestScope::All
+        }
+        _ => match group {
+            FieldGroup::Guest => GuestScope::All,
+            _ => GuestScope::None,
+        },
+    }
+}
+
+/// The guest-state checks that fields of [`GuestScope::Events`] can break:
+/// 27.3.1.4 (RIP, RFLAGS) and 27.3.1.5 (activity and interruptibility
+/// states, pending debug exceptions, VMCS link pointer), on a VMCS whose
+/// other guest state passed [`check_guest_state`] before. With RFLAGS.VM
+/// set (virtual-8086 segment rules, 27.3.1.2) it runs every check.
+pub fn check_guest_events<M: PhysMemory>(
+    v: &impl VmcsAccess,
+    ctx: &CheckCtx<'_, M>,
+) -> CheckResult {
+    let m = GuestMode::read(v);
+    if m.v8086 {
+        return check_guest_state(v, ctx);
+    }
+    check_guest_rip_rflags(v, &m)?;
+    check_guest_non_register(v, ctx, &m)
 }
 
 /// 27.3.1.1 "Checks on Guest Control Registers, Debug Registers, and MSRs".
