@@ -175,6 +175,11 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
         s.boot = match s.guest {
             Guest::Lhv => Boot::Lhv,
             Guest::Linux | Guest::LinuxKvm | Guest::Image => Boot::Bare,
+            // Without the first L0, the second one is L0 alone.
+            Guest::L0Lhv => {
+                s.guest = Guest::Lhv;
+                Boot::L0
+            }
         };
     }
     if let Some(a) = &o.linux_args {
@@ -197,6 +202,9 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
     }
     if let Some(a) = &o.l0_args {
         s.l0_args = leak(a);
+    }
+    if let Some(a) = &o.inner_l0_args {
+        s.inner_l0_args = leak(a);
     }
     if let Some(t) = o.timeout {
         s.timeout_s = t;
@@ -372,6 +380,7 @@ fn list() {
             match (s.boot, s.guest) {
                 (Boot::L0, Guest::Linux) => "L0+Linux".to_string(),
                 (Boot::L0, Guest::LinuxKvm) => "L0+KVM".to_string(),
+                (Boot::L0, Guest::L0Lhv) => "L0+L0".to_string(),
                 (Boot::Bare, Guest::LinuxKvm) => "Linux+KVM".to_string(),
                 (b, _) => format!("{b:?}"),
             },
