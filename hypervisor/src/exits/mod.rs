@@ -28,6 +28,7 @@ use crate::vcpu::{Resume, Vcpu};
 pub use ept_violation::handle as ept_violation;
 pub use exception::{handle as exception, redeliver as redeliver_exception};
 pub use init_sipi::enter_init_state;
+pub use int15::try_handle_l2 as int15_l2;
 pub use msr::{emulated_rdmsr, rdmsr, wrmsr};
 pub use single_step::{finish as single_step_finish, start as single_step_start};
 pub use vmcall::{configure as configure_hypercalls, is_enabled_hypercall};

@@ -586,3 +586,74 @@ pub fn report(vcpu: &Vcpu) {
         total
     );
 }
+
+/// L2's guest-physical memory as L0 reaches it: through EPT12 when L1
+/// enables EPT (each access page by page, with the rights it needs), as
+/// L1's memory otherwise; then [`GuestMemory`] (never L0's region). An
+/// access EPT12 refuses fails (`MemError::Unmapped`), as a walk of L0's
+/// own would never go around L1's tables.
+pub struct L2Memory {
+    eptp12: Option<Eptp>,
+    cfg12: EptConfig,
+}
+
+impl L2Memory {
+    /// The memory of the current VMCS12's L2 (`None` without one).
+    pub fn current(vcpu: &Vcpu) -> Option<Self> {
+        let vmcs12 = vcpu.nested.current_vmcs12()?;
+        let eptp12 = Controls12::read(vmcs12)
+            .proc2(SecondaryProcBased::ENABLE_EPT)
+            .then(|| Eptp(vmcs12.read(F::EptPointer)));
+        Some(Self {
+            eptp12,
+            cfg12: configs().0,
+        })
+    }
+
+    /// L1's physical address of L2's `gpa2` for `access`.
+    pub fn translate(&self, gpa2: u64, access: EptPerms) -> Option<u64> {
+        match self.eptp12 {
+            None => Some(gpa2),
+            Some(eptp) => shared::ept::walk::walk(&GuestMemory, eptp, gpa2, access, &self.cfg12)
+                .ok()
+                .map(|t| t.hpa),
+        }
+    }
+
+    /// Runs `f` on each piece of `[addr, addr + len)` within one page, with
+    /// L1's address of the piece and its offset in the range.
+    fn pieces(
+        &self,
+        addr: u64,
+        len: usize,
+        access: EptPerms,
+        mut f: impl FnMut(u64, usize, usize) -> Result<(), shared::mem::MemError>,
+    ) -> Result<(), shared::mem::MemError> {
+        shared::mem::range_end(addr, len)?;
+        let mut done = 0;
+        while done < len {
+            let at = addr + done as u64;
+            let n = (PAGE_SIZE - (at & (PAGE_SIZE - 1))).min((len - done) as u64) as usize;
+            let gpa1 = self
+                .translate(at, access)
+                .ok_or(shared::mem::MemError::Unmapped { addr: at })?;
+            f(gpa1, done, n)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl PhysMemory for L2Memory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), shared::mem::MemError> {
+        self.pieces(addr, buf.len(), EptPerms::READ, |gpa1, at, n| {
+            GuestMemory.read(gpa1, &mut buf[at..at + n])
+        })
+    }
+
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), shared::mem::MemError> {
+        self.pieces(addr, buf.len(), EptPerms::WRITE, |gpa1, at, n| {
+            GuestMemory.write(gpa1, &buf[at..at + n])
+        })
+    }
+}

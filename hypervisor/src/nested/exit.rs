@@ -60,6 +60,12 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
     if let Some(r) = l0_exit(vcpu, v, &exit) {
         return Some(r);
     }
+    // L0's INT 15h stub is firmware to L1, whichever level runs it.
+    if exit.reason.basic() == ExitReason::Vmcall
+        && let Some(r) = crate::exits::int15_l2(vcpu, v, &exit)
+    {
+        return Some(r);
+    }
     let l2_exit = L2Exit {
         reason: exit.reason,
         qualification: exit.qualification,
@@ -70,6 +76,12 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
     };
     if reflect::l1_wants_exit(&l2_exit, &vcpu.nested.store.vmcs12[slot], &GuestMemory) {
         reflect_exit(vcpu, v, ExitInfo::read(v));
+        if exit.reason.basic() == ExitReason::StartupIpi {
+            // L2 left wait-for-SIPI (L1 starts it): Bochs keeps physical
+            // NMIs blocked after a SIPI exit, as for L0's own guest (see
+            // `exits::init_sipi::sipi`).
+            crate::events::unblock_host_nmis();
+        }
         return Some(Resume::Guest);
     }
     // L1 does not want it: the exit exists for L0's own interceptions.
@@ -153,7 +165,12 @@ pub fn pending_events(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
         );
         return;
     }
-    if vcpu.nmis_pending > 0 && c.pin(PinBased::NMI_EXITING) {
+    // A processor waiting for SIPI takes no NMI (SDM 26.2, 25.4.2: only
+    // INIT and SIPI end wait-for-SIPI); the NMI stays pending until L1
+    // runs again, as for L0's own guest (`shared::nmi_inject::decide`).
+    let waiting_for_sipi =
+        v.read32(F::GuestActivityState) == shared::nmi_inject::activity::WAIT_FOR_SIPI;
+    if vcpu.nmis_pending > 0 && c.pin(PinBased::NMI_EXITING) && !waiting_for_sipi {
         let nmi = InterruptionInfo::new(2, InterruptionType::Nmi, false);
         let info = ExitInfo {
             intr_info: nmi.0,
