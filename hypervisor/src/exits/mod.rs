@@ -26,7 +26,7 @@ use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 use crate::vcpu::{Resume, Vcpu};
 
 pub use ept_violation::handle as ept_violation;
-pub use exception::{handle as exception, redeliver as redeliver_exception};
+pub use exception::{deliver_db, handle as exception, redeliver as redeliver_exception};
 pub use init_sipi::enter_init_state;
 pub use int15::try_handle_l2 as int15_l2;
 pub use msr::{emulated_rdmsr, rdmsr, wrmsr};

@@ -118,9 +118,13 @@ fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resu
     // NMIs are L0's to sort out: its kicks, or NMIs for the virtual CPU
     // (see `pending_events`); so is the #DB that ends one of L0's single
     // steps of L2.
-    if nmi || (step_db && vcpu.step.is_some()) {
+    if nmi {
         crate::exits::reinject_vectored_event(v, exit);
         return crate::exits::exception(vcpu, v, exit);
+    }
+    if step_db && vcpu.step.is_some() {
+        crate::exits::reinject_vectored_event(v, exit);
+        return step_db_of_l2(vcpu, v, exit);
     }
     // Any other exit during L0's step ends the step first (VMCS02's
     // controls as they were), then is L1's or L0's as usual.
@@ -144,6 +148,37 @@ fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resu
         }
         _ => None,
     }
+}
+
+/// The #DB that ends L0's single step of L2. The step ends; if L2 would
+/// have taken a #DB itself (its TF, which L1 may have set to step L2 as
+/// L0 does, or its breakpoints), that #DB is L1's when L1 intercepts #DB
+/// (its exception bitmap, SDM 25.2), with the causes as the exit
+/// qualification (SDM 28.2.1, Table 28-1), and L2's otherwise.
+fn step_db_of_l2(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    let guest_tf = crate::exits::single_step_finish(vcpu, v)?;
+    let Some(bits) = shared::debug_trap::reflect(exit.qualification, guest_tf) else {
+        return Some(Resume::Guest);
+    };
+    let l2_exit = L2Exit {
+        reason: exit.reason,
+        qualification: bits,
+        intr_info: InterruptionInfo(v.read32(F::VmExitInterruptionInfo)),
+        intr_error_code: 0,
+        instruction_info: 0,
+        gpr: core::array::from_fn(|i| vcpu.gpr(v, i)),
+    };
+    let vmcs12 = vcpu.nested.current_vmcs12()?;
+    if reflect::l1_wants_exit(&l2_exit, vmcs12, &GuestMemory) {
+        let info = ExitInfo {
+            qualification: bits,
+            ..ExitInfo::read(v)
+        };
+        reflect_exit(vcpu, v, info);
+    } else {
+        crate::exits::deliver_db(v, bits);
+    }
+    Some(Resume::Guest)
 }
 
 /// Before every VM entry while L1 is in VMX operation: NMIs and INITs that
