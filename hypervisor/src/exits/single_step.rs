@@ -19,7 +19,6 @@ use shared::percpu::MAX_CPUS;
 use shared::vmx::controls::PinBased;
 use shared::vmx::{VmcsAccess, VmcsField as F};
 
-use super::vector;
 use crate::vcpu::{Resume, SingleStep, StepKind, Vcpu};
 
 /// RFLAGS.TF.
@@ -74,9 +73,12 @@ fn save_controls(cpu: usize, v: &impl VmcsAccess) {
     }
 }
 
+/// The controls as they were before the step: VMCS02's exception bitmap is
+/// L1's, which may intercept #DB (a guest hypervisor single-stepping L2,
+/// as L0 does), so #DB stays intercepted if it was.
 fn restore_controls(cpu: usize, v: &mut impl VmcsAccess) {
     let saved = SAVED.get(cpu).map_or(0, |s| s.load(Ordering::Relaxed));
-    v.write(F::ExceptionBitmap, saved & 0xffff_ffff & !(1 << vector::DB));
+    v.write(F::ExceptionBitmap, saved & 0xffff_ffff);
     v.write(F::PinBasedVmExecControls, saved >> 32);
 }
 
