@@ -136,7 +136,11 @@ fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resu
         ExitReason::EptViolation | ExitReason::EptMisconfiguration
             if c.proc2(SecondaryProcBased::ENABLE_EPT) =>
         {
-            super::ept02::handle_exit(vcpu, v, exit)
+            let r = super::ept02::handle_exit(vcpu, v, exit);
+            if vcpu.nested.in_l2() {
+                no_step_trap_before_retry(v);
+            }
+            r
         }
         // L1 has no EPT: VMCS02 uses EPT01, whose faults are L0's.
         ExitReason::EptViolation | ExitReason::EptMisconfiguration => {
@@ -179,6 +183,23 @@ fn step_db_of_l2(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Optio
         crate::exits::deliver_db(v, bits);
     }
     Some(Resume::Guest)
+}
+
+/// L2 retries an instruction whose EPT02 fault L0 resolved. An EPT
+/// violation is a fault: the instruction did not complete, so no
+/// single-step trap of it can be pending (SDM 26.6.3, 28.3.4); only one
+/// deferred by blocking by STI or MOV SS, from the instruction before, can
+/// (SDM 27.3.1.5). Bochs saves BS at an EPT violation of an instruction
+/// started with RFLAGS.TF = 1, and would deliver that #DB at the retry
+/// before the instruction runs, so L1 stepping L2 over a fault L0 resolves
+/// (a second L0 stepping its guest's xAPIC write) would see its step end
+/// without the instruction and retry it for ever.
+fn no_step_trap_before_retry(v: &mut impl VmcsAccess) {
+    const PENDING_DEBUG_BS: u64 = 1 << 14;
+    const BLOCKING_STI_MOVSS: u64 = 0b11;
+    if v.read(F::GuestInterruptibilityState) & BLOCKING_STI_MOVSS == 0 {
+        v.clear_bits(F::GuestPendingDebugExceptions, PENDING_DEBUG_BS);
+    }
 }
 
 /// Before every VM entry while L1 is in VMX operation: NMIs and INITs that
