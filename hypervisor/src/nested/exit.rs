@@ -185,20 +185,20 @@ fn step_db_of_l2(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Optio
     Some(Resume::Guest)
 }
 
-/// L2 retries an instruction whose EPT02 fault L0 resolved. An EPT
-/// violation is a fault: the instruction did not complete, so no
-/// single-step trap of it can be pending (SDM 26.6.3, 28.3.4); only one
-/// deferred by blocking by STI or MOV SS, from the instruction before, can
-/// (SDM 27.3.1.5). Bochs saves BS at an EPT violation of an instruction
-/// started with RFLAGS.TF = 1, and would deliver that #DB at the retry
-/// before the instruction runs, so L1 stepping L2 over a fault L0 resolves
-/// (a second L0 stepping its guest's xAPIC write) would see its step end
-/// without the instruction and retry it for ever.
+/// L2 retries an instruction whose EPT02 fault L0 resolved: an EPT
+/// violation is a fault, so no single-step trap of that instruction is
+/// pending (`shared::debug_trap::pending_at_retry`; SDM 28.3.4 saves the
+/// pending debug exceptions at the exit, 27.3.1.5). Bochs saves BS there
+/// when the instruction started with RFLAGS.TF = 1 and would deliver that
+/// #DB at the retry before the instruction runs: L1 stepping L2 over a
+/// fault L0 resolves (a second L0 stepping its guest's xAPIC write) then
+/// saw its step end without the instruction, and retried it for ever.
 fn no_step_trap_before_retry(v: &mut impl VmcsAccess) {
-    const PENDING_DEBUG_BS: u64 = 1 << 14;
-    const BLOCKING_STI_MOVSS: u64 = 0b11;
-    if v.read(F::GuestInterruptibilityState) & BLOCKING_STI_MOVSS == 0 {
-        v.clear_bits(F::GuestPendingDebugExceptions, PENDING_DEBUG_BS);
+    let pending = v.read(F::GuestPendingDebugExceptions);
+    let at_retry =
+        shared::debug_trap::pending_at_retry(pending, v.read32(F::GuestInterruptibilityState));
+    if at_retry != pending {
+        v.write(F::GuestPendingDebugExceptions, at_retry);
     }
 }
 
