@@ -482,6 +482,11 @@ mod tests {
         assert!(p("run --bogus").is_err());
         assert!(p("run --keep=1").is_err());
         assert!(p("run --guest windows").is_err());
+        let Ok(Command::Run(o)) = p("run --guest l0 --inner-l0-args=nested_trace=1") else {
+            panic!("parse failed")
+        };
+        assert_eq!(o.guest, Some(Guest::L0Lhv));
+        assert_eq!(o.inner_l0_args.as_deref(), Some("nested_trace=1"));
         assert!(p("frobnicate").is_err());
     }
 

@@ -1161,6 +1161,12 @@ mod tests {
             "l0+image@qemu"
         );
         assert_eq!(derived_name(Boot::Bare, image, 0, Emulator::Bochs), "image");
+        let turtles = Guest::L0Lhv;
+        assert_eq!(derived_name(Boot::L0, turtles, 0, Emulator::Bochs), "l0+l0");
+        assert_eq!(
+            derived_name(Boot::L0, turtles, 0x34, Emulator::Bochs),
+            "l0+l0/0x34"
+        );
     }
 
     #[test]
