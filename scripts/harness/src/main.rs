@@ -160,6 +160,7 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
             (Some(Guest::LinuxKvm), false) => scenario::BOCHS_L0_LINUX_KVM,
             (Some(Guest::Image), true) => scenario::BOCHS_IMAGE,
             (Some(Guest::Image), false) => scenario::BOCHS_L0_IMAGE,
+            (Some(Guest::L0Lhv), false) => scenario::BOCHS_L0_L0,
             (_, true) => scenario::BOCHS_LHV,
             (_, false) => scenario::BOCHS_L0,
         },

@@ -530,6 +530,14 @@ const fn l0_l0_lhv_test(name: &'static str, lhv_opt: u64, cpus: u32) -> Scenario
     }
 }
 
+/// `./scripts/run --guest l0`: L0 on L0 with LHV on top, judged by the
+/// markers of [`l0_l0_lhv_test`] (no twin: an ad-hoc run).
+pub const BOCHS_L0_L0: Scenario = Scenario {
+    check: Check::None,
+    tier: Tier::Default,
+    ..l0_l0_lhv_test("l0+l0", 0, 2)
+};
+
 /// [`L0_LHV_DONE`] with both L0s booting their guests.
 const L0_L0_LHV_DONE: &[&str] = &[
     "L0: booting the guest from drive 0x81",
@@ -1089,6 +1097,15 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![(0x0, 2), (0x4, 2), (0x34, 2)]);
+        // The ad-hoc run (`--guest l0`) has the same markers, no twin.
+        let adhoc = BOCHS_L0_L0;
+        assert_eq!((adhoc.guest, adhoc.check), (Guest::L0Lhv, Check::None));
+        assert!(
+            adhoc
+                .pass
+                .contains(&"L0: booting the guest from drive 0x82")
+        );
+        assert!(adhoc.timeout_s >= 1800);
     }
 
     #[test]
