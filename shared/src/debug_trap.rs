@@ -25,9 +25,37 @@ pub const fn reflect(qualification: u64, guest_tf: bool) -> Option<u64> {
     if bits == 0 { None } else { Some(bits) }
 }
 
+/// Interruptibility state: blocking by STI (bit 0) or by MOV SS (bit 1).
+const BLOCKING_STI_MOVSS: u32 = 0b11;
+
+/// The pending debug exceptions to enter a guest with when it retries an
+/// instruction that faulted (an EPT violation the hypervisor resolved):
+/// the instruction did not complete, so no single-step trap of its own can
+/// be pending; BS stays only when blocking by STI or MOV SS defers one from
+/// the instruction before (SDM 27.3.1.5 requires it then). Bochs saves BS
+/// at such a fault when the instruction started with RFLAGS.TF = 1.
+pub const fn pending_at_retry(pending: u64, interruptibility: u32) -> u64 {
+    if interruptibility & BLOCKING_STI_MOVSS != 0 {
+        pending
+    } else {
+        pending & !dr6::BS
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retried_instruction_has_no_step_trap_of_its_own() {
+        assert_eq!(pending_at_retry(dr6::BS, 0), 0);
+        assert_eq!(pending_at_retry(dr6::BS | 0b0001, 0), 0b0001);
+        // Deferred by STI or MOV SS: kept.
+        assert_eq!(pending_at_retry(dr6::BS, 0b01), dr6::BS);
+        assert_eq!(pending_at_retry(dr6::BS, 0b10), dr6::BS);
+        // Blocking by NMI or SMI does not defer a trap.
+        assert_eq!(pending_at_retry(dr6::BS, 0b1100), 0);
+    }
 
     #[test]
     fn the_hypervisors_step_alone_is_swallowed() {

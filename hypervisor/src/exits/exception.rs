@@ -36,8 +36,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
     if single_step_db {
         let guest_tf = single_step::finish(vcpu, v)?;
         if let Some(bits) = debug_trap::reflect(exit.qualification, guest_tf) {
-            set_dr6_bits(bits);
-            inject_exception(v, vector::DB, None);
+            deliver_db(v, bits);
         }
         return Some(Resume::Guest);
     }
@@ -81,6 +80,12 @@ pub fn redeliver(v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
         None => return None,
     }
     Some(Resume::Guest)
+}
+
+/// Gives the guest the #DB it would have taken itself, with `bits` in DR6.
+pub fn deliver_db(v: &mut impl VmcsAccess, bits: u64) {
+    set_dr6_bits(bits);
+    inject_exception(v, vector::DB, None);
 }
 
 /// Sets `bits` in DR6 (the guest's: VMX does not switch DR6).

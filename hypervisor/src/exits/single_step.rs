@@ -77,9 +77,14 @@ fn save_controls(cpu: usize, v: &impl VmcsAccess) {
     }
 }
 
-fn restore_controls(cpu: usize, v: &mut impl VmcsAccess) {
+/// The controls as they were before the step. VMCS01 never intercepts #DB
+/// outside a step; VMCS02's exception bitmap is L1's, which may (a guest
+/// hypervisor single-stepping L2, as L0 does), so there #DB stays
+/// intercepted if it was.
+fn restore_controls(cpu: usize, v: &mut impl VmcsAccess, in_l2: bool) {
     let saved = SAVED.get(cpu).map_or(0, |s| s.load(Ordering::Relaxed));
-    v.write(F::ExceptionBitmap, saved & 0xffff_ffff & !(1 << vector::DB));
+    let db = if in_l2 { 0 } else { 1 << super::vector::DB };
+    v.write(F::ExceptionBitmap, saved & 0xffff_ffff & !db);
     v.write(F::PinBasedVmExecControls, saved >> 32);
 }
 
@@ -110,7 +115,7 @@ pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
         _ => false,
     };
     undo(vcpu, step.kind);
-    restore_controls(vcpu.index, v);
+    restore_controls(vcpu.index, v, vcpu.nested.in_l2());
     // The step's trap has been taken (as the #DB exit).
     v.clear_bits(F::GuestPendingDebugExceptions, PENDING_DEBUG_BS);
     if !step.guest_tf {

@@ -666,3 +666,72 @@ pub fn report(vcpu: &Vcpu) {
         total
     );
 }
+
+/// L2's guest-physical memory as L0 reaches it: through EPT12 when L1
+/// enables EPT (each access page by page, with the rights it needs), as
+/// L1's memory otherwise; then [`GuestMemory`] (never L0's region). An
+/// access EPT12 refuses fails (`MemError::Unmapped`), as a walk of L0's
+/// own would never go around L1's tables.
+pub struct L2Memory {
+    eptp12: Option<Eptp>,
+    cfg12: EptConfig,
+}
+
+impl L2Memory {
+    /// The memory of the current VMCS12's L2 (`None` without one).
+    pub fn current(vcpu: &Vcpu) -> Option<Self> {
+        let vmcs12 = vcpu.nested.current_vmcs12()?;
+        let eptp12 = Controls12::read(vmcs12)
+            .proc2(SecondaryProcBased::ENABLE_EPT)
+            .then(|| Eptp(vmcs12.read(F::EptPointer)));
+        Some(Self {
+            eptp12,
+            cfg12: configs().0,
+        })
+    }
+
+    /// L1's physical address of L2's `gpa2` for `access`.
+    pub fn translate(&self, gpa2: u64, access: EptPerms) -> Option<u64> {
+        match self.eptp12 {
+            None => Some(gpa2),
+            Some(eptp) => EptView::new(&GuestMemory, eptp, &self.cfg12)
+                .translate(gpa2, access)
+                .ok(),
+        }
+    }
+
+    /// Runs `f` on each piece of `[addr, addr + len)` within one page, with
+    /// L1's address of the piece and its offset in the range.
+    fn pieces(
+        &self,
+        addr: u64,
+        len: usize,
+        access: EptPerms,
+        mut f: impl FnMut(u64, usize, usize) -> Result<(), shared::mem::MemError>,
+    ) -> Result<(), shared::mem::MemError> {
+        match self.eptp12 {
+            // Without EPT, L2's physical memory is L1's.
+            None => {
+                shared::mem::range_end(addr, len)?;
+                f(addr, 0, len)
+            }
+            Some(eptp) => {
+                EptView::new(&GuestMemory, eptp, &self.cfg12).for_each_piece(addr, len, access, f)
+            }
+        }
+    }
+}
+
+impl PhysMemory for L2Memory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), shared::mem::MemError> {
+        self.pieces(addr, buf.len(), EptPerms::READ, |gpa1, at, n| {
+            GuestMemory.read(gpa1, &mut buf[at..at + n])
+        })
+    }
+
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), shared::mem::MemError> {
+        self.pieces(addr, buf.len(), EptPerms::WRITE, |gpa1, at, n| {
+            GuestMemory.write(gpa1, &buf[at..at + n])
+        })
+    }
+}

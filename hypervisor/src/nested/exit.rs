@@ -60,6 +60,12 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
     if let Some(r) = l0_exit(vcpu, v, &exit) {
         return Some(r);
     }
+    // L0's INT 15h stub is firmware to L1, whichever level runs it.
+    if exit.reason.basic() == ExitReason::Vmcall
+        && let Some(r) = crate::exits::int15_l2(vcpu, v, &exit)
+    {
+        return Some(r);
+    }
     let l2_exit = L2Exit {
         reason: exit.reason,
         qualification: exit.qualification,
@@ -70,6 +76,12 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
     };
     if reflect::l1_wants_exit(&l2_exit, &vcpu.nested.store.vmcs12[slot], &GuestMemory) {
         reflect_exit(vcpu, v, ExitInfo::read(v));
+        if exit.reason.basic() == ExitReason::StartupIpi {
+            // L2 left wait-for-SIPI (L1 starts it): Bochs keeps physical
+            // NMIs blocked after a SIPI exit, as for L0's own guest (see
+            // `exits::init_sipi::sipi`).
+            crate::events::unblock_host_nmis();
+        }
         return Some(Resume::Guest);
     }
     // L1 does not want it: the exit exists for L0's own interceptions.
@@ -106,9 +118,13 @@ fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resu
     // NMIs are L0's to sort out: its kicks, or NMIs for the virtual CPU
     // (see `pending_events`); so is the #DB that ends one of L0's single
     // steps of L2.
-    if nmi || (step_db && vcpu.step.is_some()) {
+    if nmi {
         crate::exits::reinject_vectored_event(v, exit);
         return crate::exits::exception(vcpu, v, exit);
+    }
+    if step_db && vcpu.step.is_some() {
+        crate::exits::reinject_vectored_event(v, exit);
+        return step_db_of_l2(vcpu, v, exit);
     }
     // Any other exit during L0's step ends the step first (VMCS02's
     // controls as they were), then is L1's or L0's as usual.
@@ -120,7 +136,11 @@ fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resu
         ExitReason::EptViolation | ExitReason::EptMisconfiguration
             if c.proc2(SecondaryProcBased::ENABLE_EPT) =>
         {
-            super::ept02::handle_exit(vcpu, v, exit)
+            let r = super::ept02::handle_exit(vcpu, v, exit);
+            if vcpu.nested.in_l2() {
+                no_step_trap_before_retry(v);
+            }
+            r
         }
         // L1 has no EPT: VMCS02 uses EPT01, whose faults are L0's.
         ExitReason::EptViolation | ExitReason::EptMisconfiguration => {
@@ -131,6 +151,54 @@ fn l0_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resu
             Some(Resume::Guest)
         }
         _ => None,
+    }
+}
+
+/// The #DB that ends L0's single step of L2. The step ends; if L2 would
+/// have taken a #DB itself (its TF, which L1 may have set to step L2 as
+/// L0 does, or its breakpoints), that #DB is L1's when L1 intercepts #DB
+/// (its exception bitmap, SDM 25.2), with the causes as the exit
+/// qualification (SDM 28.2.1, Table 28-1), and L2's otherwise.
+fn step_db_of_l2(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    let guest_tf = crate::exits::single_step_finish(vcpu, v)?;
+    let Some(bits) = shared::debug_trap::reflect(exit.qualification, guest_tf) else {
+        return Some(Resume::Guest);
+    };
+    let l2_exit = L2Exit {
+        reason: exit.reason,
+        qualification: bits,
+        intr_info: InterruptionInfo(v.read32(F::VmExitInterruptionInfo)),
+        intr_error_code: 0,
+        instruction_info: 0,
+        gpr: core::array::from_fn(|i| vcpu.gpr(v, i)),
+    };
+    let vmcs12 = vcpu.nested.current_vmcs12()?;
+    if reflect::l1_wants_exit(&l2_exit, vmcs12, &GuestMemory) {
+        let info = ExitInfo {
+            qualification: bits,
+            ..ExitInfo::read(v)
+        };
+        reflect_exit(vcpu, v, info);
+    } else {
+        crate::exits::deliver_db(v, bits);
+    }
+    Some(Resume::Guest)
+}
+
+/// L2 retries an instruction whose EPT02 fault L0 resolved: an EPT
+/// violation is a fault, so no single-step trap of that instruction is
+/// pending (`shared::debug_trap::pending_at_retry`; SDM 28.3.4 saves the
+/// pending debug exceptions at the exit, 27.3.1.5). Bochs saves BS there
+/// when the instruction started with RFLAGS.TF = 1 and would deliver that
+/// #DB at the retry before the instruction runs: L1 stepping L2 over a
+/// fault L0 resolves (a second L0 stepping its guest's xAPIC write) then
+/// saw its step end without the instruction, and retried it for ever.
+fn no_step_trap_before_retry(v: &mut impl VmcsAccess) {
+    let pending = v.read(F::GuestPendingDebugExceptions);
+    let at_retry =
+        shared::debug_trap::pending_at_retry(pending, v.read32(F::GuestInterruptibilityState));
+    if at_retry != pending {
+        v.write(F::GuestPendingDebugExceptions, at_retry);
     }
 }
 
@@ -153,7 +221,12 @@ pub fn pending_events(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
         );
         return;
     }
-    if vcpu.nmis_pending > 0 && c.pin(PinBased::NMI_EXITING) {
+    // A processor waiting for SIPI takes no NMI (SDM 26.2, 25.4.2: only
+    // INIT and SIPI end wait-for-SIPI); the NMI stays pending until L1
+    // runs again, as for L0's own guest (`shared::nmi_inject::decide`).
+    let waiting_for_sipi =
+        v.read32(F::GuestActivityState) == shared::nmi_inject::activity::WAIT_FOR_SIPI;
+    if vcpu.nmis_pending > 0 && c.pin(PinBased::NMI_EXITING) && !waiting_for_sipi {
         let nmi = InterruptionInfo::new(2, InterruptionType::Nmi, false);
         let info = ExitInfo {
             intr_info: nmi.0,

@@ -30,10 +30,12 @@ run options:
   --lhv-opt HEX           LHV test options, lhv_opt=HEX (default 0)
   --lhv-args 'WORDS'      more LHV command-line words (lhv_repro=NAME mode=probe iters=N)
   --l0-args 'WORDS'       more L0 command-line words (mem=MB)
-  --guest lhv|linux|linux-kvm
+  --guest lhv|linux|linux-kvm|l0
                           what L0 boots from the second disk (default lhv); linux
                           is Debian's cloud kernel + busybox (model broadwell_ult);
-                          linux-kvm also loads KVM and runs kvmtest (guest/kvmtest)
+                          linux-kvm also loads KVM and runs kvmtest (guest/kvmtest);
+                          l0 is a second L0, which boots LHV from the third disk
+  --inner-l0-args 'WORDS' more command-line words of that second L0 (--guest l0)
   --guest-image FILE      boot your own disk image (a hybrid ISO or a raw disk) as
                           L0's guest; with --no-l0, alone. The run passes when the
                           machine powers off with nothing fatal on serial (L0 booted
@@ -68,6 +70,8 @@ pub struct RunOpts {
     pub lhv_opt: Option<u64>,
     pub lhv_args: Option<String>,
     pub l0_args: Option<String>,
+    /// `--inner-l0-args`: the second L0's words ([`Guest::L0Lhv`]).
+    pub inner_l0_args: Option<String>,
     pub no_l0: bool,
     pub guest: Option<Guest>,
     /// `--guest-image FILE` (implies [`Guest::Image`]).
@@ -261,13 +265,17 @@ fn parse_run(rest: &[String]) -> Result<RunOpts, String> {
             "--lhv-opt" => o.lhv_opt = Some(parse_hex(a.value(flag, inline)?)?),
             "--lhv-args" => o.lhv_args = Some(a.value(flag, inline)?.to_string()),
             "--l0-args" => o.l0_args = Some(a.value(flag, inline)?.to_string()),
+            "--inner-l0-args" => o.inner_l0_args = Some(a.value(flag, inline)?.to_string()),
             "--no-l0" => o.no_l0 = true,
             "--guest" => {
                 o.guest = Some(match a.value(flag, inline)? {
                     "lhv" => Guest::Lhv,
                     "linux" => Guest::Linux,
                     "linux-kvm" => Guest::LinuxKvm,
-                    g => return Err(format!("--guest: `{g}` is not lhv, linux or linux-kvm")),
+                    "l0" => Guest::L0Lhv,
+                    g => {
+                        return Err(format!("--guest: `{g}` is not lhv, linux, linux-kvm or l0"));
+                    }
                 })
             }
             "--guest-image" => {
@@ -474,6 +482,11 @@ mod tests {
         assert!(p("run --bogus").is_err());
         assert!(p("run --keep=1").is_err());
         assert!(p("run --guest windows").is_err());
+        let Ok(Command::Run(o)) = p("run --guest l0 --inner-l0-args=nested_trace=1") else {
+            panic!("parse failed")
+        };
+        assert_eq!(o.guest, Some(Guest::L0Lhv));
+        assert_eq!(o.inner_l0_args.as_deref(), Some("nested_trace=1"));
         assert!(p("frobnicate").is_err());
     }
 

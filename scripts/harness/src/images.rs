@@ -23,15 +23,46 @@ pub struct ImageSpec<'a> {
     pub cmdline: &'a str,
 }
 
-/// Fills the GRUB config template.
+/// Fills the GRUB config template: `@CMDLINE@` is the kernel's command
+/// line, `@GUEST_DISK@` GRUB's name of the disk whose first sector L0 boots
+/// (`hd1` for `boot_drive=0x81`, `hd2` for `0x82`; GRUB numbers BIOS hard
+/// disks from 0x80), so the module and L0's `boot_drive` always agree.
 pub fn render_grub_cfg(template: &str, cmdline: &str) -> String {
-    template.replace("@CMDLINE@", cmdline)
+    template
+        .replace("@CMDLINE@", cmdline)
+        .replace("@GUEST_DISK@", &format!("hd{}", guest_disk(cmdline)))
 }
+
+/// GRUB's disk number of the last `boot_drive=<hex>` word (L0 reads the
+/// last one, `shared::cmdline::get`), the second disk when there is none
+/// or it is not a hard disk.
+fn guest_disk(cmdline: &str) -> u64 {
+    cmdline
+        .split_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix("boot_drive="))
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .and_then(|d| d.checked_sub(0x80))
+        .filter(|n| *n < 0x80)
+        .unwrap_or(1)
+}
+
+/// The BIOS drive L0 boots its guest from: the second disk.
+pub const GUEST_DRIVE: u8 = 0x81;
+
+/// The BIOS drive the second L0 of an L0-on-L0 run (on the second disk)
+/// boots its guest from: the third disk.
+pub const INNER_GUEST_DRIVE: u8 = 0x82;
 
 /// The L0 command line. The second BIOS disk (0x81) holds the guest;
 /// COM1 is at 0x3f8.
 pub fn l0_cmdline(extra: &str) -> String {
-    join_words(&["boot_drive=0x81", "serial=0x3f8", extra])
+    l0_cmdline_booting(GUEST_DRIVE, extra)
+}
+
+/// The L0 command line of an L0 that boots BIOS drive `drive`.
+pub fn l0_cmdline_booting(drive: u8, extra: &str) -> String {
+    join_words(&[&format!("boot_drive={drive:#x}"), "serial=0x3f8", extra])
 }
 
 /// The LHV command line.
@@ -176,6 +207,10 @@ mod tests {
             l0_cmdline(" mem=256 "),
             "boot_drive=0x81 serial=0x3f8 mem=256"
         );
+        assert_eq!(
+            l0_cmdline_booting(INNER_GUEST_DRIVE, "hypercalls=stats"),
+            "boot_drive=0x82 serial=0x3f8 hypercalls=stats"
+        );
         assert_eq!(lhv_cmdline(0, ""), "lhv_opt=0x0");
         assert_eq!(
             lhv_cmdline(0x1f, "lhv_repro=x mode=probe"),
@@ -223,6 +258,22 @@ mod tests {
             }
         }
         let l0 = std::fs::read_to_string(dir.join("grub-l0.cfg.template")).unwrap();
-        assert!(l0.contains("module2 --nounzip (hd1)+1"));
+        assert!(render_grub_cfg(&l0, &l0_cmdline("")).contains("module2 --nounzip (hd1)+1"));
+        let inner = render_grub_cfg(&l0, &l0_cmdline_booting(INNER_GUEST_DRIVE, ""));
+        assert!(inner.contains("module2 --nounzip (hd2)+1"), "{inner}");
+        assert!(!inner.contains('@'));
+    }
+
+    #[test]
+    fn guest_disk_follows_boot_drive() {
+        assert_eq!(guest_disk("boot_drive=0x81 serial=0x3f8"), 1);
+        assert_eq!(
+            guest_disk("boot_drive=0x81 serial=0x3f8 boot_drive=0x82"),
+            2
+        );
+        assert_eq!(guest_disk("boot_drive=80"), 0);
+        assert_eq!(guest_disk("serial=0x3f8"), 1);
+        assert_eq!(guest_disk("boot_drive=0x00"), 1);
+        assert_eq!(guest_disk("boot_drive=zz"), 1);
     }
 }

@@ -161,6 +161,7 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
             (Some(Guest::LinuxKvm), false) => scenario::BOCHS_L0_LINUX_KVM,
             (Some(Guest::Image), true) => scenario::BOCHS_IMAGE,
             (Some(Guest::Image), false) => scenario::BOCHS_L0_IMAGE,
+            (Some(Guest::L0Lhv), false) => scenario::BOCHS_L0_L0,
             (_, true) => scenario::BOCHS_LHV,
             (_, false) => scenario::BOCHS_L0,
         },
@@ -176,6 +177,11 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
         s.boot = match s.guest {
             Guest::Lhv => Boot::Lhv,
             Guest::Linux | Guest::LinuxKvm | Guest::Image => Boot::Bare,
+            // Without the first L0, the second one is L0 alone.
+            Guest::L0Lhv => {
+                s.guest = Guest::Lhv;
+                Boot::L0
+            }
         };
     }
     if let Some(a) = &o.linux_args {
@@ -198,6 +204,9 @@ fn run_scenario(o: &RunOpts) -> Result<Scenario, String> {
     }
     if let Some(a) = &o.l0_args {
         s.l0_args = leak(a);
+    }
+    if let Some(a) = &o.inner_l0_args {
+        s.inner_l0_args = leak(a);
     }
     if let Some(t) = o.timeout {
         s.timeout_s = t;
@@ -373,6 +382,7 @@ fn list() {
             match (s.boot, s.guest) {
                 (Boot::L0, Guest::Linux) => "L0+Linux".to_string(),
                 (Boot::L0, Guest::LinuxKvm) => "L0+KVM".to_string(),
+                (Boot::L0, Guest::L0Lhv) => "L0+L0".to_string(),
                 (Boot::Bare, Guest::LinuxKvm) => "Linux+KVM".to_string(),
                 (b, _) => format!("{b:?}"),
             },

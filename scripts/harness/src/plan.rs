@@ -68,6 +68,10 @@ impl Kernels {
             Guest::Lhv => lhv_image(self, s),
             Guest::Linux | Guest::LinuxKvm => self.linux(s),
             Guest::Image => user_image(s.guest_image).map(std::path::PathBuf::from),
+            Guest::L0Lhv => l0_image(
+                self,
+                &images::l0_cmdline_booting(images::INNER_GUEST_DRIVE, s.inner_l0_args),
+            ),
         }
     }
 }
@@ -138,28 +142,35 @@ pub fn user_image(path: &str) -> Result<&str, String> {
     Ok(path)
 }
 
-/// The first disk and the optional second one.
-pub fn disks(
-    k: &mut Kernels,
-    s: &Scenario,
-) -> Result<(std::path::PathBuf, Option<std::path::PathBuf>), String> {
+/// An L0 image with command line `cmdline` (its GRUB loads the first
+/// sector of the `boot_drive` disk as L0's module).
+fn l0_image(k: &mut Kernels, cmdline: &str) -> Result<std::path::PathBuf, String> {
+    let kernel = k.get("hypervisor")?;
+    images::make(
+        &ImageSpec {
+            kind: "l0",
+            template: "grub-l0.cfg.template",
+            kernel_name: "hypervisor",
+            kernel: &kernel,
+            cmdline,
+        },
+        k.verbose,
+    )
+}
+
+/// The BIOS disks in order: the first one and those it boots (L0's guest
+/// on the second; with [`Guest::L0Lhv`], the second L0's LHV on the third).
+pub fn disks(k: &mut Kernels, s: &Scenario) -> Result<Vec<std::path::PathBuf>, String> {
     match s.boot {
         Boot::L0 => {
-            let kernel = k.get("hypervisor")?;
-            let l0 = images::make(
-                &ImageSpec {
-                    kind: "l0",
-                    template: "grub-l0.cfg.template",
-                    kernel_name: "hypervisor",
-                    kernel: &kernel,
-                    cmdline: &images::l0_cmdline(s.l0_args),
-                },
-                k.verbose,
-            )?;
-            Ok((l0, Some(k.guest(s)?)))
+            let mut disks = vec![l0_image(k, &images::l0_cmdline(s.l0_args))?, k.guest(s)?];
+            if s.guest == Guest::L0Lhv {
+                disks.push(lhv_image(k, s)?);
+            }
+            Ok(disks)
         }
-        Boot::Lhv => Ok((lhv_image(k, s)?, None)),
-        Boot::Bare => Ok((k.guest(s)?, None)),
+        Boot::Lhv => Ok(vec![lhv_image(k, s)?]),
+        Boot::Bare => Ok(vec![k.guest(s)?]),
         Boot::SelfTest => {
             let kernel = crate::selftest::kernel();
             let img = images::make(
@@ -172,7 +183,7 @@ pub fn disks(
                 },
                 k.verbose,
             )?;
-            Ok((img, None))
+            Ok(vec![img])
         }
     }
 }
@@ -196,10 +207,9 @@ pub fn tasks(scenarios: &[Scenario], stream: Stream, verbose: bool) -> Vec<Task>
                 return Task::Decided(s.name, Status::Fail(e));
             }
             match disks(&mut k, s) {
-                Ok((disk0, disk1)) => Task::Run(Job {
+                Ok(disks) => Task::Run(Job {
                     scenario: *s,
-                    disk0,
-                    disk1,
+                    disks,
                     stream,
                     verbose,
                 }),

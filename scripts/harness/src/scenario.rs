@@ -58,6 +58,10 @@ pub enum Guest {
     LinuxKvm,
     /// The user's own disk image (`guest_image`: a hybrid ISO or a raw disk).
     Image,
+    /// L0 itself (a second copy, with `inner_l0_args`) on the second disk,
+    /// booting the LHV image from the third disk (BIOS drive 0x82): four
+    /// levels, L0, L0', LHV and LHV's guest.
+    L0Lhv,
 }
 
 /// Which test run includes a scenario: `scripts/test` runs the Default
@@ -106,6 +110,8 @@ pub struct Scenario {
     pub lhv_args: &'static str,
     /// More L0 command-line words, e.g. `mem=256`.
     pub l0_args: &'static str,
+    /// More command-line words of the second L0 ([`Guest::L0Lhv`]).
+    pub inner_l0_args: &'static str,
     /// More Linux kernel command-line words for a Linux guest, e.g.
     /// `kvm_strict=0` (read by `kvmtest`).
     pub linux_args: &'static str,
@@ -158,6 +164,7 @@ pub const BOCHS_L0: Scenario = Scenario {
     lhv_args: "iters=20",
     // LHV under L0 shows L0 alive with its Stats hypercall at the end.
     l0_args: "hypercalls=stats",
+    inner_l0_args: "hypercalls=stats",
     linux_args: "",
     guest_image: "",
     pass: &[
@@ -582,6 +589,41 @@ const fn l0_lhv_test(name: &'static str, lhv_opt: u64, cpus: u32) -> Scenario {
     }
 }
 
+/// L0 as its own guest (issue 10 item 3, "turtles"): L0 boots a second L0
+/// from the second disk, which boots LHV from the third disk as its guest
+/// hypervisor, so L0, L0', LHV and LHV's guest run at once. The second L0
+/// says which drive it boots (`... from drive 0x82`); both print `L0:`
+/// lines on COM1, and the markers hold for either. LHV's counts must be
+/// those of the bare twin `lhv/<opt>/<cpus>cpu`. Named
+/// `l0-l0-lhv/<opt>/<cpus>cpu`.
+const fn l0_l0_lhv_test(name: &'static str, lhv_opt: u64, cpus: u32) -> Scenario {
+    Scenario {
+        guest: Guest::L0Lhv,
+        pass: L0_L0_LHV_DONE,
+        timeout_s: 1800,
+        tier: Tier::Full,
+        ..l0_lhv_test(name, lhv_opt, cpus)
+    }
+}
+
+/// `./scripts/run --guest l0`: L0 on L0 with LHV on top, judged by the
+/// markers of [`l0_l0_lhv_test`] (no twin: an ad-hoc run).
+pub const BOCHS_L0_L0: Scenario = Scenario {
+    check: Check::None,
+    tier: Tier::Default,
+    ..l0_l0_lhv_test("l0+l0", 0, 2)
+};
+
+/// [`L0_LHV_DONE`] with both L0s booting their guests.
+const L0_L0_LHV_DONE: &[&str] = &[
+    "L0: booting the guest from drive 0x81",
+    "L0: booting the guest from drive 0x82",
+    "LHV_OPT = 0x{lhv_opt}",
+    "CPU({cpu}): LHV done",
+    "LHV: all CPUs done",
+    "LHV: L0 alive",
+];
+
 /// The tier of the `l0-lhv/...` scenarios. They need nested VMX in L0
 /// (issue 8): Full until it lands, then Default (flip this line).
 const NESTED_TIER: Tier = Tier::Default;
@@ -806,6 +848,10 @@ pub const SCENARIOS: &[Scenario] = &[
     // On 4 CPUs: found the NMI lost to a step of L2 that an NMI exit
     // interrupted (`nested::exit::reflect_exit`).
     l0_lhv_test("l0-lhv/0xedfd/4cpu", 0xedfd, 4),
+    // L0 on L0 with LHV on top (issue 10 item 3), compared with the bare twins.
+    l0_l0_lhv_test("l0-l0-lhv/0x0/2cpu", 0x0, 2),
+    l0_l0_lhv_test("l0-l0-lhv/0x4/2cpu", 0x4, 2),
+    l0_l0_lhv_test("l0-l0-lhv/0x34/2cpu", 0x34, 2),
     // Reproducers of nested-VMX bugs in other hypervisors: GOOD on bare Bochs.
     repro(
         "repro/kvm216212",
@@ -994,8 +1040,11 @@ pub fn derived_name(boot: Boot, guest: Guest, lhv_opt: u64, emulator: Emulator) 
         Guest::Lhv | Guest::Linux => "linux",
         Guest::LinuxKvm => "linux-kvm",
         Guest::Image => "image",
+        Guest::L0Lhv => "l0",
     };
     let mut n = match boot {
+        Boot::L0 if guest == Guest::L0Lhv && lhv_opt == 0 => "l0+l0".to_string(),
+        Boot::L0 if guest == Guest::L0Lhv => format!("l0+l0/{lhv_opt:#x}"),
         Boot::L0 if guest != Guest::Lhv => format!("l0+{guest_name}"),
         Boot::Bare => guest_name.to_string(),
         Boot::L0 if lhv_opt == 0 => "l0".to_string(),
@@ -1144,6 +1193,30 @@ mod tests {
     }
 
     #[test]
+    fn l0_on_l0_is_issue_10s_list() {
+        let got: Vec<_> = SCENARIOS
+            .iter()
+            .filter(|s| s.guest == Guest::L0Lhv)
+            .map(|s| {
+                assert_eq!(s.name, format!("l0-l0-lhv/{:#x}/{}cpu", s.lhv_opt, s.cpus));
+                assert_eq!((s.boot, s.check), (Boot::L0, Check::LhvCountsMatchTwin));
+                assert!(s.expanded_pass().contains(&"LHV: L0 alive".to_string()));
+                (s.lhv_opt, s.cpus)
+            })
+            .collect();
+        assert_eq!(got, vec![(0x0, 2), (0x4, 2), (0x34, 2)]);
+        // The ad-hoc run (`--guest l0`) has the same markers, no twin.
+        let adhoc = BOCHS_L0_L0;
+        assert_eq!((adhoc.guest, adhoc.check), (Guest::L0Lhv, Check::None));
+        assert!(
+            adhoc
+                .pass
+                .contains(&"L0: booting the guest from drive 0x82")
+        );
+        assert!(adhoc.timeout_s >= 1800);
+    }
+
+    #[test]
     fn marker_expansion() {
         let s = Scenario {
             cpus: 3,
@@ -1213,6 +1286,12 @@ mod tests {
             "l0+image@qemu"
         );
         assert_eq!(derived_name(Boot::Bare, image, 0, Emulator::Bochs), "image");
+        let turtles = Guest::L0Lhv;
+        assert_eq!(derived_name(Boot::L0, turtles, 0, Emulator::Bochs), "l0+l0");
+        assert_eq!(
+            derived_name(Boot::L0, turtles, 0x34, Emulator::Bochs),
+            "l0+l0/0x34"
+        );
     }
 
     #[test]

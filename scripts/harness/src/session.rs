@@ -24,8 +24,8 @@ pub enum Stream {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub scenario: Scenario,
-    pub disk0: PathBuf,
-    pub disk1: Option<PathBuf>,
+    /// The BIOS hard disks in order (0x80 first).
+    pub disks: Vec<PathBuf>,
     pub stream: Stream,
     pub verbose: bool,
 }
@@ -53,8 +53,7 @@ impl Job {
         let dir = disks.dir.as_path();
         Launch {
             dir,
-            disk0: &disks.disk0,
-            disk1: disks.disk1.as_deref(),
+            disks: &disks.disks,
             cpus: s.cpus,
             memory_mb: s.memory_mb,
             model: s.model,
@@ -70,8 +69,7 @@ impl Job {
 #[derive(Debug)]
 struct Disks {
     dir: PathBuf,
-    disk0: PathBuf,
-    disk1: Option<PathBuf>,
+    disks: Vec<PathBuf>,
 }
 
 /// Empties the run folder and copies the cached images into it: Bochs locks
@@ -90,12 +88,13 @@ fn fresh_dir(job: &Job) -> Result<Disks, String> {
         crate::images::pad_to_cylinders(&to)?;
         Ok(to)
     };
-    let disk0 = copy(&job.disk0, "disk0.img")?;
-    let disk1 = match &job.disk1 {
-        Some(d) => Some(copy(d, "disk1.img")?),
-        None => None,
-    };
-    Ok(Disks { dir, disk0, disk1 })
+    let disks = job
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| copy(d, &format!("disk{i}.img")))
+        .collect::<Result<_, _>>()?;
+    Ok(Disks { dir, disks })
 }
 
 fn boot_line(job: &Job) -> String {

@@ -15,13 +15,14 @@ use crate::runner::{Row, Status};
 use crate::scenario::{self, Check, Scenario};
 
 /// The bare twin's name, for scenarios with [`Check::LhvCountsMatchTwin`]
-/// or [`Check::FuzzMatchesTwin`].
+/// or [`Check::FuzzMatchesTwin`]: the name without its `l0-` prefixes
+/// (`l0-lhv/0x4/2cpu` and `l0-l0-lhv/0x4/2cpu` are twins of `lhv/0x4/2cpu`).
 pub fn twin_name(s: &Scenario) -> Option<String> {
     if let Check::HostileL1(h) = s.check {
         return h.twin.then(|| crate::hostile_l1::TWIN.to_string());
     }
     matches!(s.check, Check::LhvCountsMatchTwin | Check::FuzzMatchesTwin)
-        .then(|| s.name.strip_prefix("l0-").unwrap_or(s.name).to_string())
+        .then(|| s.name.trim_start_matches("l0-").to_string())
 }
 
 /// `selected` with the twins it needs and lacks, those first (in order).
@@ -252,6 +253,14 @@ LHV: all CPUs done
                 s.name
             );
         }
+    }
+
+    #[test]
+    fn l0_on_l0_has_the_bare_twin() {
+        let s = scenario::find("l0-l0-lhv/0x4/2cpu").unwrap();
+        assert_eq!(twin_name(&s).as_deref(), Some("lhv/0x4/2cpu"));
+        let fuzz = scenario::find("l0-fuzz/quick").unwrap();
+        assert_eq!(twin_name(&fuzz).as_deref(), Some("fuzz/quick"));
     }
 
     #[test]

@@ -30,27 +30,42 @@ impl<'a, M: PhysMemory> EptView<'a, M> {
         Self { mem, eptp, cfg }
     }
 
-    /// Where guest-physical `gpa` lies in `mem`.
-    fn translate(&self, gpa: u64) -> Result<u64, MemError> {
-        walk(self.mem, self.eptp, gpa, EptPerms::empty(), self.cfg)
+    /// Where guest-physical `gpa` lies in `mem`, if the walk allows
+    /// `access` (empty: translation only).
+    pub fn translate(&self, gpa: u64, access: EptPerms) -> Result<u64, MemError> {
+        walk(self.mem, self.eptp, gpa, access, self.cfg)
             .map(|t| t.hpa)
             .map_err(|_| MemError::Unmapped { addr: gpa })
+    }
+
+    /// Calls `f(address in mem, offset in the range, length)` for each
+    /// piece of `[addr, addr + len)` within one guest page (consecutive
+    /// guest pages may lie anywhere), each translated for `access`; stops
+    /// at the first error.
+    pub fn for_each_piece(
+        &self,
+        addr: u64,
+        len: usize,
+        access: EptPerms,
+        mut f: impl FnMut(u64, usize, usize) -> Result<(), MemError>,
+    ) -> Result<(), MemError> {
+        crate::mem::range_end(addr, len)?;
+        let mut done = 0;
+        while done < len {
+            let gpa = addr + done as u64;
+            let n = ((PAGE - (gpa & (PAGE - 1))) as usize).min(len - done);
+            f(self.translate(gpa, access)?, done, n)?;
+            done += n;
+        }
+        Ok(())
     }
 }
 
 impl<M: PhysMemory> PhysMemory for EptView<'_, M> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        crate::mem::range_end(addr, buf.len())?;
-        let mut done = 0;
-        while done < buf.len() {
-            // Page by page: consecutive guest pages may lie anywhere.
-            let gpa = addr + done as u64;
-            let n = ((PAGE - (gpa & (PAGE - 1))) as usize).min(buf.len() - done);
-            let hpa = self.translate(gpa)?;
-            self.mem.read(hpa, &mut buf[done..done + n])?;
-            done += n;
-        }
-        Ok(())
+        self.for_each_piece(addr, buf.len(), EptPerms::empty(), |hpa, at, n| {
+            self.mem.read(hpa, &mut buf[at..at + n])
+        })
     }
 
     fn write(&mut self, addr: u64, _buf: &[u8]) -> Result<(), MemError> {

@@ -22,8 +22,8 @@ const DRAIN_CAP: u64 = 4 << 20;
 #[derive(Debug)]
 pub struct Launch<'a> {
     pub dir: &'a Path,
-    pub disk0: &'a Path,
-    pub disk1: Option<&'a Path>,
+    /// The BIOS hard disks in order (0x80, 0x81, ...): one to three.
+    pub disks: &'a [PathBuf],
     pub cpus: u32,
     pub memory_mb: u32,
     pub model: &'a str,

@@ -31,14 +31,10 @@ pub fn accel_line() -> String {
 pub fn args(l: &Launch, kvm: bool) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |s: &str| a.push(s.to_string());
-    push("-drive");
-    push(&format!(
-        "file={},format=raw,if=ide,index=0",
-        l.disk0.display()
-    ));
-    if let Some(d) = l.disk1 {
+    // IDE indexes 0, 1, 2: the BIOS numbers them 0x80, 0x81, 0x82.
+    for (i, d) in l.disks.iter().enumerate() {
         push("-drive");
-        push(&format!("file={},format=raw,if=ide,index=1", d.display()));
+        push(&format!("file={},format=raw,if=ide,index={i}", d.display()));
     }
     push("-serial");
     push(&format!("file:{}", l.serial.display()));
@@ -81,10 +77,10 @@ mod tests {
 
     #[test]
     fn command_line() {
+        let disks = [PathBuf::from("/i/a.img"), PathBuf::from("/i/b.img")];
         let l = Launch {
             dir: Path::new("/r"),
-            disk0: Path::new("/i/a.img"),
-            disk1: Some(Path::new("/i/b.img")),
+            disks: &disks,
             cpus: 2,
             memory_mb: 512,
             model: "",

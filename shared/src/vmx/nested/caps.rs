@@ -260,13 +260,17 @@ impl L1VmxMsrs {
             set(m, c.map_or(0, ControlCap::to_msr));
         }
 
-        // A.6: HLT is the only activity state besides active; no PT in VMX,
-        // no SMM features; VMWRITE of every supported field (L0 holds
-        // VMCS12 in memory, so it can write exit information too).
+        // A.6: activity states HLT and wait-for-SIPI (VMCS02 takes L2's
+        // activity state as it is, and a SIPI exit of L2 goes to L1, SDM
+        // 26.2; a guest hypervisor parks its APs there, as L0 does), not
+        // shutdown; no PT in VMX, no SMM features; VMWRITE of every
+        // supported field (L0 holds VMCS12 in memory, so it can write exit
+        // information too).
         let misc = (caps.misc.raw
             & (MISC_PREEMPTION_TIMER_RATE
                 | MISC_STORES_LMA
                 | MISC_ACTIVITY_HLT
+                | MISC_ACTIVITY_WAIT_FOR_SIPI
                 | MISC_CR3_TARGET_COUNT
                 | MISC_MAX_MSR_LIST
                 | MISC_INJECT_ZERO_LENGTH))
@@ -459,7 +463,7 @@ mod tests {
         (0x482, Some(0xf7d9_fffe_0401_e172)),
         (0x483, Some(0x007f_efff_0003_6dff)),
         (0x484, Some(0x0000_d3ff_0000_11ff)),
-        (0x485, Some(0x0000_0000_6004_0060)),
+        (0x485, Some(0x0000_0000_6004_0160)),
         (0x486, Some(0x0000_0000_8000_0021)),
         (0x487, Some(0x0000_0000_ffff_ffff)),
         (0x488, Some(0x0000_0000_0000_2000)),
@@ -507,7 +511,7 @@ mod tests {
                 .can_set(PinBased::PROCESS_POSTED_INTERRUPTS.bits())
         );
         assert!(c.misc.activity_hlt && !c.misc.activity_shutdown);
-        assert!(!c.misc.activity_wait_for_sipi);
+        assert!(c.misc.activity_wait_for_sipi);
         assert!(c.misc.vmwrite_exit_info && c.misc.inject_zero_length);
         assert_eq!(c.misc.cr3_target_count, 4);
         assert_eq!(c.vmfunc, 0);
@@ -641,7 +645,8 @@ mod tests {
             prop_assert!(!c.basic.dual_monitor);
             prop_assert_eq!(c.basic.vmcs_size, 4096);
             prop_assert_eq!(c.basic.revision_id, hw.basic.revision_id);
-            prop_assert!(!c.misc.activity_shutdown && !c.misc.activity_wait_for_sipi);
+            prop_assert!(!c.misc.activity_shutdown);
+            prop_assert!(!c.misc.activity_wait_for_sipi || hw.misc.activity_wait_for_sipi);
             prop_assert!(c.misc.vmwrite_exit_info);
             prop_assert!(c.vmcs_max_index <= hw.vmcs_max_index);
             prop_assert_eq!(c.ept_vpid.raw & !hw.ept_vpid.raw, 0);

@@ -968,12 +968,19 @@ fn guest_activity_state() {
             assert_guest(&w, &caps, q0, "blocked in the target activity state");
         }
     }
-    // L1 has no shutdown or wait-for-SIPI state; the hardware does.
-    for state in [activity::SHUTDOWN, activity::WAIT_FOR_SIPI, 4, u32::MAX] {
+    // L1 has no shutdown state (the hardware does); it has wait-for-SIPI,
+    // where it parks its APs (a second L0 does), and no event goes in.
+    for state in [activity::SHUTDOWN, 4, u32::MAX] {
         let mut w = v.clone();
         w.write(F::GuestActivityState, state.into());
         assert_guest(&w, &caps, q0, "activity state not supported");
     }
+    let mut w = v.clone();
+    w.write(F::GuestActivityState, activity::WAIT_FOR_SIPI.into());
+    assert_eq!(run(&w, &caps), Ok(()));
+    inject(&mut w, 0x30, T::ExternalInterrupt, false);
+    w.write(F::GuestRflags, RFLAGS_FIXED1 | RFLAGS_IF);
+    assert_guest(&w, &caps, q0, "blocked in the target activity state");
     let hw = bochs_caps();
     let mut w = v.clone();
     w.write(F::GuestActivityState, activity::WAIT_FOR_SIPI.into());
