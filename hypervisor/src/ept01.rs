@@ -412,12 +412,8 @@ pub fn open_apic_step(cpu: usize, gpa: u64, current: u32) -> bool {
     let Some(view) = VIEWS.get(cpu).and_then(|v| v.get()).copied() else {
         return false;
     };
-    {
-        let mut page = [0u8; apic_capture::PAGE_BYTES];
-        apic_capture::prepare(&mut page, gpa & 0xfff, current);
-        if HostMemory.write(view.scratch, &page).is_err() {
-            return false;
-        }
+    if prepare_apic_scratch(cpu, gpa, current).is_none() {
+        return false;
     }
     let Some(e) = EPT01.get() else { return false };
     let e = e.lock();
@@ -448,6 +444,18 @@ pub fn close_apic_step() {
         // SAFETY: EPT01 is the EPTP every VMCS01 runs with.
         unsafe { write_vmcs01_eptp(eptp) };
     }
+}
+
+/// Fills CPU `cpu`'s scratch page for a single-stepped write to the xAPIC
+/// page at `gpa` as `apic_capture::prepare` says (`current`: the
+/// register's value now); returns its address (for an EPT02 entry of L2's,
+/// see `nested::ept02`). `None` if the CPU has no view.
+pub fn prepare_apic_scratch(cpu: usize, gpa: u64, current: u32) -> Option<u64> {
+    let view = VIEWS.get(cpu).and_then(|v| v.get())?;
+    let mut page = [0u8; apic_capture::PAGE_BYTES];
+    apic_capture::prepare(&mut page, gpa & 0xfff, current);
+    HostMemory.write(view.scratch, &page).ok()?;
+    Some(view.scratch)
 }
 
 /// What CPU `cpu`'s last xAPIC-write step left in its scratch page. False

@@ -58,9 +58,17 @@ pub enum StepKind {
     /// tells the instruction's completion from an earlier #DB).
     ApicWrite { gpa: u64, from: StepFrom },
     /// A write of L2 that EPT12 allows and EPT01 does not: the EPT02 entry
-    /// of `gpa2` (in the EPT02 whose PML4 is `root`) names the sink page or
-    /// the xAPIC page for one instruction (see `nested::ept02`).
-    Ept02Access { root: u64, gpa2: u64, gpa1: u64 },
+    /// of `gpa2` (in the EPT02 whose PML4 is `root`) names the sink page
+    /// for one instruction, or, for a write to the xAPIC page at `gpa1` that
+    /// L0 cannot decode (`apic`: where L2 stood before the step), this
+    /// CPU's scratch page, whose captured writes L0 then performs as for
+    /// [`StepKind::ApicWrite`] (see `nested::ept02`).
+    Ept02Access {
+        root: u64,
+        gpa2: u64,
+        gpa1: u64,
+        apic: Option<StepFrom>,
+    },
 }
 
 /// Guest state an instruction changes when it completes: RIP, and for a

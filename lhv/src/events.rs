@@ -10,7 +10,7 @@
 //! Vol. 3A 11.6.1, so a self-NMI names its own APIC ID), bounded waits.
 
 use ::core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use shared::apic::LocalApic;
+use shared::apic::{Icr, LocalApic};
 use shared::percpu::{self, MAX_CPUS};
 use shared::trap::{self, Claim, TrapFrame, vector};
 
@@ -196,6 +196,28 @@ pub fn set_icr_high(value: u32) {
 pub fn send_nmi(apic_id: u32) -> bool {
     let apic = LocalApic::current();
     apic.send_nmi(apic_id).is_ok() && apic.wait_icr_idle().is_ok()
+}
+
+/// [`send_nmi`] with the ICR's low half written by `lock cmpxchg`, a store
+/// form L0 does not decode and captures by single-stepping it into a
+/// scratch page (the IPI must arrive exactly as from a `mov`).
+pub fn send_nmi_by_cmpxchg(apic_id: u32) -> bool {
+    let apic = LocalApic::current();
+    let store = |p: *mut u32, v: u32| {
+        // SAFETY: `p` is this CPU's xAPIC ICR low half (identity-mapped);
+        // the locked compare-exchange with the register's own value in EAX
+        // is one 32-bit store of `v`, the IPI the caller means to send.
+        unsafe {
+            ::core::arch::asm!(
+                "lock cmpxchg dword ptr [{p}], {v:e}",
+                p = in(reg) p,
+                v = in(reg) v,
+                inout("eax") ::core::ptr::read_volatile(p) => _,
+                options(nostack)
+            );
+        }
+    };
+    apic.send_with_store(Icr::nmi(apic_id), store).is_ok() && apic.wait_icr_idle().is_ok()
 }
 
 /// Polls `done` at most `polls` times; whether it became true.

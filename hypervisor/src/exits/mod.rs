@@ -33,7 +33,9 @@ pub use exception::{deliver_db, handle as exception, redeliver as redeliver_exce
 pub use init_sipi::{enter_init_state, init_self, start as start_at_sipi};
 pub use int15::try_handle_l2 as int15_l2;
 pub use msr::{emulated_rdmsr, rdmsr, wrmsr};
-pub use single_step::{finish as single_step_finish, start as single_step_start};
+pub use single_step::{
+    apic_scratch_value, finish as single_step_finish, start as single_step_start, step_from,
+};
 pub use vmcall::{configure as configure_hypercalls, is_enabled_hypercall};
 
 /// A decoded VM exit.

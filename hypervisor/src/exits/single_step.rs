@@ -110,10 +110,16 @@ fn set_pending_bs_if_blocked(v: &mut impl VmcsAccess) {
 /// Ends the step in progress, if any; returns the guest's own TF then.
 pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
     let step = vcpu.step.take()?;
-    let completed = match step.kind {
-        StepKind::ApicWrite { from, .. } => completed(v) && step_from(vcpu, v) != from,
-        _ => false,
+    let captured = match step.kind {
+        StepKind::ApicWrite { gpa, from } => Some((gpa, from)),
+        StepKind::Ept02Access {
+            gpa1,
+            apic: Some(from),
+            ..
+        } => Some((gpa1, from)),
+        _ => None,
     };
+    let completed = captured.is_some_and(|(_, from)| completed(v) && step_from(vcpu, v) != from);
     undo(vcpu, step.kind);
     restore_controls(vcpu.index, v, vcpu.nested.in_l2());
     // The step's trap has been taken (as the #DB exit).
@@ -121,7 +127,7 @@ pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<bool> {
     if !step.guest_tf {
         v.clear_bits(F::GuestRflags, RFLAGS_TF);
     }
-    if let StepKind::ApicWrite { gpa, .. } = step.kind {
+    if let Some((gpa, _)) = captured {
         let mut scratch = [0u8; apic_capture::PAGE_BYTES];
         if completed && crate::ept01::read_apic_scratch(vcpu.index, &mut scratch) {
             super::apic_write::perform_captured(vcpu, v, gpa, &scratch);
@@ -158,18 +164,23 @@ fn completed(v: &impl VmcsAccess) -> bool {
         && v.read(F::ExitQualification) & QUAL_BS != 0
 }
 
-/// Starts capturing an xAPIC write at `gpa`: this CPU's view of the page
-/// names its scratch page, which holds the register's value (for a
-/// read-modify-write instruction; the EOI register is write-only).
-fn open_apic_step(cpu: usize, gpa: u64) {
+/// The value the scratch page holds at the register a write to the xAPIC
+/// page at `gpa` goes to: the register's own (for a read-modify-write
+/// instruction; the EOI register is write-only and reads 0).
+pub fn apic_scratch_value(gpa: u64) -> u32 {
     const EOI: u64 = 0xb0;
     let reg = (gpa & !0xfff) | apic_capture::register_of(gpa & 0xfff);
-    let current = if reg & 0xfff == EOI {
+    if reg & 0xfff == EOI {
         0
     } else {
         crate::lapic::mmio_read(reg)
-    };
-    if !crate::ept01::open_apic_step(cpu, gpa, current) {
+    }
+}
+
+/// Starts capturing an xAPIC write at `gpa`: this CPU's view of the page
+/// names its scratch page, which holds the register's value.
+fn open_apic_step(cpu: usize, gpa: u64) {
+    if !crate::ept01::open_apic_step(cpu, gpa, apic_scratch_value(gpa)) {
         shared::cpu_println!(
             "APIC write step at {gpa:#x}: no private EPT view; the write is retried"
         );

@@ -524,7 +524,8 @@ fn l0_fault(
             exit.rip,
             match (write, apic) {
                 (false, _) => "reads see all ones",
-                (true, true) => "the xAPIC write L0 cannot decode passes through, single-stepped",
+                (true, true) =>
+                    "the xAPIC write L0 cannot decode is single-stepped into a scratch page, then performed",
                 (true, false) => "the write is dropped, single-stepped",
             }
         );
@@ -546,14 +547,32 @@ fn l0_fault(
         crate::exits::reinject_vectored_event(v, exit);
         return Some(Resume::Guest);
     }
-    let target = if apic {
-        leaf(page1, EptPerms::RW, MemoryType::Uncacheable)
+    // A write L0 cannot decode lands, for one single-stepped instruction,
+    // in the sink page, or for the xAPIC page in this CPU's scratch page
+    // (its register's value first, for a read-modify-write), whose
+    // captured writes L0 then performs (`single_step::finish`): an INIT
+    // never reaches the hardware, whatever instruction L2 wrote it with.
+    // EPT02 is this CPU's: no other CPU writes through the entry.
+    let (target, capture) = if apic {
+        let value = crate::exits::apic_scratch_value(gpa1);
+        let Some(scratch) = crate::ept01::prepare_apic_scratch(vcpu.index, gpa1, value) else {
+            shared::cpu_println!(
+                "nested EPT: xAPIC write step at {gpa1:#x}: no scratch page; the write is retried"
+            );
+            return Some(Resume::Guest);
+        };
+        let from = crate::exits::step_from(vcpu, v);
+        (
+            leaf(scratch, EptPerms::RW, MemoryType::WriteBack),
+            Some(from),
+        )
     } else {
-        leaf(
+        let sink = leaf(
             crate::ept01::sink_page(),
             EptPerms::RW,
             MemoryType::WriteBack,
-        )
+        );
+        (sink, None)
     };
     crate::exits::reinject_vectored_event(v, exit);
     if !install(vcpu, ept02, &target) {
@@ -565,7 +584,8 @@ fn l0_fault(
         StepKind::Ept02Access {
             root: ept02.root(),
             gpa2: page2,
-            gpa1: page1,
+            gpa1,
+            apic: capture,
         },
     );
     Some(Resume::Guest)

@@ -276,10 +276,8 @@ pub fn prepare_vmcs02(
         F::PrimaryProcBasedVmExecControls,
         adjust(hw.proc.effective(), proc),
     );
-    vmcs02.write(
-        F::SecondaryProcBasedVmExecControls,
-        adjust(hw.proc2, (c.proc2 & L1_PROC2.bits()) | l0.proc2),
-    );
+    let proc2 = adjust(hw.proc2, (c.proc2 & L1_PROC2.bits()) | l0.proc2);
+    vmcs02.write(F::SecondaryProcBasedVmExecControls, proc2);
     vmcs02.write(F::ExceptionBitmap, vmcs12.read(F::ExceptionBitmap));
     vmcs02.write(
         F::PageFaultErrorCodeMask,
@@ -304,7 +302,11 @@ pub fn prepare_vmcs02(
         0
     };
     vmcs02.write(F::TscOffset, tsc.wrapping_add(l0.tsc_offset));
-    vmcs02.write(F::XssExitingBitmap, vmcs12.read(F::XssExitingBitmap));
+    // The XSS-exiting bitmap exists only with "enable XSAVES/XRSTORS"
+    // (SDM 25.6.20; Bochs refuses the VMWRITE otherwise, and logs it).
+    if proc2 & u64::from(SecondaryProcBased::ENABLE_XSAVES_XRSTORS.bits()) != 0 {
+        vmcs02.write(F::XssExitingBitmap, vmcs12.read(F::XssExitingBitmap));
+    }
     vmcs02.write(F::VirtualProcessorId, u64::from(l0.vpid));
 
     // Exit controls: L0's host (64-bit, EFER/PAT switched, debug controls
