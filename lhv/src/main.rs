@@ -17,6 +17,8 @@
 //!   shuts the processor down and expects the machine to boot again.
 //! - `fuzz`: the differential VMCS fuzzer on the BSP: seeded mutations of a
 //!   valid VMCS, one outcome line per case (see [`fuzz`]).
+//! - `soak`: test mode with VMCS and EPT12 churn, MTRR writes, and L0's
+//!   pool and the NMI accounting checked at the end (see [`soak`]).
 #![no_std]
 #![no_main]
 
@@ -38,6 +40,7 @@ mod percpu_cell;
 mod probe;
 mod repro;
 mod ring3;
+mod soak;
 mod test_loop;
 mod vmcs_setup;
 

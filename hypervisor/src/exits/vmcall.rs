@@ -50,7 +50,11 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<R
             vcpu.regs.gpr[reg::RDX] = (e - b) / 1024;
             vcpu.regs.gpr[reg::RSI] = b;
             crate::nested::ept02::report(vcpu);
-            vcpu.regs.gpr[reg::RDI] = crate::memory::pool_free();
+            // Free frames for nested state: L0's pool plus the EPT02 free
+            // list carved from it at boot (roots give frames back there),
+            // so that an EPT02 leak shows as well as a pool leak.
+            vcpu.regs.gpr[reg::RDI] =
+                crate::memory::pool_free() + crate::nested::ept02::free_frames();
             hypercall::OK
         }
         Hypercall::DumpVmcs => {
