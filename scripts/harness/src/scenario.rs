@@ -560,9 +560,11 @@ const fn soak_bare(
     }
 }
 
-/// The soak under L0; `check` compares with the bare twin (or not).
+/// The soak under L0 with options `lhv_opt`; `check` compares with the
+/// bare twin (or not).
 const fn soak_l0(
     name: &'static str,
+    lhv_opt: u64,
     lhv_args: &'static str,
     cpus: u32,
     timeout_s: u64,
@@ -571,7 +573,7 @@ const fn soak_l0(
 ) -> Scenario {
     Scenario {
         name,
-        lhv_opt: SOAK_OPT,
+        lhv_opt,
         cpus,
         lhv_args,
         pass: L0_SOAK_DONE,
@@ -866,6 +868,7 @@ pub const SCENARIOS: &[Scenario] = &[
     soak_bare("soak/quick", "mode=soak iters=64", 2, 300),
     soak_l0(
         "l0-soak/quick",
+        SOAK_OPT,
         "mode=soak iters=64",
         2,
         600,
@@ -873,8 +876,18 @@ pub const SCENARIOS: &[Scenario] = &[
         Tier::Default,
     ),
     soak_l0(
-        "l0-soak/4cpu",
-        "mode=soak iters=300",
+        "l0-soak/0xecc1/4cpu",
+        0xecc1,
+        "mode=soak iters=100",
+        4,
+        4 * 3600,
+        Check::None,
+        Tier::Full,
+    ),
+    soak_l0(
+        "l0-soak/0xcdfd/4cpu",
+        0xcdfd,
+        "mode=soak iters=100",
         4,
         4 * 3600,
         Check::None,
@@ -882,6 +895,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ),
     soak_l0(
         "l0-soak",
+        SOAK_OPT,
         "mode=soak iters=10000",
         4,
         16 * 3600,
