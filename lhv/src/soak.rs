@@ -226,7 +226,7 @@ pub struct Soak {
 }
 
 impl Soak {
-    /// CPU `cpu`'s state when the run is a soak.
+    /// This CPU's soak state, when the run is a soak.
     pub fn new(ctx: &Ctx) -> Option<Self> {
         let cfg = (*CONFIG.get()?)?;
         let regions = REGIONS.claim(ctx.cpu);
