@@ -517,6 +517,10 @@ const NESTED_TIER: Tier = Tier::Default;
 /// times out), every CPU received exactly the NMIs sent to it, and L0's
 /// free frames are the same at the end as after the warm-up.
 const SOAK_OPT: u64 = 0xedfd;
+/// L0's words for the soak: Stats, and 2 EPT02 roots per CPU, fewer than the
+/// 3 EPTP12s SWITCH_EPT uses per iteration, so that L0's LRU evicts (its
+/// INVEPTs only drop the root of the EPTP it switches to).
+const SOAK_L0_ARGS: &str = "hypercalls=stats ept02_roots=2";
 /// The soak's own markers, under L0.
 const L0_SOAK_DONE: &[&str] = &[
     "L0: booting the guest",
@@ -578,6 +582,7 @@ const fn soak_l0(
         lhv_args,
         pass: L0_SOAK_DONE,
         fail: L0_FATAL,
+        l0_args: SOAK_L0_ARGS,
         expect_exit: true,
         timeout_s,
         check,
