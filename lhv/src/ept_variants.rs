@@ -52,7 +52,7 @@ pub mod scratch {
     /// Frames for derived paging structures.
     pub const FRAMES: u64 = 2 * PAGE_2M;
     /// How many frames.
-    pub const FRAME_COUNT: u64 = 32;
+    pub const FRAME_COUNT: u64 = 96;
     /// SWITCH_EPT's marker pages.
     pub const MARKERS: u64 = FRAMES + FRAME_COUNT * PAGE_4K;
     /// How many marker pages.

@@ -19,6 +19,24 @@ use shared::trap::{self, Claim, TrapFrame, vector};
 pub static NMI_COUNT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// The RIP the last NMI interrupted (its IRET frame), per CPU.
 pub static NMI_LAST_RIP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// NMIs sent to each CPU (by its index) with [`send_nmi`], counted before
+/// the ICR write so that a count of received NMIs never runs ahead.
+pub static NMI_SENT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// NMIs L1 injected into its L2 (VM-entry interruption information, type
+/// NMI), per CPU: they reach LHV's handler too (L2 shares the IDT) without
+/// ever being sent. See [`note_injected_nmi`].
+pub static NMI_INJECTED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Records that L1 set up the injection of an NMI into L2 at the next VM
+/// entry (the options that inject one assert that L2's handler took it).
+pub fn note_injected_nmi(cpu: usize) {
+    NMI_INJECTED[cpu].fetch_add(1, Ordering::AcqRel);
+}
+
+/// The index of the CPU with `apic_id`, if it is online.
+fn cpu_of(apic_id: u32) -> Option<usize> {
+    (0..MAX_CPUS).find(|&i| percpu::get(i).is_some_and(|p| p.is_online() && p.apic_id() == apic_id))
+}
 
 /// What the last recorded event was, per CPU.
 pub struct Record {
@@ -194,6 +212,9 @@ pub fn set_icr_high(value: u32) {
 /// each IPI, so L1's IPIs in exit handlers do not redirect L2's; step 2 of
 /// the NMI option checks that.
 pub fn send_nmi(apic_id: u32) -> bool {
+    if let Some(target) = cpu_of(apic_id) {
+        NMI_SENT[target].fetch_add(1, Ordering::AcqRel);
+    }
     let apic = LocalApic::current();
     apic.send_nmi(apic_id).is_ok() && apic.wait_icr_idle().is_ok()
 }

@@ -26,6 +26,11 @@ pub fn present() -> bool {
 /// The VM exits L0 has handled on this CPU (Stats, RBX), or `None` without
 /// L0. Any answer but OK is a failed check.
 pub fn exits() -> Option<u64> {
+    stats().map(|r| r.rbx)
+}
+
+/// L0's Stats registers, or `None` without L0.
+fn stats() -> Option<VmcallRegs> {
     if !present() {
         return None;
     }
@@ -43,7 +48,13 @@ pub fn exits() -> Option<u64> {
             format_args!("RAX {:#x}, {r:?}", regs.rax),
         );
     }
-    Some(regs.rbx)
+    Some(regs)
+}
+
+/// The 4-KiB frames L0 has free (Stats, RDI: its pool and the EPT02 free
+/// list), or `None` without L0.
+pub fn pool_free() -> Option<u64> {
+    stats().map(|r| r.rdi)
 }
 
 /// This CPU's nested-EPT counters from L0 (Stats sub-function

@@ -19,6 +19,8 @@
 //!   valid VMCS, one outcome line per case (see [`fuzz`]).
 //! - `hostile-l1`: LHV as a hostile guest hypervisor attacking L0 (see
 //!   [`hostile_l1`]).
+//! - `soak`: test mode with VMCS and EPT12 churn, MTRR writes, and L0's
+//!   pool and the NMI accounting checked at the end (see [`soak`]).
 #![no_std]
 #![no_main]
 
@@ -41,6 +43,7 @@ mod percpu_cell;
 mod probe;
 mod repro;
 mod ring3;
+mod soak;
 mod test_loop;
 mod vmcs_setup;
 

@@ -77,6 +77,7 @@ pub fn configure(boot: &'static BootInfo, opt: LhvOpt) {
         Some(n) => println!("LHV: iters={n} bochs={on_bochs}"),
         None => println!("LHV: iters=endless bochs={on_bochs}"),
     }
+    crate::soak::configure(boot, iters);
     irq::install_handlers();
     pit::init_pic();
 }
@@ -207,6 +208,19 @@ impl Ctx {
         }
     }
 
+    /// VMREAD that may fail (a field the processor, or L0, does not have).
+    pub fn try_read(&self, f: F) -> Result<u64, shared::vmx::VmFail> {
+        self.token().vmread(f)
+    }
+
+    /// VMWRITE that may fail (`mode=soak` copies a VMCS field by field).
+    pub fn try_write(&mut self, f: F, v: u64) -> Result<(), shared::vmx::VmFail> {
+        let mut vmcs = self.token().current_vmcs();
+        // SAFETY: only values VMREAD gave for the same field of LHV's own
+        // VMCS, which was safe to enter, are written back.
+        unsafe { vmcs.try_write(f, v) }
+    }
+
     /// VMWRITE; a failure is a failed check.
     pub fn write(&mut self, f: F, v: u64) {
         let mut vmcs = self.token().current_vmcs();
@@ -290,6 +304,7 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
     );
     ctx.regs.gpr[gpr::RDI] = plan as *const L2Plan as u64;
     registry.for_each(active, &mut |o| o.setup(&mut ctx));
+    let mut soak = crate::soak::Soak::new(&ctx);
 
     if cpu == 0 {
         pit::one_shot(irq::PIT_TICKS);
@@ -305,6 +320,9 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
             }
         }
         registry.for_each(active, &mut |o| o.after_iteration(&mut ctx));
+        if let Some(s) = soak.as_mut() {
+            s.after_iteration(&mut ctx, registry);
+        }
         cpu_println!("LHV test iter {}", ctx.iter);
         show_status(&ctx);
         take_interrupts(&ctx);
@@ -317,6 +335,9 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
         }
         ctx.iter += 1;
         if cfg.iters.is_some_and(|n| ctx.iter >= n) {
+            if let Some(s) = soak.as_mut() {
+                s.finish(&ctx);
+            }
             finish(&ctx, registry);
         }
     }

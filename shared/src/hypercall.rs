@@ -20,12 +20,15 @@ pub enum Hypercall {
     /// L0 is alive: returns RBX = VM exits handled on this CPU, RCX = CPUs
     /// L0 runs on, RDX = L0's region size in KiB, RSI = L0's region base
     /// (guest-physical; the guest sees it as unbacked memory: reads all
-    /// ones, writes dropped), RDI = 4-KiB frames left in L0's pool (VMCS02s,
-    /// EPT02 and other nested state come from it: a long run that keeps it
-    /// flat leaks nothing). That is sub-function [`StatsKind::General`]
-    /// (RBX = 0 on the call); RBX = [`StatsKind::NestedEpt`] asks for this
-    /// CPU's nested-EPT counters instead ([`NestedEptStats`]). Another RBX
-    /// is [`BAD_ARGUMENT`].
+    /// ones, writes dropped), RDI = 4-KiB frames L0 has free: those left in
+    /// its pool plus those of the EPT02 free list (EPT01 and EPT02 tables
+    /// come from them; VMCS02s are static). EPT02 roots that L1 drops
+    /// (INVEPT, VMXOFF) or L0 evicts give their frames back, so with every
+    /// CPU's roots dropped a long run that keeps it flat leaks nothing.
+    /// That is sub-function [`StatsKind::General`] (RBX = 0 on the call);
+    /// RBX = [`StatsKind::NestedEpt`] asks for this CPU's nested-EPT
+    /// counters instead ([`NestedEptStats`]). Another RBX is
+    /// [`BAD_ARGUMENT`].
     Stats = 2,
     /// Stops the machine with exit code RBX (emulators quit; hardware halts).
     Shutdown = 3,

@@ -78,7 +78,10 @@ fn stats(vcpu: &mut Vcpu) -> u64 {
                 shared::percpu::online_count() as u64,
                 (e - b) / 1024,
                 b,
-                crate::memory::pool_free(),
+                // Free frames for nested state: L0's pool plus the EPT02
+                // free list carved from it at boot (roots give frames back
+                // there), so that an EPT02 leak shows as well as a pool leak.
+                crate::memory::pool_free() + crate::nested::ept02::free_frames(),
             ]
         }
         Some(StatsKind::NestedEpt) => vcpu.nested.ept02.stats().to_regs(),

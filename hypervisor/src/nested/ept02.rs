@@ -162,6 +162,11 @@ pub fn init(cmdline: &str) {
     );
 }
 
+/// Frames of the EPT02 free list (no EPT02 table uses them), all CPUs.
+pub fn free_frames() -> u64 {
+    POOL.lock().free
+}
+
 /// EPT01 changed (memory types, the trapped xAPIC page): every EPT02 is
 /// dropped at its CPU's next nested entry or EPT02 fault.
 pub fn ept01_changed() {

@@ -673,6 +673,9 @@ impl Intercepts {
         if kind == Inject::Pf {
             write_cr2(PF_CR2);
         }
+        if kind == Inject::Nmi {
+            events::note_injected_nmi(ctx.cpu);
+        }
         ctx.write(F::VmEntryInterruptionInfo, info.0.into());
         if let Some(e) = error {
             ctx.write(F::VmEntryExceptionErrorCode, e);

@@ -82,6 +82,27 @@ fn received(cpu: usize) -> u64 {
         - SELF_NMIS[cpu].load(Ordering::Acquire)
 }
 
+/// The run-wide NMI accounting of one CPU (`mode=soak` checks it at the
+/// end, with every CPU quiet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tally {
+    /// NMIs other CPUs and this one sent to it ([`events::NMI_SENT`]).
+    pub sent: u64,
+    /// NMIs it received: NMI exits, plus LHV's handler runs that were not
+    /// virtual NMIs L1 injected into L2.
+    pub received: u64,
+}
+
+/// This CPU's [`Tally`] (consistent when no NMI is in flight to it).
+pub fn tally(cpu: usize) -> Tally {
+    let handled = NMI_COUNT[cpu].load(Ordering::Acquire);
+    let injected = events::NMI_INJECTED[cpu].load(Ordering::Acquire);
+    Tally {
+        sent: events::NMI_SENT[cpu].load(Ordering::Acquire),
+        received: NMI_EXITS[cpu].load(Ordering::Acquire) + handled.saturating_sub(injected),
+    }
+}
+
 /// A sense-counting barrier for `n` CPUs; false on timeout.
 fn barrier(n: usize) -> bool {
     let generation = BARRIER_GENERATION.load(Ordering::Acquire);
@@ -414,6 +435,7 @@ impl TestOption for Nmi {
                 let next = exit.guest_rip + exit.instruction_len;
                 ctx.skip_instruction(exit);
                 SELF_NMIS[c].fetch_add(1, Ordering::AcqRel);
+                events::note_injected_nmi(c);
                 ctx.write(
                     F::VmEntryInterruptionInfo,
                     InterruptionInfo::new(vector::NMI, InterruptionType::Nmi, false)

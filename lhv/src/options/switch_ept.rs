@@ -41,6 +41,8 @@ const N: usize = 4;
 const SPARE: u64 = N as u64;
 /// Steps per iteration.
 const STEPS: u8 = 5;
+/// Spare frames per set of hierarchy frames, beyond what a build takes.
+const SET_MARGIN_FRAMES: u64 = 2;
 
 /// L2 asks for the next step: L1 answers RBX = 1 (go) or 0 (done), RCX =
 /// the qword index to read, RDX/RSI = the values expected in pages 0/1.
@@ -89,6 +91,12 @@ pub struct SwitchEpt {
     hier: [Derived; N],
     markers: u64,
     frames: Bump,
+    /// Where the scratch frames start, how many bytes one build of the
+    /// four hierarchies takes (a "set", margin included), and which set
+    /// they are in now (`mode=soak` moves them, see [`SwitchEpt::rederive`]).
+    frames_base: u64,
+    set_bytes: u64,
+    set: u64,
     cfg: Option<EptConfig>,
     step: u8,
     current: usize,
@@ -112,6 +120,9 @@ impl SwitchEpt {
             }; N],
             markers: 0,
             frames: Bump { next: 0, end: 0 },
+            frames_base: 0,
+            set_bytes: 0,
+            set: 0,
             cfg: None,
             step: 0,
             current: 0,
@@ -184,6 +195,72 @@ impl SwitchEpt {
             self.checks += 1;
         }
     }
+
+    /// Builds the four hierarchies from `self.frames` and checks their
+    /// walks.
+    fn build(&mut self) {
+        let mem = &mut IdentityMem;
+        let cfg = self.cfg();
+        for k in 0..N {
+            let d = ept_variants::derive(mem, &mut self.frames, self.base_root, SWITCH_GIB);
+            test_assert!(d.is_ok(), "SWITCH_EPT: derive a hierarchy", "success", d);
+            self.hier[k] = d.unwrap_or_default();
+            self.map_test_page(k, 0, k as u64);
+            self.map_test_page(k, 1, ((k + 1) % N) as u64);
+        }
+        // The tables as the processor will walk them.
+        for (k, d) in self.hier.iter().enumerate() {
+            for (page, m) in [(0, k as u64), (1, ((k + 1) % N) as u64)] {
+                let t = walk(
+                    mem,
+                    d.eptp(),
+                    SWITCH_TEST_GPA[page] + 8,
+                    EptPerms::READ,
+                    &cfg,
+                )
+                .map(|t| t.hpa);
+                test_assert_eq!(
+                    t,
+                    Ok(self.marker_pa(m) + 8),
+                    "SWITCH_EPT: walk of a test page"
+                );
+            }
+            let code = shared::boot::layout::phys_of(l2::l2_main as *const u8);
+            let t = walk(mem, d.eptp(), code, EptPerms::EXECUTE, &cfg).map(|t| t.hpa);
+            test_assert_eq!(t, Ok(code), "SWITCH_EPT: walk of L2's code");
+        }
+    }
+
+    /// How many sets of hierarchy frames the scratch frames hold.
+    fn sets(&self) -> u64 {
+        (scratch::FRAME_COUNT * PAGE_4K)
+            .checked_div(self.set_bytes)
+            .unwrap_or(0)
+    }
+
+    /// `mode=soak`'s EPT12 churn: builds the four hierarchies again in the
+    /// next set of frames, so that L2 runs with EPTP12s that L0 has not
+    /// seen for [`SwitchEpt::sets`] - 1 churns (its EPT02 roots for the old
+    /// ones age out of its LRU, and their frames go back to its pool). The
+    /// old tables stay as they are until their set comes round again;
+    /// [`SwitchEpt::select`] flushes every EPTP (single-context INVEPT)
+    /// before L2 uses it, so nothing cached from a set's previous life can
+    /// be used (SDM 29.4.3.1). Returns the new hierarchies' first EPTP (0
+    /// when the option is not set up).
+    pub fn rederive(&mut self) -> u64 {
+        if !self.ready {
+            return 0;
+        }
+        self.set = (self.set + 1) % self.sets();
+        let start = self.frames_base + self.set * self.set_bytes;
+        ept_common::zero(&mut IdentityMem, start, self.set_bytes);
+        self.frames = Bump {
+            next: start,
+            end: start + self.set_bytes,
+        };
+        self.build();
+        self.hier[0].eptp().0
+    }
 }
 
 impl TestOption for SwitchEpt {
@@ -215,6 +292,7 @@ impl TestOption for SwitchEpt {
             end: chunk + scratch::FRAMES + scratch::FRAME_COUNT * PAGE_4K,
         };
         ept_common::zero(mem, self.frames.next, scratch::FRAME_COUNT * PAGE_4K);
+        self.frames_base = self.frames.next;
         self.markers = chunk + scratch::MARKERS;
         for m in 0..=SPARE {
             for i in 0..512 {
@@ -222,34 +300,17 @@ impl TestOption for SwitchEpt {
                 test_assert!(r.is_ok(), "SWITCH_EPT: marker write", "success", r);
             }
         }
-        for k in 0..N {
-            let d = ept_variants::derive(mem, &mut self.frames, self.base_root, SWITCH_GIB);
-            test_assert!(d.is_ok(), "SWITCH_EPT: derive a hierarchy", "success", d);
-            self.hier[k] = d.unwrap_or_default();
-            self.map_test_page(k, 0, k as u64);
-            self.map_test_page(k, 1, ((k + 1) % N) as u64);
-        }
-        // The tables as the processor will walk them.
-        for (k, d) in self.hier.iter().enumerate() {
-            for (page, m) in [(0, k as u64), (1, ((k + 1) % N) as u64)] {
-                let t = walk(
-                    mem,
-                    d.eptp(),
-                    SWITCH_TEST_GPA[page] + 8,
-                    EptPerms::READ,
-                    &cfg,
-                )
-                .map(|t| t.hpa);
-                test_assert_eq!(
-                    t,
-                    Ok(self.marker_pa(m) + 8),
-                    "SWITCH_EPT: walk of a test page"
-                );
-            }
-            let code = shared::boot::layout::phys_of(l2::l2_main as *const u8);
-            let t = walk(mem, d.eptp(), code, EptPerms::EXECUTE, &cfg).map(|t| t.hpa);
-            test_assert_eq!(t, Ok(code), "SWITCH_EPT: walk of L2's code");
-        }
+        self.build();
+        // One set: what the build took, and room for the tables a later
+        // remap may add (steps 3 and 4 reuse the build's).
+        self.set_bytes = self.frames.next - self.frames_base + SET_MARGIN_FRAMES * PAGE_4K;
+        self.frames.end = self.frames_base + self.set_bytes;
+        test_assert!(
+            self.sets() >= 2,
+            "SWITCH_EPT: sets of hierarchy frames in the scratch chunk",
+            "at least 2",
+            self.sets()
+        );
         self.ready = true;
     }
 

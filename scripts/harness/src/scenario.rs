@@ -628,6 +628,87 @@ const L0_L0_LHV_DONE: &[&str] = &[
 /// (issue 8): Full until it lands, then Default (flip this line).
 const NESTED_TIER: Tier = Tier::Default;
 
+/// The soak (issue 11 items 3 and 4, LHV `mode=soak`, `lhv/src/soak.rs`):
+/// every option LHV passes under L0 on 4 CPUs (0xedfd: all but
+/// NO_EFLAGS_IF and NO_INTERRUPT) with VMCS and EPT12 churn and MTRR
+/// writes. It passes when every CPU is done (no deadlock: a stuck CPU
+/// times out), every CPU received exactly the NMIs sent to it, and L0's
+/// free frames are the same at the end as after the warm-up.
+const SOAK_OPT: u64 = 0xedfd;
+/// L0's words for the soak: Stats, and 2 EPT02 roots per CPU, fewer than the
+/// 3 EPTP12s SWITCH_EPT uses per iteration, so that L0's LRU evicts (its
+/// INVEPTs only drop the root of the EPTP it switches to).
+const SOAK_L0_ARGS: &str = "hypercalls=stats ept02_roots=2";
+/// The soak's own markers, under L0.
+const L0_SOAK_DONE: &[&str] = &[
+    "L0: booting the guest",
+    "LHV_OPT = 0x{lhv_opt}",
+    "SOAK: churn every",
+    "SOAK pool: start=",
+    "CPU({cpu}): SOAK counts",
+    "SOAK NMI accounting: ok",
+    "SOAK pool: flat",
+    "CPU({cpu}): LHV done",
+    "LHV: all CPUs done",
+    "LHV: L0 alive",
+];
+/// ... and on bare Bochs (no pool to read).
+const SOAK_DONE: &[&str] = &[
+    "LHV_OPT = 0x{lhv_opt}",
+    "SOAK: churn every",
+    "CPU({cpu}): SOAK counts",
+    "SOAK NMI accounting: ok",
+    "SOAK pool: no L0 (bare)",
+    "CPU({cpu}): LHV done",
+    "LHV: all CPUs done",
+];
+
+/// The soak on bare Bochs (the twin of the quick one under L0).
+const fn soak_bare(
+    name: &'static str,
+    lhv_args: &'static str,
+    cpus: u32,
+    timeout_s: u64,
+) -> Scenario {
+    Scenario {
+        name,
+        lhv_opt: SOAK_OPT,
+        cpus,
+        lhv_args,
+        pass: SOAK_DONE,
+        expect_exit: true,
+        timeout_s,
+        ..BOCHS_LHV
+    }
+}
+
+/// The soak under L0 with options `lhv_opt`; `check` compares with the
+/// bare twin (or not).
+const fn soak_l0(
+    name: &'static str,
+    lhv_opt: u64,
+    lhv_args: &'static str,
+    cpus: u32,
+    timeout_s: u64,
+    check: Check,
+    tier: Tier,
+) -> Scenario {
+    Scenario {
+        name,
+        lhv_opt,
+        cpus,
+        lhv_args,
+        pass: L0_SOAK_DONE,
+        fail: L0_FATAL,
+        l0_args: SOAK_L0_ARGS,
+        expect_exit: true,
+        timeout_s,
+        check,
+        tier,
+        ..BOCHS_L0
+    }
+}
+
 /// The Default tier's fuzz slice (`l0-fuzz/quick` and its twin).
 const FUZZ_QUICK: &str = "mode=fuzz seed=1 cases=2000";
 
@@ -940,6 +1021,46 @@ pub const SCENARIOS: &[Scenario] = &[
     // seed on bare Bochs and under L0, every case's outcome compared
     // (`fuzz.rs`); under L0 also L0 alive at the end. `quick` is the
     // Default tier's slice; the Full tier adds 100,000 cases in 4 seeds.
+    // The soak (issue 11 items 3 and 4): a short one on 2 CPUs with its bare
+    // twin (same LHV counts) in the Default tier; 10,000 iterations on 4
+    // CPUs in the Full tier (no twin: the bare run would take hours too).
+    soak_bare("soak/quick", "mode=soak iters=64", 2, 300),
+    soak_l0(
+        "l0-soak/quick",
+        SOAK_OPT,
+        "mode=soak iters=64",
+        2,
+        600,
+        Check::LhvCountsMatchTwin,
+        Tier::Default,
+    ),
+    soak_l0(
+        "l0-soak/0xecc1/4cpu",
+        0xecc1,
+        "mode=soak iters=100",
+        4,
+        4 * 3600,
+        Check::None,
+        Tier::Full,
+    ),
+    soak_l0(
+        "l0-soak/0xcdfd/4cpu",
+        0xcdfd,
+        "mode=soak iters=100",
+        4,
+        4 * 3600,
+        Check::None,
+        Tier::Full,
+    ),
+    soak_l0(
+        "l0-soak",
+        SOAK_OPT,
+        "mode=soak iters=10000",
+        4,
+        16 * 3600,
+        Check::None,
+        Tier::Full,
+    ),
     crate::fuzz::bare("fuzz/quick", FUZZ_QUICK, 300),
     crate::fuzz::under_l0("l0-fuzz/quick", FUZZ_QUICK, 900),
     full(crate::fuzz::bare(

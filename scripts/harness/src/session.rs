@@ -72,12 +72,26 @@ struct Disks {
     disks: Vec<PathBuf>,
 }
 
+/// Removes the files of a run folder, but not its subfolders: they are other
+/// scenarios' run folders (`l0-soak/quick` inside `l0-soak`), which may be
+/// running.
+fn empty_files(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| !t.is_dir()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Empties the run folder and copies the cached images into it: Bochs locks
 /// a disk image (`<image>.lock`, left behind when it is SIGKILLed) and the
 /// guest may write to it, so runs never share the cached file.
 fn fresh_dir(job: &Job) -> Result<Disks, String> {
     let dir = job.dir();
-    let _ = std::fs::remove_dir_all(&dir);
+    empty_files(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let copy = |from: &std::path::Path, name: &str| -> Result<std::path::PathBuf, String> {
         let to = dir.join(name);
@@ -232,5 +246,27 @@ pub fn keep(job: &Job) -> Result<String, String> {
             return Ok(how);
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::empty_files;
+
+    #[test]
+    fn a_fresh_run_folder_keeps_the_folders_of_nested_scenarios() {
+        let dir = std::env::temp_dir().join(format!("harness-fresh-{}", std::process::id()));
+        let nested = dir.join("quick");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(dir.join("serial.log"), "old run").unwrap();
+        std::fs::write(nested.join("serial.log"), "a running scenario").unwrap();
+        empty_files(&dir);
+        assert!(!dir.join("serial.log").exists());
+        assert_eq!(
+            std::fs::read_to_string(nested.join("serial.log")).unwrap(),
+            "a running scenario"
+        );
+        empty_files(&dir.join("missing"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
