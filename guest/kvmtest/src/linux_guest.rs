@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_fpu, kvm_pit_config, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuExit};
@@ -38,11 +38,28 @@ const HIMEM: u64 = 0x10_0000;
 const COM1: u16 = 0x3f8;
 const COM1_IRQ: u32 = 4;
 
-/// L2's kernel command line.
-pub const L2_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0 reboot=t panic=-1 nokaslr \
-mitigations=off tsc=reliable no_timer_check cryptomgr.notests=1 pci=off \
+/// L2's kernel command line: its console on the 16550 at COM1, reboot by
+/// triple fault (a KVM shutdown exit), and what makes Linux boot fast
+/// where every console byte and port access is an exit to this program.
+pub const L2_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 nokaslr \
+mitigations=off tsc=reliable no_timer_check cryptomgr.notests=1 pci=off acpi=off \
 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd \
 initcall_blacklist=load_system_certificate_list,trace_eval_init rdinit=/init";
+
+/// Added to [`L2_CMDLINE`]: `quiet` by default, the decompressor's and the
+/// kernel's messages with `kvm_l2_verbose=1`.
+fn l2_cmdline_tail(verbose: bool) -> &'static str {
+    if verbose {
+        "earlyprintk=serial,ttyS0"
+    } else {
+        "quiet loglevel=3"
+    }
+}
+
+/// How often a running L2 boot reports where it is, and how often its
+/// KVM_RUN is interrupted to look at the time.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+const KICK_EVERY: Duration = Duration::from_secs(2);
 
 /// kvmtest as PID 1 of L2's initramfs: print the marker and reboot.
 pub fn l2_init() -> ! {
@@ -90,7 +107,7 @@ impl Write for Console {
                 if l.contains(L2_MARKER) {
                     self.marker.store(true, Ordering::SeqCst);
                 }
-                say(&format!("KVM L2| {l}"));
+                say(&format!("L2: {l}"));
                 self.lines.push(l);
             } else if b != b'\r' {
                 self.line.push(b);
@@ -171,9 +188,11 @@ pub fn boot_linux(
     cpuid: &Cpuid,
     kernel: &str,
     initrd: &str,
+    verbose: bool,
     r: &mut Report,
 ) -> Result<(), Aborted> {
     let started = Instant::now();
+    let cmdline_text = format!("{L2_CMDLINE} {}", l2_cmdline_tail(verbose));
     let mut made = None;
     r.run("linux setup", || {
         let kernel_bytes = std::fs::read(kernel).map_err(|e| format!("read {kernel}: {e}"))?;
@@ -216,14 +235,14 @@ pub fn boot_linux(
             .ok_or("linux-loader gave no setup header")?;
         let mut cmdline = Cmdline::new(4096).map_err(|e| format!("cmdline: {e}"))?;
         cmdline
-            .insert_str(L2_CMDLINE)
+            .insert_str(&cmdline_text)
             .map_err(|e| format!("cmdline: {e}"))?;
         load_cmdline(&mem, GuestAddress(CMDLINE_AT), &cmdline)
             .map_err(|e| format!("load the command line: {e}"))?;
         let initrd_at = (MEM as u64 - initrd_bytes.len() as u64 - 0x1000) & !0xfff;
         mem.write_slice(&initrd_bytes, GuestAddress(initrd_at))
             .map_err(|e| format!("load the initrd: {e}"))?;
-        let params = boot_params(hdr, L2_CMDLINE.len() + 1, (initrd_at, initrd_bytes.len()));
+        let params = boot_params(hdr, cmdline_text.len() + 1, (initrd_at, initrd_bytes.len()));
         LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
             &BootParams::new::<boot_params>(&params, GuestAddress(BOOT_PARAMS)),
             &mem,
@@ -310,50 +329,164 @@ pub fn boot_linux(
     })?;
     let (_vm, _mem, mut vcpu, mut serial, marker) = made.expect("set up");
     r.run("linux boot", || {
-        let mut exits = 0u64;
+        let kicker = Kicker::start(KICK_EVERY)?;
+        let mut n = Exits::default();
+        let mut last_report = Instant::now();
         loop {
             let exit = match vcpu.run() {
                 Ok(e) => e,
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    if last_report.elapsed() >= PROGRESS_EVERY {
+                        last_report = Instant::now();
+                        say(&format!(
+                            "KVM linux: {} s, {n}, {}",
+                            started.elapsed().as_secs(),
+                            where_is(&vcpu)
+                        ));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(format!("KVM_RUN: {e}")),
             };
-            exits += 1;
             match exit {
                 VcpuExit::IoOut(p, d) if (COM1..COM1 + 8).contains(&p) => {
+                    n.serial += 1;
                     serial
                         .write((p - COM1) as u8, d[0])
                         .map_err(|e| format!("serial: {e:?}"))?;
                 }
                 VcpuExit::IoIn(p, d) if (COM1..COM1 + 8).contains(&p) => {
+                    n.serial += 1;
                     d[0] = serial.read((p - COM1) as u8);
                 }
                 // No other devices: reads float high, writes vanish.
-                VcpuExit::IoIn(_, d) | VcpuExit::MmioRead(_, d) => d.fill(0xff),
-                VcpuExit::IoOut(..) | VcpuExit::MmioWrite(..) => {}
+                VcpuExit::IoIn(_, d) => {
+                    n.io += 1;
+                    d.fill(0xff)
+                }
+                VcpuExit::MmioRead(_, d) => {
+                    n.mmio += 1;
+                    d.fill(0xff)
+                }
+                VcpuExit::IoOut(..) => n.io += 1,
+                VcpuExit::MmioWrite(..) => n.mmio += 1,
                 VcpuExit::Shutdown | VcpuExit::Hlt => break,
                 other => {
                     return Err(format!(
-                        "unexpected exit {other:?} after {exits} exits; last console lines: {}",
-                        last_lines(&serial.writer().lines)
+                        "unexpected exit {other:?} after {n}; last console lines: {}",
+                        last_lines(serial.writer())
                     ));
                 }
             }
         }
+        drop(kicker);
         if marker.load(Ordering::SeqCst) {
             Ok(format!(
-                "L2's /init ran and rebooted; {exits} exits to user space, {} s",
+                "L2's /init ran and rebooted; {n}, {} s",
                 started.elapsed().as_secs()
             ))
         } else {
             Err(format!(
-                "the guest stopped before `{L2_MARKER}`; last console lines: {}",
-                last_lines(&serial.writer().lines)
+                "the guest stopped (shutdown) before `{L2_MARKER}` after {n}; last console lines: {}",
+                last_lines(serial.writer())
             ))
         }
     })
 }
 
-fn last_lines(lines: &[String]) -> String {
+/// Exits to this program, by kind.
+#[derive(Default)]
+struct Exits {
+    serial: u64,
+    io: u64,
+    mmio: u64,
+}
+
+impl std::fmt::Display for Exits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exits to user space: {} serial, {} other I/O, {} MMIO",
+            self.serial, self.io, self.mmio
+        )
+    }
+}
+
+/// Where the vCPU is: RIP, CR3, and RCX/RSI/RDI (a copy loop's state).
+fn where_is(vcpu: &kvm_ioctls::VcpuFd) -> String {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(r), Ok(s)) => format!(
+            "rip={:#x} rcx={:#x} rsi={:#x} rdi={:#x} cr3={:#x} cr0={:#x}",
+            r.rip, r.rcx, r.rsi, r.rdi, s.cr3, s.cr0
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("(registers unreadable: {e})"),
+    }
+}
+
+/// Interrupts this thread's KVM_RUN every `period` with a signal whose
+/// handler does nothing, so that the run loop can report progress.
+struct Kicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const KICK: libc::c_int = libc::SIGUSR1;
+
+extern "C" fn ignore_kick(_: libc::c_int) {}
+
+impl Kicker {
+    fn start(period: Duration) -> Result<Self, String> {
+        // SAFETY: a zeroed sigaction is valid; the handler is async-signal
+        // safe (it does nothing); no SA_RESTART, so KVM_RUN returns EINTR.
+        let installed = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore_kick as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(KICK, &sa, std::ptr::null_mut())
+        };
+        if installed != 0 {
+            return Err(format!(
+                "sigaction: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: pthread_self has no preconditions.
+        let target = unsafe { libc::pthread_self() } as usize;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::park_timeout(period);
+                if !flag.load(Ordering::SeqCst) {
+                    // SAFETY: `target` is the vCPU thread, alive until
+                    // Drop has joined this thread.
+                    unsafe { libc::pthread_kill(target as libc::pthread_t, KICK) };
+                }
+            }
+        });
+        Ok(Kicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Kicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+fn last_lines(c: &Console) -> String {
+    let mut lines: Vec<&str> = c.lines.iter().map(String::as_str).collect();
+    let partial = String::from_utf8_lossy(&c.line);
+    if !partial.is_empty() {
+        lines.push(&partial);
+    }
     let n = lines.len().saturating_sub(3);
     if lines.is_empty() {
         "(none)".into()

@@ -281,7 +281,8 @@ mod linux {
             any = true;
             let kernel = cmdline_word(words, "kvm_l2_kernel").unwrap_or_else(|| L2_KERNEL.into());
             let initrd = cmdline_word(words, "kvm_l2_initrd").unwrap_or_else(|| L2_INITRD.into());
-            let _ = crate::linux_guest::boot_linux(&kvm, &cpuid, &kernel, &initrd, r);
+            let verbose = cmdline_word(words, "kvm_l2_verbose").as_deref() == Some("1");
+            let _ = crate::linux_guest::boot_linux(&kvm, &cpuid, &kernel, &initrd, verbose, r);
         }
         if !any {
             let _ = r.check("kvm_tests", Err(format!("`{groups}` names no group")));

@@ -323,6 +323,45 @@ const KVM_SHADOW_PASS: &[&str] = &[
     "KVM TEST PASS",
 ];
 
+/// Three levels (issue 10 item 2): kvmtest's `linux` group boots this
+/// image's own Debian kernel as its KVM guest (linux-loader, a vm-superio
+/// 16550 whose lines it prints as `L2: ...`), with kvmtest as L2's /init,
+/// which prints its marker and reboots (a KVM shutdown exit). On bare
+/// Bochs: Linux + KVM runs Linux.
+pub const BOCHS_LINUX_KVM_LINUX: Scenario = Scenario {
+    name: "linux-kvm-linux",
+    linux_args: KVM_LINUX_ARGS,
+    pass: KVM_LINUX_PASS,
+    timeout_s: 900,
+    tier: Tier::Full,
+    ..BOCHS_LINUX_KVM
+};
+
+/// [`BOCHS_LINUX_KVM_LINUX`] under L0: L0, Linux KVM as L1, Linux as L2.
+pub const BOCHS_L0_LINUX_KVM_LINUX: Scenario = Scenario {
+    name: "l0-linux-kvm-linux",
+    linux_args: KVM_LINUX_ARGS,
+    pass: KVM_LINUX_PASS,
+    timeout_s: 1800,
+    tier: Tier::Full,
+    ..BOCHS_L0_LINUX_KVM
+};
+
+/// Only the Linux guest (the other groups are `linux-kvm`'s); the image
+/// then carries L2's kernel and initramfs (`linux::variant`).
+const KVM_LINUX_ARGS: &str = "kvm_tests=linux";
+
+const KVM_LINUX_PASS: &[&str] = &[
+    "LINUX: init reached",
+    "KVM check kvm_intel ept: ok",
+    "KVM check kvm_intel vpid: ok",
+    "KVM check kvm_intel unrestricted_guest: ok",
+    "KVM check linux setup: ok",
+    "L2: KVMTEST L2: init reached",
+    "KVM check linux boot: ok",
+    "KVM TEST PASS",
+];
+
 /// A user's own disk image (`--guest-image FILE`) as L0's guest: judged
 /// only by L0 booting it and by nothing fatal until the machine powers off.
 pub const BOCHS_L0_IMAGE: Scenario = Scenario {
@@ -587,6 +626,8 @@ pub const SCENARIOS: &[Scenario] = &[
     BOCHS_L0_LINUX_KVM,
     BOCHS_LINUX_KVM_SHADOW,
     BOCHS_L0_LINUX_KVM_SHADOW,
+    BOCHS_LINUX_KVM_LINUX,
+    BOCHS_L0_LINUX_KVM_LINUX,
     // The main job, as `./scripts/run` boots it.
     BOCHS_L0,
     // L0 with `vmx=off` (a late-launch hypervisor only): LHV must find VMX
