@@ -1,7 +1,7 @@
 //! The `linux` group: boots a Linux kernel (bzImage, with `linux-loader`)
 //! with a tiny initramfs as a KVM guest, its console on an emulated 16550
-//! (`vm-superio`) at COM1, and the in-kernel PIC, IOAPIC and PIT. The
-//! initramfs's /init is kvmtest itself ([`l2_init`]): it prints
+//! (`vm-superio`) at COM1, a CMOS RTC ([`crate::cmos`]), and the in-kernel
+//! PIC, IOAPIC and PIT. The initramfs's /init is kvmtest itself ([`l2_init`]): it prints
 //! [`L2_MARKER`] and reboots, which (`reboot=t`) ends in a triple fault,
 //! KVM_EXIT_SHUTDOWN.
 
@@ -20,6 +20,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMma
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::cmos::{self, Cmos};
 use crate::guests::Cpuid;
 use crate::report::{Aborted, Report, say};
 
@@ -282,16 +283,26 @@ pub fn boot_linux(
         };
         vcpu.set_fpu(&fpu)
             .map_err(|e| format!("KVM_SET_FPU: {e}"))?;
-        // MTRRs enabled, write-back by default, as firmware leaves them
-        // (IA32_MTRR_DEF_TYPE); otherwise all memory is uncacheable.
-        let msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
-            index: 0x2ff,
-            data: (1 << 11) | 6,
+        // As firmware leaves them: MTRRs enabled, write-back by default
+        // (IA32_MTRR_DEF_TYPE; otherwise all memory is uncacheable), and
+        // fast strings on (IA32_MISC_ENABLE bit 0).
+        let msr = |index, data| kvm_bindings::kvm_msr_entry {
+            index,
+            data,
             ..Default::default()
-        }])
-        .map_err(|e| format!("MSR list: {e:?}"))?;
-        vcpu.set_msrs(&msrs)
+        };
+        let wanted = [msr(0x2ff, (1 << 11) | 6), msr(0x1a0, 1)];
+        let msrs =
+            kvm_bindings::Msrs::from_entries(&wanted).map_err(|e| format!("MSR list: {e:?}"))?;
+        let set = vcpu
+            .set_msrs(&msrs)
             .map_err(|e| format!("KVM_SET_MSRS: {e}"))?;
+        if set != wanted.len() {
+            return Err(format!(
+                "KVM_SET_MSRS set {set} of {} MSRs (MTRR_DEF_TYPE, MISC_ENABLE)",
+                wanted.len()
+            ));
+        }
         // LINT0 ExtINT (the PIC), LINT1 NMI, as a BIOS leaves them.
         let mut lapic = vcpu
             .get_lapic()
@@ -331,6 +342,7 @@ pub fn boot_linux(
     r.run("linux boot", || {
         let kicker = Kicker::start(KICK_EVERY)?;
         let mut n = Exits::default();
+        let mut cmos = Cmos::default();
         let mut last_report = Instant::now();
         loop {
             let exit = match vcpu.run() {
@@ -359,16 +371,28 @@ pub fn boot_linux(
                     n.serial += 1;
                     d[0] = serial.read((p - COM1) as u8);
                 }
+                VcpuExit::IoOut(p, d) if p == cmos::INDEX || p == cmos::DATA => {
+                    n.rtc += 1;
+                    cmos.write(p, d[0]);
+                }
+                VcpuExit::IoIn(p, d) if p == cmos::INDEX || p == cmos::DATA => {
+                    n.rtc += 1;
+                    d.fill(cmos.read(p));
+                }
                 // No other devices: reads float high, writes vanish.
-                VcpuExit::IoIn(_, d) => {
+                VcpuExit::IoIn(p, d) => {
                     n.io += 1;
+                    *n.ports.entry(p).or_default() += 1;
                     d.fill(0xff)
                 }
                 VcpuExit::MmioRead(_, d) => {
                     n.mmio += 1;
                     d.fill(0xff)
                 }
-                VcpuExit::IoOut(..) => n.io += 1,
+                VcpuExit::IoOut(p, _) => {
+                    n.io += 1;
+                    *n.ports.entry(p).or_default() += 1;
+                }
                 VcpuExit::MmioWrite(..) => n.mmio += 1,
                 VcpuExit::Shutdown | VcpuExit::Hlt => break,
                 other => {
@@ -398,17 +422,30 @@ pub fn boot_linux(
 #[derive(Default)]
 struct Exits {
     serial: u64,
+    rtc: u64,
     io: u64,
     mmio: u64,
+    /// The other I/O exits by port.
+    ports: std::collections::BTreeMap<u16, u64>,
 }
 
 impl std::fmt::Display for Exits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "exits to user space: {} serial, {} other I/O, {} MMIO",
-            self.serial, self.io, self.mmio
-        )
+            "exits to user space: {} serial, {} RTC, {} other I/O, {} MMIO",
+            self.serial, self.rtc, self.io, self.mmio
+        )?;
+        let mut top: Vec<_> = self.ports.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1));
+        for (i, (port, n)) in top.iter().take(4).enumerate() {
+            let sep = if i == 0 { " (ports: " } else { ", " };
+            write!(f, "{sep}{port:#x} {n}")?;
+        }
+        if !top.is_empty() {
+            write!(f, ")")?;
+        }
+        Ok(())
     }
 }
 
@@ -445,10 +482,7 @@ impl Kicker {
             libc::sigaction(KICK, &sa, std::ptr::null_mut())
         };
         if installed != 0 {
-            return Err(format!(
-                "sigaction: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
         }
         // SAFETY: pthread_self has no preconditions.
         let target = unsafe { libc::pthread_self() } as usize;

@@ -27,6 +27,8 @@
 //! program can be run on any Linux host with /dev/kvm.
 
 #[cfg(target_os = "linux")]
+mod cmos;
+#[cfg(target_os = "linux")]
 mod exits;
 #[cfg(target_os = "linux")]
 mod guest_code;

@@ -1151,6 +1151,42 @@ mod tests {
     }
 
     #[test]
+    fn kvm_linux_scenarios_boot_linux_in_kvm_with_the_l2_files() {
+        for (name, boot) in [
+            ("linux-kvm-linux", Boot::Bare),
+            ("l0-linux-kvm-linux", Boot::L0),
+        ] {
+            let s = find(name).unwrap();
+            assert_eq!(
+                (s.guest, s.boot, s.tier),
+                (Guest::LinuxKvm, boot, Tier::Full)
+            );
+            // Strict (EPT, VPID, UG required), and the image carries L2.
+            assert!(!s.linux_args.contains("kvm_strict=0"), "{name}");
+            assert!(matches!(
+                crate::linux::variant(b"", s.linux_args),
+                crate::linux::Variant::KvmLinux(_)
+            ));
+            for m in [
+                "KVM check kvm_intel ept: ok",
+                "L2: KVMTEST L2: init reached",
+                "KVM check linux boot: ok",
+                "KVM TEST PASS",
+            ] {
+                assert!(s.pass.contains(&m), "{name}: {m}");
+            }
+            assert!(s.fail.contains(&"KVM TEST FAIL") && s.fail.contains(&"Kernel panic"));
+            assert!(s.expect_exit);
+        }
+        assert!(
+            find("l0-linux-kvm-linux")
+                .unwrap()
+                .fail
+                .contains(&"unhandled VM exit")
+        );
+    }
+
+    #[test]
     fn kvm_scenarios_require_ept_vpid_and_unrestricted_guest() {
         for name in ["linux-kvm", "l0-linux-kvm"] {
             let s = find(name).unwrap();
