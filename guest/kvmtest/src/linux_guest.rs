@@ -1,9 +1,11 @@
 //! The `linux` group: boots a Linux kernel (bzImage, with `linux-loader`)
 //! with a tiny initramfs as a KVM guest, its console on an emulated 16550
 //! (`vm-superio`) at COM1, a CMOS RTC ([`crate::cmos`]), and the in-kernel
-//! PIC, IOAPIC and PIT. The initramfs's /init is kvmtest itself ([`l2_init`]): it prints
-//! [`L2_MARKER`] and reboots, which (`reboot=t`) ends in a triple fault,
-//! KVM_EXIT_SHUTDOWN.
+//! PIC, IOAPIC and PIT. The initramfs's /init is kvmtest itself
+//! ([`l2_init`]): it prints [`L2_MARKER`] and reboots, which (`reboot=t`)
+//! ends in a triple fault, KVM_EXIT_SHUTDOWN. While L2 runs, a signal every
+//! few seconds interrupts KVM_RUN so that a boot that hangs says where
+//! (`KVM linux: <s> s, exits ..., rip=...` every 30 s).
 
 use std::io::Write;
 use std::sync::Arc;
