@@ -19,17 +19,23 @@
 //! Options are words of the kernel command line (`/proc/cmdline`) or
 //! arguments (which win): `kvm_strict=0`, `kvm_timeout=<s>`,
 //! `kvm_tests=<group>,...` (run only these of `realmode`, `longmode`,
-//! `smp`; a debugging aid, e.g. with L0's `nested_trace=1`), and
+//! `smp`, `linux`; `linux`, a Linux kernel booted as the guest, runs only
+//! when named; `kvm_l2_kernel=` and `kvm_l2_initrd=` say where its files
+//! are), and
 //! `--poweroff` (what `/init` passes): power the machine off at the end
 //! instead of exiting with status 0 (pass) or 1 (fail). Without it the
 //! program can be run on any Linux host with /dev/kvm.
 
+#[cfg(target_os = "linux")]
+mod cmos;
 #[cfg(target_os = "linux")]
 mod exits;
 #[cfg(target_os = "linux")]
 mod guest_code;
 #[cfg(target_os = "linux")]
 mod guests;
+#[cfg(target_os = "linux")]
+mod linux_guest;
 #[cfg(target_os = "linux")]
 mod ram;
 #[cfg(target_os = "linux")]
@@ -180,6 +186,10 @@ mod linux {
     }
 
     pub fn main() {
+        // As PID 1 kvmtest is the /init of the Linux guest it boots itself.
+        if std::process::id() == 1 {
+            crate::linux_guest::l2_init();
+        }
         let t = Instant::now();
         let args: Vec<String> = std::env::args().skip(1).collect();
         let poweroff = args.iter().any(|a| a == "--poweroff");
@@ -199,7 +209,7 @@ mod linux {
         let go_on = params(&mut r, strict);
         let groups = cmdline_word(&words, "kvm_tests").unwrap_or_else(|| "all".into());
         if go_on {
-            run_guests(&mut r, &groups);
+            run_guests(&mut r, &groups, &words);
         } else {
             say(
                 "KVM: kvm_intel loaded without EPT, VPID or unrestricted guest (the CPU, or the hypervisor under Linux, does not offer them); the guests were not run (kvm_strict=0 runs them anyway)",
@@ -213,7 +223,11 @@ mod linux {
         finish(poweroff, i32::from(r.failed()));
     }
 
-    fn run_guests(r: &mut Report, groups: &str) {
+    /// Where the Linux-KVM image keeps the Linux guest's kernel and initrd.
+    const L2_KERNEL: &str = "/boot/l2-vmlinuz";
+    const L2_INITRD: &str = "/boot/l2-initrd.img";
+
+    fn run_guests(r: &mut Report, groups: &str, words: &str) {
         let mut kvm = None;
         if r.run("open /dev/kvm", || {
             let k = Kvm::new().map_err(|e| format!("open /dev/kvm: {e} (did kvm_intel load?)"))?;
@@ -263,6 +277,14 @@ mod linux {
             } else {
                 r.skip(name, &format!("not in kvm_tests={groups}"));
             }
+        }
+        // The Linux guest, with `kvm_tests=...,linux` only (it is slow).
+        if groups.split(',').any(|x| x == "linux") {
+            any = true;
+            let kernel = cmdline_word(words, "kvm_l2_kernel").unwrap_or_else(|| L2_KERNEL.into());
+            let initrd = cmdline_word(words, "kvm_l2_initrd").unwrap_or_else(|| L2_INITRD.into());
+            let verbose = cmdline_word(words, "kvm_l2_verbose").as_deref() == Some("1");
+            let _ = crate::linux_guest::boot_linux(&kvm, &cpuid, &kernel, &initrd, verbose, r);
         }
         if !any {
             let _ = r.check("kvm_tests", Err(format!("`{groups}` names no group")));

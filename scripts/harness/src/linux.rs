@@ -19,6 +19,10 @@
 //! The Linux-KVM variant ([`Variant::Kvm`]) adds `/bin/kvmtest` (the static
 //! program of `guest/kvmtest`) and `/etc/harness.d/kvm.sh` ([`KVM_SH`]),
 //! which loads the KVM modules and runs it; kvmtest powers the machine off.
+//! The Linux-KVM-Linux variant ([`Variant::KvmLinux`]) also carries the
+//! Linux guest of kvmtest's `linux` group: `/boot/l2-vmlinuz` (this image's
+//! own kernel) and `/boot/l2-initrd.img` ([`l2_initramfs`]: kvmtest as
+//! `/init`); [`variant`] picks it when the command line asks for that group.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -105,6 +109,37 @@ pub enum Variant<'a> {
     Plain,
     /// With KVM: kvmtest (its ELF) runs after /init's report.
     Kvm(&'a [u8]),
+    /// [`Variant::Kvm`] plus the kernel and initramfs of kvmtest's Linux
+    /// guest (L2 when this image runs as L1).
+    KvmLinux(&'a [u8]),
+}
+
+/// Where kvmtest looks for its Linux guest (its `L2_KERNEL`, `L2_INITRD`).
+pub const L2_KERNEL: &str = "boot/l2-vmlinuz";
+pub const L2_INITRD: &str = "boot/l2-initrd.img";
+
+/// The Linux-KVM image for `kvmtest` and the extra command-line words:
+/// with the Linux guest when `kvm_tests=` (the last one, as kvmtest reads
+/// it) names the `linux` group.
+pub fn variant<'a>(kvmtest: &'a [u8], extra_args: &str) -> Variant<'a> {
+    let groups = extra_args
+        .split_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix("kvm_tests="));
+    match groups {
+        Some(g) if g.split(',').any(|x| x == "linux") => Variant::KvmLinux(kvmtest),
+        _ => Variant::Kvm(kvmtest),
+    }
+}
+
+/// The initramfs of kvmtest's Linux guest: `/init` is kvmtest itself
+/// (as PID 1 it prints its L2 marker and reboots), `/dev/console` for it.
+pub fn l2_initramfs(kvmtest: &[u8]) -> Vec<u8> {
+    let mut a = Archive::new();
+    a.dir("dev", 0o755);
+    a.char_dev("dev/console", 0o600, 5, 1);
+    a.file("init", 0o755, kvmtest);
+    a.finish()
 }
 
 /// What the image is made of.
@@ -171,9 +206,14 @@ pub fn initramfs(p: &Parts, variant: Variant) -> Vec<u8> {
         a.file(&format!("lib/modules/{name}"), 0o644, ko);
     }
     a.file("etc/harness-kernel-version", 0o644, p.version.as_bytes());
-    if let Variant::Kvm(kvmtest) = variant {
+    if let Variant::Kvm(kvmtest) | Variant::KvmLinux(kvmtest) = variant {
         a.file("bin/kvmtest", 0o755, kvmtest);
         a.file("etc/harness.d/kvm.sh", 0o644, KVM_SH.as_bytes());
+    }
+    if let Variant::KvmLinux(kvmtest) = variant {
+        a.dir("boot", 0o755);
+        a.file(L2_KERNEL, 0o644, &p.vmlinuz);
+        a.file(L2_INITRD, 0o644, &l2_initramfs(kvmtest));
     }
     a.file("init", 0o755, INIT.as_bytes());
     a.finish()
@@ -196,6 +236,7 @@ pub fn image(variant: Variant, extra_args: &str, verbose: bool) -> Result<PathBu
             kind: match variant {
                 Variant::Plain => "linux",
                 Variant::Kvm(_) => "linux-kvm",
+                Variant::KvmLinux(_) => "linux-kvm-linux",
             },
             template: "grub-linux.cfg.template",
             kernel_name: "vmlinuz",
@@ -566,6 +607,21 @@ mod tests {
         for n in ["bin/kvmtest\0", "etc/harness.d/kvm.sh\0", "\x7fELF kvmtest"] {
             assert!(k.windows(n.len()).any(|w| w == n.as_bytes()), "{n}");
         }
+        let no_l2 = b"boot/l2-vmlinuz\0";
+        assert!(!k.windows(no_l2.len()).any(|w| w == no_l2));
+        let l = initramfs(&p, Variant::KvmLinux(b"\x7fELF kvmtest"));
+        let l2 = l2_initramfs(b"\x7fELF kvmtest");
+        for n in [
+            &b"bin/kvmtest\0"[..],
+            b"boot/l2-vmlinuz\0",
+            b"boot/l2-initrd.img\0",
+            &l2,
+        ] {
+            assert!(l.windows(n.len()).any(|w| w == n), "{n:?}");
+        }
+        for n in ["init\0", "dev/console\0", "\x7fELF kvmtest", "TRAILER!!!"] {
+            assert!(l2.windows(n.len()).any(|w| w == n.as_bytes()), "{n}");
+        }
         for n in [
             "init",
             "bin/busybox",
@@ -578,6 +634,17 @@ mod tests {
         ] {
             assert!(has(n), "{n}");
         }
+    }
+
+    #[test]
+    fn the_linux_guest_comes_with_kvm_tests_linux() {
+        let k = b"kvmtest";
+        assert_eq!(variant(k, ""), Variant::Kvm(k));
+        assert_eq!(variant(k, "kvm_tests=smp kvm_strict=0"), Variant::Kvm(k));
+        assert_eq!(variant(k, "kvm_tests=linux"), Variant::KvmLinux(k));
+        assert_eq!(variant(k, "x kvm_tests=smp,linux"), Variant::KvmLinux(k));
+        assert_eq!(variant(k, "kvm_tests=linux kvm_tests=smp"), Variant::Kvm(k));
+        assert_eq!(variant(k, "kvm_tests=linuxish"), Variant::Kvm(k));
     }
 
     #[test]

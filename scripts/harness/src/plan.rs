@@ -41,7 +41,8 @@ impl Kernels {
             Guest::LinuxKvm => {
                 let verbose = self.verbose;
                 self.program("kvmtest").and_then(|kvmtest| {
-                    crate::linux::image(crate::linux::Variant::Kvm(&kvmtest), s.linux_args, verbose)
+                    let variant = crate::linux::variant(&kvmtest, s.linux_args);
+                    crate::linux::image(variant, s.linux_args, verbose)
                 })
             }
             _ => crate::linux::image(crate::linux::Variant::Plain, s.linux_args, self.verbose),

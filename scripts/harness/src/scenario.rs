@@ -333,6 +333,45 @@ const KVM_SHADOW_PASS: &[&str] = &[
     "KVM TEST PASS",
 ];
 
+/// Three levels (issue 10 item 2): kvmtest's `linux` group boots this
+/// image's own Debian kernel as its KVM guest (linux-loader, a vm-superio
+/// 16550 whose lines it prints as `L2: ...`), with kvmtest as L2's /init,
+/// which prints its marker and reboots (a KVM shutdown exit). On bare
+/// Bochs: Linux + KVM runs Linux.
+pub const BOCHS_LINUX_KVM_LINUX: Scenario = Scenario {
+    name: "linux-kvm-linux",
+    linux_args: KVM_LINUX_ARGS,
+    pass: KVM_LINUX_PASS,
+    timeout_s: 900,
+    tier: Tier::Full,
+    ..BOCHS_LINUX_KVM
+};
+
+/// [`BOCHS_LINUX_KVM_LINUX`] under L0: L0, Linux KVM as L1, Linux as L2.
+pub const BOCHS_L0_LINUX_KVM_LINUX: Scenario = Scenario {
+    name: "l0-linux-kvm-linux",
+    linux_args: KVM_LINUX_ARGS,
+    pass: KVM_LINUX_PASS,
+    timeout_s: 1800,
+    tier: Tier::Full,
+    ..BOCHS_L0_LINUX_KVM
+};
+
+/// Only the Linux guest (the other groups are `linux-kvm`'s); the image
+/// then carries L2's kernel and initramfs (`linux::variant`).
+const KVM_LINUX_ARGS: &str = "kvm_tests=linux";
+
+const KVM_LINUX_PASS: &[&str] = &[
+    "LINUX: init reached",
+    "KVM check kvm_intel ept: ok",
+    "KVM check kvm_intel vpid: ok",
+    "KVM check kvm_intel unrestricted_guest: ok",
+    "KVM check linux setup: ok",
+    "L2: KVMTEST L2: init reached",
+    "KVM check linux boot: ok",
+    "KVM TEST PASS",
+];
+
 /// A user's own disk image (`--guest-image FILE`) as L0's guest: judged
 /// only by L0 booting it and by nothing fatal until the machine powers off.
 pub const BOCHS_L0_IMAGE: Scenario = Scenario {
@@ -786,6 +825,8 @@ pub const SCENARIOS: &[Scenario] = &[
     BOCHS_L0_LINUX_KVM,
     BOCHS_LINUX_KVM_SHADOW,
     BOCHS_L0_LINUX_KVM_SHADOW,
+    BOCHS_LINUX_KVM_LINUX,
+    BOCHS_L0_LINUX_KVM_LINUX,
     // The main job, as `./scripts/run` boots it.
     BOCHS_L0,
     // L0 with `vmx=off` (a late-launch hypervisor only): LHV must find VMX
@@ -1412,6 +1453,42 @@ mod tests {
         assert_eq!(
             derived_name(Boot::L0, turtles, 0x34, Emulator::Bochs),
             "l0+l0/0x34"
+        );
+    }
+
+    #[test]
+    fn kvm_linux_scenarios_boot_linux_in_kvm_with_the_l2_files() {
+        for (name, boot) in [
+            ("linux-kvm-linux", Boot::Bare),
+            ("l0-linux-kvm-linux", Boot::L0),
+        ] {
+            let s = find(name).unwrap();
+            assert_eq!(
+                (s.guest, s.boot, s.tier),
+                (Guest::LinuxKvm, boot, Tier::Full)
+            );
+            // Strict (EPT, VPID, UG required), and the image carries L2.
+            assert!(!s.linux_args.contains("kvm_strict=0"), "{name}");
+            assert!(matches!(
+                crate::linux::variant(b"", s.linux_args),
+                crate::linux::Variant::KvmLinux(_)
+            ));
+            for m in [
+                "KVM check kvm_intel ept: ok",
+                "L2: KVMTEST L2: init reached",
+                "KVM check linux boot: ok",
+                "KVM TEST PASS",
+            ] {
+                assert!(s.pass.contains(&m), "{name}: {m}");
+            }
+            assert!(s.fail.contains(&"KVM TEST FAIL") && s.fail.contains(&"Kernel panic"));
+            assert!(s.expect_exit);
+        }
+        assert!(
+            find("l0-linux-kvm-linux")
+                .unwrap()
+                .fail
+                .contains(&"unhandled VM exit")
         );
     }
 
