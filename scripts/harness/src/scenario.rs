@@ -1093,6 +1093,17 @@ pub const SCENARIOS: &[Scenario] = &[
         Check::None,
         Tier::Full,
     ),
+    // Every option but NO_EFLAGS_IF and NO_INTERRUPT, NMIs and EPT
+    // together: the soak form of the NMI lost to an open step of L2's.
+    soak_l0(
+        "l0-soak/0xedfd/4cpu",
+        SOAK_OPT,
+        "mode=soak iters=100",
+        4,
+        4 * 3600,
+        Check::None,
+        Tier::Full,
+    ),
     soak_l0(
         "l0-soak",
         SOAK_OPT,

@@ -806,6 +806,29 @@ mod tests {
         assert!(has(proc2, SecondaryProcBased::ENABLE_EPT.bits()));
     }
 
+    /// The XSS-exiting bitmap exists only with "enable XSAVES/XRSTORS"
+    /// (SDM 25.6.20): without the control it is not written (Bochs refused
+    /// that VMWRITE at every nested entry of Linux KVM's L2); with it, it
+    /// is L1's.
+    #[test]
+    fn xss_exiting_bitmap_only_with_xsaves() {
+        let xsaves = u64::from(SecondaryProcBased::ENABLE_XSAVES_XRSTORS.bits());
+        let mut v12 = vmcs12();
+        v12.set_bits(
+            F::PrimaryProcBasedVmExecControls,
+            u64::from(PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS.bits()),
+        );
+        v12.write(F::XssExitingBitmap, 0x100);
+        let proc2 = v12.read(F::SecondaryProcBasedVmExecControls);
+        for (on, want) in [(false, 0), (true, 0x100)] {
+            let p = if on { proc2 | xsaves } else { proc2 & !xsaves };
+            v12.write(F::SecondaryProcBasedVmExecControls, p);
+            let mut v02 = MemVmcs::new();
+            prepare_vmcs02(&v12, &L1State::default(), &l0(), &hw(), &mut v02);
+            assert_eq!(v02.read(F::XssExitingBitmap), want, "XSAVES {on}");
+        }
+    }
+
     #[test]
     fn no_msr_bitmaps_means_every_msr_exits() {
         let mut v12 = vmcs12();
