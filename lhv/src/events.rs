@@ -212,9 +212,7 @@ pub fn set_icr_high(value: u32) {
 /// each IPI, so L1's IPIs in exit handlers do not redirect L2's; step 2 of
 /// the NMI option checks that.
 pub fn send_nmi(apic_id: u32) -> bool {
-    if let Some(target) = cpu_of(apic_id) {
-        NMI_SENT[target].fetch_add(1, Ordering::AcqRel);
-    }
+    count_sent(apic_id);
     let apic = LocalApic::current();
     apic.send_nmi(apic_id).is_ok() && apic.wait_icr_idle().is_ok()
 }
@@ -223,6 +221,7 @@ pub fn send_nmi(apic_id: u32) -> bool {
 /// form L0 does not decode and captures by single-stepping it into a
 /// scratch page (the IPI must arrive exactly as from a `mov`).
 pub fn send_nmi_by_cmpxchg(apic_id: u32) -> bool {
+    count_sent(apic_id);
     let apic = LocalApic::current();
     let store = |p: *mut u32, v: u32| {
         // SAFETY: `p` is this CPU's xAPIC ICR low half (identity-mapped);
@@ -239,6 +238,14 @@ pub fn send_nmi_by_cmpxchg(apic_id: u32) -> bool {
         }
     };
     apic.send_with_store(Icr::nmi(apic_id), store).is_ok() && apic.wait_icr_idle().is_ok()
+}
+
+/// Counts an NMI about to be sent to `apic_id` in [`NMI_SENT`] (every way
+/// of sending one must).
+fn count_sent(apic_id: u32) {
+    if let Some(target) = cpu_of(apic_id) {
+        NMI_SENT[target].fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Polls `done` at most `polls` times; whether it became true.
