@@ -53,9 +53,13 @@ pub fn before_entry(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
     // may make VMCS01 current).
     crate::nested::exit::pending_events(vcpu, v);
     // INIT is blocked in VMX root operation (SDM 24.8): it waits for VMXOFF.
-    if vcpu.nested.vmxon.is_none() {
+    if let Some(on) = vcpu
+        .nested
+        .on_vmcs01()
+        .filter(|_| vcpu.nested.vmxon.is_none())
+    {
         if crate::guest_smp::take_init_request(vcpu.index) {
-            crate::exits::enter_init_state(vcpu, v);
+            crate::exits::enter_init_state(vcpu, v, &on);
         }
         // A SIPI sent while this CPU was in VMX root (before or after its
         // INIT) never reached it as a SIPI exit: the latch has it.

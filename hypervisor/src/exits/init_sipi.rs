@@ -15,12 +15,16 @@ use shared::vmx::{VmcsAccess, VmcsField as F};
 use shared::init_state::{self, AfterInit};
 
 use super::{Exit, single_step};
+use crate::nested::OnVmcs01;
 use crate::vcpu::{GuestRegs, Resume, Vcpu, reg};
 use crate::vmcs01::{self, Seg, activity};
 
 /// A physical INIT signal.
 pub fn init(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
-    enter_init_state(vcpu, v);
+    // L2's INIT exits are `nested::exit`'s: this is L1's (or the plain
+    // guest's), VMCS01 current.
+    let on = vcpu.nested.on_vmcs01()?;
+    enter_init_state(vcpu, v, &on);
     Some(Resume::Guest)
 }
 
@@ -30,10 +34,9 @@ pub fn init(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
 /// VMX root operation it is blocked until VMXOFF (SDM 24.8,
 /// `events::before_entry`); both take it from the CPU's INIT request.
 pub fn init_self(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
-    if vcpu.nested.vmxon.is_some() {
-        crate::guest_smp::request_init(vcpu.index);
-    } else {
-        enter_init_state(vcpu, v);
+    match vcpu.nested.on_vmcs01() {
+        Some(on) if vcpu.nested.vmxon.is_none() => enter_init_state(vcpu, v, &on),
+        _ => crate::guest_smp::request_init(vcpu.index),
     }
 }
 
@@ -42,7 +45,7 @@ pub fn init_self(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
 /// no single step, no NMI. The BSP then runs from the reset vector at once
 /// (F000:FFF0, CS base FFFF0000H: the firmware decides what an INIT means,
 /// e.g. by the CMOS shutdown code), an AP waits for SIPI (SDM 9.4.1).
-pub fn enter_init_state(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
+pub fn enter_init_state(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, _on: &OnVmcs01) {
     let caps = crate::caps();
     let cr0 = init_state::cr0_after_init(vmcs01::guest_cr0(v));
     vmcs01::write_init_state(v, caps);

@@ -18,7 +18,7 @@ use shared::vmx::nested::vmcs02::{self, ExitInfo, L0Part, L1State};
 use shared::vmx::{ExitReason, FieldGroup, MemVmcs, Nested, VmcsAccess, VmcsField as F};
 
 use super::insn::{Outcome, finish, vmfail};
-use super::{Loaded, msr_areas};
+use super::{OnVmcs01, OnVmcs02, msr_areas};
 use crate::exits::Exit;
 use crate::memory::GuestMemory;
 use crate::vcpu::{Resume, Vcpu};
@@ -41,6 +41,8 @@ pub fn enter(
     if vcpu.nmis_pending > 0 && v.read32(F::GuestInterruptibilityState) & BLOCKING_BY_NMI == 0 {
         return Some(Resume::Guest);
     }
+    // L1's VMLAUNCH/VMRESUME exits from VMCS01.
+    let on = vcpu.nested.on_vmcs01()?;
     let Some(slot) = vcpu.nested.current else {
         return finish(vcpu, v, exit, Outcome::FailInvalid);
     };
@@ -78,7 +80,13 @@ pub fn enter(
             check,
         }) => {
             trace_failure(vcpu, check);
-            return fail_entry(vcpu, v, ExitReason::EntryFailureGuestState, qualification);
+            return fail_entry(
+                vcpu,
+                v,
+                &on,
+                ExitReason::EntryFailureGuestState,
+                qualification,
+            );
         }
     }
     // The entry happens: L1's state is what its VM exits start from.
@@ -101,6 +109,7 @@ pub fn enter(
         return fail_entry(
             vcpu,
             v,
+            &on,
             ExitReason::EntryFailureMsrLoading,
             u64::from(e.index),
         );
@@ -108,10 +117,13 @@ pub fn enter(
     // VMCS01's host state is needed only for a VMCS02 not yet in use.
     let host = (!vcpu.nested.cache.meta(slot).vmcs02_ready).then(|| HostState::read(v));
     let l0 = l0_part(vcpu, slot);
-    if load_vmcs02(vcpu, slot, host.as_ref()).is_err() {
-        shared::cpu_println!("nested: VMPTRLD of VMCS02 failed");
-        return fail_entry(vcpu, v, ExitReason::EntryFailureGuestState, 0);
-    }
+    let _on02 = match load_vmcs02(vcpu, on, slot, host.as_ref()) {
+        Ok(on02) => on02,
+        Err(on) => {
+            shared::cpu_println!("nested: VMPTRLD of VMCS02 failed");
+            return fail_entry(vcpu, v, &on, ExitReason::EntryFailureGuestState, 0);
+        }
+    };
     let nested = &mut vcpu.nested;
     vmcs02::prepare_vmcs02(&nested.store.vmcs12[slot], &l1, &l0, crate::caps(), v);
     for (f, value) in vmcs02::pointers(&l0) {
@@ -172,6 +184,7 @@ pub fn flush_vpid(vpid: u16) {
 fn fail_entry(
     vcpu: &mut Vcpu,
     v: &mut impl VmcsAccess,
+    on: &OnVmcs01,
     reason: ExitReason,
     qualification: u64,
 ) -> Option<Resume> {
@@ -182,7 +195,7 @@ fn fail_entry(
     vcpu.nested.l1_cr4 = vmcs01::guest_cr4(v);
     let info = ExitInfo::synthetic(reason.number() | ENTRY_FAILURE, qualification);
     vmcs02::write_exit_info(&mut vcpu.nested.store.vmcs12[slot], &info);
-    super::exit::load_l1(vcpu, v, false);
+    super::exit::load_l1(vcpu, v, on, false);
     Some(Resume::Guest)
 }
 
@@ -212,7 +225,12 @@ impl HostState {
 /// Makes the slot's VMCS02 current; a VMCS02 not yet in use (`host`:
 /// VMCS01's host state, read by the caller only then) is cleared and given
 /// L0's host state first.
-fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: Option<&HostState>) -> Result<(), hw::VmFail> {
+fn load_vmcs02(
+    vcpu: &mut Vcpu,
+    on: OnVmcs01,
+    slot: usize,
+    host: Option<&HostState>,
+) -> Result<OnVmcs02, OnVmcs01> {
     let n = &mut vcpu.nested;
     let region = &mut n.store.vmcs02[slot];
     let pa = shared::boot::layout::phys_of(&raw const *region);
@@ -220,12 +238,18 @@ fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: Option<&HostState>) -> Result
         region.stamp(crate::caps().basic.revision_id, false);
         // SAFETY: `pa` is this CPU's VMCS02 region of `slot`, stamped; not
         // current.
-        unsafe { hw::vmclear(pa)? };
+        // A failed VMCLEAR or VMPTRLD leaves the current VMCS as it was
+        // (SDM 31.3): VMCS01.
+        if unsafe { hw::vmclear(pa) }.is_err() {
+            return Err(on);
+        }
     }
     // SAFETY: as above; VMCS01 stays valid in memory and is reloaded on
     // the way back to L1.
-    unsafe { hw::vmptrld(pa)? };
-    n.loaded = Loaded::Vmcs02 { slot };
+    if unsafe { hw::vmptrld(pa) }.is_err() {
+        return Err(on);
+    }
+    let on02 = n.now_on_vmcs02(on, slot);
     if let Some(host) = host {
         // SAFETY: VMCS02 is current (just loaded).
         let vmx = unsafe { hw::Vmxon::assume_enabled() };
@@ -240,7 +264,7 @@ fn load_vmcs02(vcpu: &mut Vcpu, slot: usize, host: Option<&HostState>) -> Result
         m.vmcs02_ready = true;
         m.vmcs02_launched = false;
     }
-    Ok(())
+    Ok(on02)
 }
 
 /// What L0 adds to VMCS02 (see `vmcs02::L0Part`), with L1's bitmaps

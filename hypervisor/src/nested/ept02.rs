@@ -370,6 +370,8 @@ pub fn handle_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opt
         vcpu.nested.ept02.clear();
         return resume_with_root(vcpu, v, exit);
     }
+    // An exit of L2's: VMCS02 is current.
+    let on = vcpu.nested.on_vmcs02()?;
     let eptp12 = vcpu.nested.current_vmcs12()?.read(F::EptPointer);
     let gpa2 = v.read(F::GuestPhysicalAddress);
     let st = &mut vcpu.nested.ept02;
@@ -409,7 +411,7 @@ pub fn handle_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opt
                 qualification,
                 ..ExitInfo::read(v)
             };
-            super::exit::reflect_exit(vcpu, v, info);
+            let _ = super::exit::reflect_exit(vcpu, v, on, info);
             Some(Resume::Guest)
         }
         Ept02Outcome::Misconfig => {
@@ -422,7 +424,7 @@ pub fn handle_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Opt
                 guest_linear_address: 0,
                 ..ExitInfo::read(v)
             };
-            super::exit::reflect_exit(vcpu, v, info);
+            let _ = super::exit::reflect_exit(vcpu, v, on, info);
             Some(Resume::Guest)
         }
         Ept02Outcome::L0Fault { gpa1, perms12 } => {

@@ -18,8 +18,8 @@ use shared::vmx::nested::reflect::{self, L2Exit};
 use shared::vmx::nested::vmcs02::{self, Controls12, ExitInfo};
 use shared::vmx::{ExitReason, VmcsAccess, VmcsField as F};
 
-use super::Loaded;
 use super::entry::ENTRY_FAILURE;
+use super::{OnVmcs01, OnVmcs02};
 use crate::exits::{Exit, inject_gp};
 use crate::memory::GuestMemory;
 use crate::vcpu::{Resume, Vcpu};
@@ -34,9 +34,8 @@ pub(super) const ACTIVITY_SHUTDOWN: u64 = 2;
 /// Handles one exit of L2. `v` is VMCS02 (current); on return the current
 /// VMCS is whichever the CPU enters next (VMCS01 after a reflection).
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
-    let Loaded::Vmcs02 { slot } = vcpu.nested.loaded else {
-        return None;
-    };
+    let on = vcpu.nested.on_vmcs02()?;
+    let slot = on.slot();
     let exit = Exit::read(v);
     if exit.reason.is_entry_failure() {
         // The processor refused VMCS02: L0's checks missed something.
@@ -49,10 +48,10 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
             exit.reason,
             exit.qualification
         );
-        switch_to_vmcs01(vcpu);
+        let on = switch_to_vmcs01(vcpu, v, on);
         let info = ExitInfo::synthetic(exit.reason.0, exit.qualification);
         vmcs02::write_exit_info(&mut vcpu.nested.store.vmcs12[slot], &info);
-        load_l1(vcpu, v, false);
+        load_l1(vcpu, v, &on, false);
         return Some(Resume::Guest);
     }
     vcpu.nested.cache.meta_mut(slot).vmcs02_launched = true;
@@ -60,6 +59,8 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
     if let Some(r) = l0_exit(vcpu, v, &exit) {
         return Some(r);
     }
+    // Not L0's: still on VMCS02 (an L0 exit that reflected returned above).
+    let on = vcpu.nested.on_vmcs02()?;
     // L0's INT 15h stub is firmware to L1, whichever level runs it.
     if exit.reason.basic() == ExitReason::Vmcall
         && let Some(r) = crate::exits::int15_l2(vcpu, v, &exit)
@@ -75,7 +76,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
         gpr: core::array::from_fn(|i| vcpu.gpr(v, i)),
     };
     if reflect::l1_wants_exit(&l2_exit, &vcpu.nested.store.vmcs12[slot], &GuestMemory) {
-        reflect_exit(vcpu, v, ExitInfo::read(v));
+        let _ = reflect_exit(vcpu, v, on, ExitInfo::read(v));
         if exit.reason.basic() == ExitReason::StartupIpi {
             // L2 left wait-for-SIPI (L1 starts it): Bochs keeps physical
             // NMIs blocked after a SIPI exit, as for L0's own guest (see
@@ -100,7 +101,7 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
         ExitReason::ExternalInterrupt => Some(Resume::Guest),
         _ => {
             // Nothing else exits only for L0; give L1 what it would get.
-            reflect_exit(vcpu, v, ExitInfo::read(v));
+            let _ = reflect_exit(vcpu, v, on, ExitInfo::read(v));
             Some(Resume::Guest)
         }
     }
@@ -178,7 +179,7 @@ fn step_db_of_l2(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Optio
             qualification: bits,
             ..ExitInfo::read(v)
         };
-        reflect_exit(vcpu, v, info);
+        let _ = reflect_exit(vcpu, v, vcpu.nested.on_vmcs02()?, info);
     } else {
         crate::exits::deliver_db(v, bits);
     }
@@ -205,9 +206,9 @@ fn no_step_trap_before_retry(v: &mut impl VmcsAccess) {
 /// Before every VM entry while L1 is in VMX operation: NMIs and INITs that
 /// L1 intercepts become exits to it.
 pub fn pending_events(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
-    if !vcpu.nested.in_l2() {
+    let Some(on) = vcpu.nested.on_vmcs02() else {
         return;
-    }
+    };
     let Some(vmcs12) = vcpu.nested.current_vmcs12() else {
         return;
     };
@@ -217,6 +218,7 @@ pub fn pending_events(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
         reflect_event(
             vcpu,
             v,
+            on,
             ExitInfo::synthetic(ExitReason::InitSignal.number(), 0),
         );
         return;
@@ -233,7 +235,7 @@ pub fn pending_events(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) {
             ..ExitInfo::synthetic(ExitReason::ExceptionOrNmi.number(), 0)
         };
         vcpu.nmis_pending -= 1;
-        reflect_event(vcpu, v, info);
+        reflect_event(vcpu, v, on, info);
     }
 }
 
@@ -249,7 +251,7 @@ pub fn l1_nmi_window(vcpu: &Vcpu) -> bool {
 /// Reflects an exit L0 makes up for an event: an event VMCS02 was about to
 /// deliver to L2 (L0's re-injection) is what L1 sees as IDT-vectoring
 /// information, and is not delivered (SDM 28.2.4).
-fn reflect_event(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, mut info: ExitInfo) {
+fn reflect_event(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, on: OnVmcs02, mut info: ExitInfo) {
     let pending = InterruptionInfo(v.read32(F::VmEntryInterruptionInfo));
     if pending.is_valid() {
         info.idt_vectoring_info = pending.0;
@@ -257,24 +259,20 @@ fn reflect_event(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, mut info: ExitInfo) {
         info.instruction_len = v.read32(F::VmEntryInstructionLength);
         v.write(F::VmEntryInterruptionInfo, 0);
     }
-    reflect_exit(vcpu, v, info);
+    let _ = reflect_exit(vcpu, v, on, info);
 }
 
-/// Gives L1 the exit `info` of L2 (VMCS02 current; VMCS01 current after).
-pub fn reflect_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, info: ExitInfo) {
-    let Loaded::Vmcs02 { slot } = vcpu.nested.loaded else {
-        return;
-    };
-    // A single step of L2's that L0 has in progress (an NMI exit came
-    // before its #DB, and the NMI is L1's) ends here, with VMCS02 still
-    // current: its TF, pending BS, exception bitmap and writable EPT02
-    // entry are L0's and must not reach VMCS12 or VMCS01; and while a
-    // step is in progress L0 injects no NMI (`events::before_entry`), so
-    // L1 would never get the ones it is owed. An instruction that has not
-    // completed faults again when L1 resumes L2, and is stepped again.
-    if vcpu.step.is_some() {
-        let _ = crate::exits::single_step_finish(vcpu, v);
-    }
+/// Gives L1 the exit `info` of L2: VMCS02 current (`on`), VMCS01 current
+/// after (the proof returned).
+pub fn reflect_exit(
+    vcpu: &mut Vcpu,
+    v: &mut impl VmcsAccess,
+    on: OnVmcs02,
+    info: ExitInfo,
+) -> OnVmcs01 {
+    let slot = on.slot();
+    // L0's step of L2 ends before L2's state is saved (`end_l0_step`).
+    end_l0_step(vcpu, v, &on);
     let nested = &mut vcpu.nested;
     let vmcs12 = &mut nested.store.vmcs12[slot];
     vmcs02::save_guest_state(v, vmcs12);
@@ -297,55 +295,68 @@ pub fn reflect_exit(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, info: ExitInfo) {
         );
     }
     let store_failed = super::msr_areas::exit_store(vcpu.index, vmcs12, v).is_err();
-    switch_to_vmcs01(vcpu);
+    let on = switch_to_vmcs01(vcpu, v, on);
     if store_failed {
-        vmx_abort(vcpu, v, ABORT_SAVING_GUEST_MSRS);
-        return;
+        vmx_abort(vcpu, v, &on, ABORT_SAVING_GUEST_MSRS);
+        return on;
     }
     let nmi = info.reason == ExitReason::ExceptionOrNmi.number()
         && InterruptionInfo(info.intr_info).kind() == Some(InterruptionType::Nmi);
-    load_l1(vcpu, v, nmi);
+    load_l1(vcpu, v, &on, nmi);
+    on
 }
 
 /// The processor refused to enter VMCS02 (VMfail of VMLAUNCH/VMRESUME,
 /// reported by the exit stub): L1 gets a VM-entry failure, as L0's checks
 /// should have given it. False if L2 was not being entered.
 pub fn entry_refused(vcpu: &mut Vcpu) -> bool {
-    let Loaded::Vmcs02 { slot } = vcpu.nested.loaded else {
+    let Some(on) = vcpu.nested.on_vmcs02() else {
         return false;
     };
+    let slot = on.slot();
     super::dump::vmcs12(vcpu);
     // SAFETY: the exit stub runs in VMX root operation; VMCS02 is current,
     // then VMCS01 after `switch_to_vmcs01`.
     let vmx = unsafe { hw::Vmxon::assume_enabled() };
     let mut v = vmx.guarded_vmcs();
-    // As in `reflect_exit`: L0's step of L2 ends with L2.
-    if vcpu.step.is_some() {
-        let _ = crate::exits::single_step_finish(vcpu, &mut v);
-    }
-    switch_to_vmcs01(vcpu);
+    let on = switch_to_vmcs01(vcpu, &mut v, on);
     let info = ExitInfo::synthetic(
         ExitReason::EntryFailureGuestState.number() | ENTRY_FAILURE,
         0,
     );
     vmcs02::write_exit_info(&mut vcpu.nested.store.vmcs12[slot], &info);
-    load_l1(vcpu, &mut v, false);
+    load_l1(vcpu, &mut v, &on, false);
     true
 }
 
-/// Makes VMCS01 current again.
-fn switch_to_vmcs01(vcpu: &mut Vcpu) {
+/// A single step of L2's that L0 has in progress (e.g. an NMI exit came
+/// before its #DB, and the NMI is L1's) ends while VMCS02 is current: its
+/// TF, pending BS, exception bitmap and writable EPT02 entry are L0's and
+/// must reach neither VMCS12 nor VMCS01; and while a step is in progress
+/// L0 injects no NMI (`events::before_entry`), so L1 would never get the
+/// ones it is owed. An instruction that has not completed faults again
+/// when L1 resumes L2, and is stepped again.
+fn end_l0_step(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, _on: &OnVmcs02) {
+    if vcpu.step.is_some() {
+        let _ = crate::exits::single_step_finish(vcpu, v);
+    }
+}
+
+/// Makes VMCS01 current again, L0's step of L2 ended first: the one way
+/// from a VMCS02 back to VMCS01.
+fn switch_to_vmcs01(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, on: OnVmcs02) -> OnVmcs01 {
+    end_l0_step(vcpu, v, &on);
     // SAFETY: VMCS01 is this CPU's, set up by `vmcs01::setup`.
     if unsafe { hw::vmptrld(vcpu.vmcs_phys) }.is_err() {
         shared::cpu_println!("nested: VMPTRLD of VMCS01 failed");
     }
-    vcpu.nested.loaded = Loaded::Vmcs01;
+    vcpu.nested.now_on_vmcs01(on)
 }
 
 /// L1's side of a VM exit, VMCS01 current: host state from VMCS12
 /// (SDM 28.5), the VM-exit MSR-load area (28.6); `nmi`: the exit was an
 /// NMI, which leaves NMIs blocked (SDM 28.1 / 6.7.1).
-pub fn load_l1(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, nmi: bool) {
+pub fn load_l1(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, on: &OnVmcs01, nmi: bool) {
     let Some(slot) = vcpu.nested.current else {
         return;
     };
@@ -370,7 +381,7 @@ pub fn load_l1(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, nmi: bool) {
         super::entry::flush_vpid(vcpu.index as u16 + 1);
     }
     if load.is_err() {
-        vmx_abort(vcpu, v, ABORT_LOADING_HOST_MSRS);
+        vmx_abort(vcpu, v, on, ABORT_LOADING_HOST_MSRS);
     }
     // L1 resumes where its host state says; the general registers are
     // L2's, as after a real VM exit.
@@ -378,7 +389,7 @@ pub fn load_l1(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, nmi: bool) {
 
 /// A VMX abort (SDM 28.7): the indicator in VMCS12's region, and L1's CPU
 /// shut down (L0 and the other CPUs carry on).
-fn vmx_abort(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, indicator: u32) {
+fn vmx_abort(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, _on: &OnVmcs01, indicator: u32) {
     use shared::mem::PhysMemory;
     shared::cpu_println!("nested: VMX abort {indicator}: L1's CPU shuts down");
     if let Some(addr) = vcpu.nested.current_vmcs12_addr() {

@@ -11,7 +11,11 @@
 //! - [`msr_areas`]: the MSR areas of VMCS12, emulated MSR by MSR.
 //!
 //! Which VMCS is current on the CPU is [`Loaded`]: VMCS01 while L1 runs,
-//! VMCS02 while L2 runs. Only this module switches it.
+//! VMCS02 while L2 runs. Only this module switches it, and code that needs
+//! one of them says so in its signature: it takes the proof ([`OnVmcs01`],
+//! [`OnVmcs02`]) that [`Nested::current_vmcs`] gives after checking, and
+//! the switches consume the proof of the VMCS they leave and return the
+//! other's ([`exit::reflect_exit`], [`entry::enter`]).
 
 pub mod bitmaps;
 pub mod dump;
@@ -103,6 +107,39 @@ pub enum Loaded {
     Vmcs02 { slot: usize },
 }
 
+/// Proof that VMCS01 (L0's own VMCS for its guest) is this CPU's current
+/// VMCS (SDM 24.1: one current VMCS per logical processor). Made only by
+/// [`Nested::current_vmcs`] and by the switch back from a VMCS02; not
+/// `Copy`: the switch to a VMCS02 consumes it.
+#[derive(Debug)]
+#[must_use]
+pub struct OnVmcs01 {
+    _made_here: (),
+}
+
+/// Proof that the VMCS02 of VMCS12 cache slot `slot` is this CPU's current
+/// VMCS (L2 runs next). Made only by [`Nested::current_vmcs`] and by the
+/// nested entry; the switch back to VMCS01 consumes it.
+#[derive(Debug)]
+#[must_use]
+pub struct OnVmcs02 {
+    slot: usize,
+}
+
+impl OnVmcs02 {
+    /// The VMCS12 cache slot whose VMCS02 is current.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+}
+
+/// Which VMCS is current, with its proof.
+#[derive(Debug)]
+pub enum OnVmcs {
+    Vmcs01(OnVmcs01),
+    Vmcs02(OnVmcs02),
+}
+
 /// One CPU's nested-VMX state: L1's VMX operation and what L0 keeps for it.
 pub struct Nested {
     pub(crate) store: &'static mut Storage,
@@ -150,6 +187,43 @@ impl Nested {
             trace,
             ept02: ept02::State::new(),
         })
+    }
+
+    /// Which VMCS is current, as a proof for the code that needs it.
+    pub fn current_vmcs(&self) -> OnVmcs {
+        match self.loaded {
+            Loaded::Vmcs01 => OnVmcs::Vmcs01(OnVmcs01 { _made_here: () }),
+            Loaded::Vmcs02 { slot } => OnVmcs::Vmcs02(OnVmcs02 { slot }),
+        }
+    }
+
+    /// The proof that VMCS01 is current, if it is.
+    pub fn on_vmcs01(&self) -> Option<OnVmcs01> {
+        match self.current_vmcs() {
+            OnVmcs::Vmcs01(on) => Some(on),
+            OnVmcs::Vmcs02(_) => None,
+        }
+    }
+
+    /// The proof that a VMCS02 is current, if one is.
+    pub fn on_vmcs02(&self) -> Option<OnVmcs02> {
+        match self.current_vmcs() {
+            OnVmcs::Vmcs02(on) => Some(on),
+            OnVmcs::Vmcs01(_) => None,
+        }
+    }
+
+    /// VMCS02 of `slot` has been made current (`entry`): VMCS01's proof
+    /// is given up for its.
+    fn now_on_vmcs02(&mut self, _left: OnVmcs01, slot: usize) -> OnVmcs02 {
+        self.loaded = Loaded::Vmcs02 { slot };
+        OnVmcs02 { slot }
+    }
+
+    /// VMCS01 has been made current again (`exit`).
+    fn now_on_vmcs01(&mut self, _left: OnVmcs02) -> OnVmcs01 {
+        self.loaded = Loaded::Vmcs01;
+        OnVmcs01 { _made_here: () }
     }
 
     /// L2 runs (VMCS02 is current).
