@@ -194,22 +194,9 @@ pub fn guest_nmis(index: usize, nmis: u32) -> u32 {
 /// whether the sender itself is a target (the caller then INITs it, after
 /// this has dealt with the others).
 pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
-    let Some(from) = me(sender) else { return false };
-    let sender_id = from.apic_id.load(Ordering::Relaxed);
     let mut to_self = false;
     let mut waiting_for = [None; MAX_CPUS];
-    for (i, t) in SHARED.iter().enumerate() {
-        if !t.present.load(Ordering::Acquire) {
-            continue;
-        }
-        let id = ApicIdentity {
-            apic_id: t.apic_id.load(Ordering::Relaxed),
-            ldr: t.ldr.load(Ordering::Relaxed),
-            dfr: t.dfr.load(Ordering::Relaxed),
-        };
-        if !ipi::accepts(icr, mode, sender_id, &id) {
-            continue;
-        }
+    for (i, t) in targets(sender, icr, mode) {
         if i == sender {
             to_self = true;
         } else if !t.waiting_for_sipi.load(Ordering::Acquire) {
@@ -231,6 +218,27 @@ pub fn send_init(sender: usize, icr: &Icr, mode: ApicMode) -> bool {
     to_self
 }
 
+/// The registered vCPUs (index and state) that the IPI `icr`, written in
+/// `mode` by CPU `sender`, addresses (none if the sender is unknown).
+fn targets(
+    sender: usize,
+    icr: &Icr,
+    mode: ApicMode,
+) -> impl Iterator<Item = (usize, &'static Shared)> + '_ {
+    let sender_id = me(sender).map(|s| s.apic_id.load(Ordering::Relaxed));
+    SHARED.iter().enumerate().filter(move |(_, t)| {
+        let Some(sender_id) = sender_id else {
+            return false;
+        };
+        let id = ApicIdentity {
+            apic_id: t.apic_id.load(Ordering::Relaxed),
+            ldr: t.ldr.load(Ordering::Relaxed),
+            dfr: t.dfr.load(Ordering::Relaxed),
+        };
+        t.present.load(Ordering::Acquire) && ipi::accepts(icr, mode, sender_id, &id)
+    })
+}
+
 /// Whether the ICR value `value` (written in `mode`) is a STARTUP IPI.
 pub fn is_startup(value: u64, mode: ApicMode) -> Option<Icr> {
     ipi::decode(value, mode).filter(|icr| icr.delivery_mode == shared::apic::DeliveryMode::StartUp)
@@ -242,24 +250,12 @@ pub fn is_startup(value: u64, mode: ApicMode) -> Option<Icr> {
 /// or lists as disabled) must never start guest code outside VMX, whatever
 /// destination (shorthand, logical, broadcast) the guest used.
 pub fn send_startup(sender: usize, icr: &Icr, mode: ApicMode) {
-    let Some(from) = me(sender) else { return };
-    let sender_id = from.apic_id.load(Ordering::Relaxed);
     let mut posted = [false; MAX_CPUS];
-    for (i, t) in SHARED.iter().enumerate() {
-        if !t.present.load(Ordering::Acquire) {
-            continue;
-        }
-        let id = ApicIdentity {
-            apic_id: t.apic_id.load(Ordering::Relaxed),
-            ldr: t.ldr.load(Ordering::Relaxed),
-            dfr: t.dfr.load(Ordering::Relaxed),
-        };
-        if ipi::accepts(icr, mode, sender_id, &id) {
-            let expects = t.waiting_for_sipi.load(Ordering::Acquire)
-                || t.init_request.load(Ordering::Acquire);
-            posted[i] = i != sender && t.sipi.post(icr.vector, expects);
-            crate::lapic::send_startup(id.apic_id, icr.vector);
-        }
+    for (i, t) in targets(sender, icr, mode) {
+        let expects =
+            t.waiting_for_sipi.load(Ordering::Acquire) || t.init_request.load(Ordering::Acquire);
+        posted[i] = i != sender && t.sipi.post(icr.vector, expects);
+        crate::lapic::send_startup(t.apic_id.load(Ordering::Relaxed), icr.vector);
     }
     // A target that was still in VMX root missed the physical SIPI; once
     // it waits for SIPI in the guest, it takes it from the latch or from
