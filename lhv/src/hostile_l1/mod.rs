@@ -175,6 +175,22 @@ pub fn run(boot: &'static BootInfo, caps: &'static spin::Once<VmxCaps>) -> ! {
 }
 
 /// Skips a case that needs L0's region on bare hardware.
+/// A fresh VMCS with "use I/O bitmaps" set, or the skip where L1 is not
+/// offered the control.
+pub fn fresh_with_io_bitmaps(e: &mut Env) -> Result<(), Skip> {
+    use shared::vmx::VmcsField as F;
+    use shared::vmx::controls::PrimaryProcBased as P;
+    if !e.allows(F::PrimaryProcBasedVmExecControls, P::USE_IO_BITMAPS.bits()) {
+        return Err(Skip::Unsupported("\"use I/O bitmaps\" not offered"));
+    }
+    e.fresh();
+    e.set_bits(
+        F::PrimaryProcBasedVmExecControls,
+        P::USE_IO_BITMAPS.bits().into(),
+    );
+    Ok(())
+}
+
 pub fn need_l0(e: &Env) -> Result<negative::L0, Skip> {
     e.l0.ok_or(Skip::NoL0)
 }

@@ -15,7 +15,6 @@
 
 use lhv::negative_cases::{Outcome, Skip};
 use shared::vmx::VmcsField as F;
-use shared::vmx::controls::PrimaryProcBased as P;
 use shared::vmx::exit::ExitReason;
 use shared::x86::msr;
 
@@ -65,14 +64,7 @@ fn store_is_load(e: &mut Env) -> Result<Verdict, Skip> {
 const PORT_B: u64 = 0x8000 | super::region::PORT;
 
 fn io_bitmaps_one_page(e: &mut Env) -> Result<Verdict, Skip> {
-    if !e.allows(F::PrimaryProcBasedVmExecControls, P::USE_IO_BITMAPS.bits()) {
-        return Err(Skip::Unsupported("\"use I/O bitmaps\" not offered"));
-    }
-    e.fresh();
-    e.set_bits(
-        F::PrimaryProcBasedVmExecControls,
-        P::USE_IO_BITMAPS.bits().into(),
-    );
+    super::fresh_with_io_bitmaps(e)?;
     PAGE.clear();
     let port = super::region::PORT;
     PAGE.set((port / 64) as usize, 1 << (port % 64));

@@ -53,14 +53,7 @@ fn msr_bitmap(e: &mut Env) -> Result<Verdict, Skip> {
 
 fn io_bitmap(e: &mut Env) -> Result<Verdict, Skip> {
     let l0 = need_l0(e)?;
-    if !e.allows(F::PrimaryProcBasedVmExecControls, P::USE_IO_BITMAPS.bits()) {
-        return Err(Skip::Unsupported("\"use I/O bitmaps\" not offered"));
-    }
-    e.fresh();
-    e.set_bits(
-        F::PrimaryProcBasedVmExecControls,
-        P::USE_IO_BITMAPS.bits().into(),
-    );
+    super::fresh_with_io_bitmaps(e)?;
     IO_B.clear();
     e.write(F::IoBitmapAAddress, l0.page(l0.region_size / 2));
     e.write(F::IoBitmapBAddress, IO_B.pa());
