@@ -6,7 +6,8 @@
  *
  * `lhv_ug_enter64` is called from L2's 64-bit code through its identity
  * address, with EDI = this CPU's low area (lhv::low_mem::area, below
- * 64 KiB) and ESI = the input. With interrupts disabled it
+ * 64 KiB), ESI = the input and EDX = whether to ask for E820 (step 5;
+ * the BSP only: the firmware serves the BSP). With interrupts disabled it
  *   1. loads its own GDT and far-returns to a 32-bit code segment
  *      (compatibility mode);
  *   2. clears CR0.PG: the processor leaves IA-32e mode (EFER.LMA = 0), the
@@ -17,7 +18,11 @@
  *      far-jumps to CS = {low_seg}, SDM Vol. 3A 10.9.2 "Switching Back to
  *      Real-Address Mode");
  *   5. VMCALL {call_real} from real mode, then calls a real-mode routine
- *      that reads a table through DS = {low_seg};
+ *      that reads a table through DS = {low_seg}, then asks the firmware
+ *      for the first E820 entry by INT 15h through the real-mode IVT (the
+ *      BIOS's, or the stub of a hypervisor under LHV that hooks INT 15h,
+ *      as L0 does: L2 then runs that stub) and reports what it got by
+ *      VMCALL {call_e820}, EBX = one bit per check (see the option);
  *   6. back to protected mode (LGDT, CR0.PE, far jump), then sets CR0.PG
  *      with EFER.LME = 1 and CR4.PAE = 1: IA-32e mode again (SDM 10.8.5
  *      "Initializing IA-32e Mode"), far jump to 64-bit code;
@@ -26,7 +31,7 @@
  * part (SDM Vol. 1 3.4.1.1), so only 32-bit values cross it.
  *
  * Area layout (lhv::low_mem::AREA bytes): +0 the 64-bit RSP, +8 L1's GDTR
- * (10 bytes), stack from the end down.
+ * (10 bytes), +24 L2's IDTR (10 bytes), stack from the end down.
  */
 .section .rodata.lhv_ug, "a"
 .balign 16
@@ -47,6 +52,7 @@ lhv_ug_enter64:
     movl %edi, %ebp
     movq %rsp, (%rbp)
     sgdt 8(%rbp)
+    sidt 24(%rbp)
     leal {area}(%rbp), %esp
     ENTER_COMPAT32 ({low}+ug_gdt_ptr-lhv_ug_start), ({low}+ug_32-lhv_ug_start)
 
@@ -82,8 +88,64 @@ ug_real:
 .global lhv_ug_vmcall_real
 lhv_ug_vmcall_real:
     vmcall
+    movl %edx, %ecx                 /* the E820 flag (ug_compute keeps ECX) */
     movl %esi, %ebx
     call ug_compute
+    testl %ecx, %ecx
+    jz 16f
+    pushl %edx
+    /* The firmware's handler needs more stack than this CPU's area has
+     * (lhv::low_mem::AREA): the BSP alone calls it, on free conventional
+     * memory below LHV's low range (SS = 0). */
+    movw %sp, %cx
+    movw ${e820_stack}, %sp
+    pushw %cx
+    pushal
+    /* INT n in real mode reads its vector from IDTR.base + 4n (SDM Vol. 3A
+     * 21.1.4): the real-mode IVT at 0, not L2's 64-bit IDT, saved at +24. */
+    lidtl (ug_ivt_ptr - lhv_ug_start)
+    subw $24, %sp
+    xorw %ax, %ax
+    movw %ax, %es
+    movw %sp, %di
+    movl $0xe820, %eax
+    movl $0x534d4150, %edx
+    xorl %ebx, %ebx
+    movl $20, %ecx
+    int $0x15
+    movl $0, %ebx
+    jc 11f
+    orl $1, %ebx                    /* CF clear */
+11:
+    cmpl $0x534d4150, %eax
+    jne 12f
+    orl $2, %ebx                    /* EAX = 'SMAP' */
+12:
+    cmpl $20, %ecx
+    jb 13f
+    orl $4, %ebx                    /* ECX >= 20 bytes */
+13:
+    movw %sp, %bp                   /* SS = 0 = ES: the entry */
+    movl 0(%bp), %eax
+    orl 4(%bp), %eax
+    jnz 14f
+    orl $8, %ebx                    /* base 0 */
+14:
+    cmpl $1, 16(%bp)
+    jne 15f
+    orl $16, %ebx                   /* type 1, usable */
+15:
+    movl ${call_e820}, %eax
+.global lhv_ug_vmcall_e820
+lhv_ug_vmcall_e820:
+    vmcall
+    addw $24, %sp
+    movw %cs, %ax
+    movw %ax, %es
+    popal
+    popw %sp
+    popl %edx
+16:
     lgdtl (ug_gdt_ptr - lhv_ug_start)
     movl %cr0, %eax
     orl $1, %eax
@@ -102,6 +164,7 @@ ug_32b:
 ug_64b:
     movl %ebp, %ebp
     lgdt 8(%rbp)
+    lidt 24(%rbp)
     movq (%rbp), %rsp
     FLAT_DATA_SEGMENTS
     pushq $0x08
@@ -160,6 +223,10 @@ ug_gdt_end:
 ug_gdt_ptr:
     .short ug_gdt_end - ug_gdt - 1
     .quad {low} + ug_gdt - lhv_ug_start
+/* The real-mode interrupt vector table: 256 vectors of 4 bytes at 0. */
+ug_ivt_ptr:
+    .short 0x3ff
+    .long 0
 .global lhv_ug_end
 lhv_ug_end:
 .code64

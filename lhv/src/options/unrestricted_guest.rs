@@ -36,6 +36,8 @@ use crate::vmcs_setup::Controls;
     area = const low_mem::AREA,
     call_pm32 = const CALL_PM32,
     call_real = const CALL_REAL,
+    call_e820 = const CALL_E820,
+    e820_stack = const E820_STACK,
     options(att_syntax)
 );
 
@@ -54,6 +56,14 @@ const CALL_PM32: u64 = l2::call_number(LhvOpt::UNRESTRICTED_GUEST, 1);
 const CALL_REAL: u64 = l2::call_number(LhvOpt::UNRESTRICTED_GUEST, 2);
 /// VMCALL from 64-bit mode after the round trip (RBX = input).
 const CALL_BACK: u64 = l2::call_number(LhvOpt::UNRESTRICTED_GUEST, 3);
+/// VMCALL from real mode after INT 15h E820 (RBX = the checks that held).
+const CALL_E820: u64 = l2::call_number(LhvOpt::UNRESTRICTED_GUEST, 4);
+/// What L2 checks of the first E820 entry the firmware gives it in real
+/// mode: CF clear, EAX = 'SMAP', ECX >= 20, base 0, type 1 (usable).
+const E820_ALL_CHECKS: u64 = 0x1f;
+/// The top of the BSP's real-mode stack for the INT 15h call: free
+/// conventional memory below LHV's low range (`low_mem::RANGE`).
+const E820_STACK: u64 = low_mem::STACKS - 0x100;
 
 /// Access-rights bits L (13) and D/B (14) (SDM 25.4.1, Table 25-2).
 const AR_L: u64 = 1 << 13;
@@ -88,6 +98,7 @@ fn l2_action(env: &L2Env) {
             f = in(reg) entry,
             in("rdi") area,
             in("rsi") u64::from(x),
+            in("rdx") u64::from(env.cpu == 0),
             lateout("rax") r,
             clobber_abi("C"),
         );
@@ -115,6 +126,8 @@ enum Phase {
     Pm32,
     /// Real mode seen.
     Real,
+    /// The firmware's E820 answer seen (BSP only, still in real mode).
+    E820,
     /// Back in 64-bit mode.
     Done,
 }
@@ -281,8 +294,24 @@ impl TestOption for UnrestrictedGuest {
                 (0, 0),
                 "guest SS selector and base in real mode"
             );
+        } else if call as u32 == CALL_E820 as u32 {
+            // Still in real mode, after INT 15h: the firmware's answer (or,
+            // under L0, that of L0's INT 15h stub, which L2 runs as L1's
+            // firmware: its VMCALL is L0's, not L1's).
+            self.advance(Phase::Real, Phase::E820);
+            test_assert_eq!(
+                ctx.regs.gpr[gpr::RBX] & E820_ALL_CHECKS,
+                E820_ALL_CHECKS,
+                "INT 15h E820 from L2 in real mode: CF clear, 'SMAP', 20 bytes, base 0, usable (bit per check)"
+            );
         } else if call == CALL_BACK {
-            self.advance(Phase::Real, Phase::Done);
+            // The BSP asked the firmware on the way (see `l2_action`).
+            let before = if ctx.cpu == 0 {
+                Phase::E820
+            } else {
+                Phase::Real
+            };
+            self.advance(before, Phase::Done);
             Self::check_mode(ctx, "64-bit mode", true, true);
             Self::check_input(ctx, "64-bit mode");
             let ar = ctx.read(F::GuestCsAccessRights);
