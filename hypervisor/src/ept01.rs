@@ -237,7 +237,9 @@ pub fn allows(gpa: u64, access: EptPerms) -> bool {
 pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
     let Some(e) = EPT01.get() else { return };
     let mut e = e.lock();
-    e.mtrrs = mtrrs;
+    // EPT01 has the types of the last write (`e.mtrrs`): only the ranges
+    // whose type changes are rewritten.
+    let old = core::mem::replace(&mut e.mtrrs, mtrrs);
     let Ept01 {
         builder,
         apic_off,
@@ -246,8 +248,9 @@ pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
         apic_page,
     } = &mut *e;
     let r = memory::with_pool(|pool| {
-        ept01::map_all(builder, &mut HostMemory, pool, layout, &types_of(mtrrs))?;
-        ept01::map_all(apic_off, &mut HostMemory, pool, layout, &types_of(mtrrs))
+        let (old, new) = (types_of(&old), types_of(mtrrs));
+        ept01::retype(builder, &mut HostMemory, pool, layout, &old, &new)?;
+        ept01::retype(apic_off, &mut HostMemory, pool, layout, &old, &new)
     });
     if let Some(page) = *apic_page {
         map_guest_page(&mut e, page, APIC_PROTECTED);
@@ -257,7 +260,10 @@ pub fn mtrrs_changed(mtrrs: Option<MtrrState>) {
     if let Err(err) = r {
         shared::cpu_println!("EPT01: re-typing after an MTRR write failed: {err}");
     }
-    crate::shootdown::ept01_changed(shared::percpu::current().index());
+    crate::shootdown::ept01_changed(
+        shared::percpu::current().index(),
+        crate::shootdown::Ept01Change::Types,
+    );
 }
 
 /// Maps the hidden (or unclaimed) page holding `gpa` to the sink page

@@ -7,8 +7,9 @@
 //! built from EPT01 (`nested::ept02`) hold copies of its old leaves. So:
 //!
 //! 1. The changing CPU has written the tables (under EPT01's lock) and
-//!    calls [`ept01_changed`], which bumps [`VERSION`] and the EPT02
-//!    generation, flushes this CPU and kicks every other running vCPU with
+//!    calls [`ept01_changed`], which bumps [`VERSION`] (and, for a changed
+//!    mapping, the EPT02 generation: see [`Ept01Change`]), flushes this
+//!    CPU and kicks every other running vCPU with
 //!    an NMI (`guest_smp::kick`: an NMI exit in VMX non-root, the host NMI
 //!    handler in VMX root; a CPU waiting for SIPI runs no guest code and
 //!    catches up when it leaves that state).
@@ -44,11 +45,25 @@ static VERSION: AtomicU64 = AtomicU64::new(0);
 /// The version each CPU last flushed.
 static FLUSHED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
+/// What changed in EPT01.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ept01Change {
+    /// Memory types only (an MTRR write): translations and rights are
+    /// the same, so the EPT02s built from EPT01 stay right (their types
+    /// are EPT12's, `shared::ept::nested`); only the TLBs hold old types.
+    Types,
+    /// A mapping narrowed or moved (the trapped xAPIC page): EPT02
+    /// leaves copied from it are wrong, and every EPT02 is dropped.
+    Mappings,
+}
+
 /// EPT01's tables have been changed by CPU `index` (see the module
 /// comment): shoots the old translations down on every CPU.
-pub fn ept01_changed(index: usize) {
+pub fn ept01_changed(index: usize, change: Ept01Change) {
     let version = VERSION.fetch_add(1, Ordering::AcqRel) + 1;
-    crate::nested::ept02::ept01_changed();
+    if change == Ept01Change::Mappings {
+        crate::nested::ept02::ept01_changed();
+    }
     flush_this_cpu(index);
     let mut waiting = [false; MAX_CPUS];
     for (i, w) in waiting.iter_mut().enumerate() {

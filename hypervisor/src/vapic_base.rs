@@ -85,7 +85,7 @@ pub fn write(cpu: usize, value: u64) -> bool {
     unsafe { shared::x86::wrmsr(msr::IA32_APIC_BASE, (new & !BSP) | (hw & BSP) | EN) };
     if page != hw & ADDRESS {
         crate::ept01::set_apic_page(page);
-        crate::shootdown::ept01_changed(cpu);
+        crate::shootdown::ept01_changed(cpu, crate::shootdown::Ept01Change::Mappings);
     }
     true
 }

@@ -9,8 +9,8 @@
 //!   writes back; with SWITCH_EPT its four EPT12 hierarchies are built again at
 //!   new addresses (fresh EPTP12s for L0's EPT02 root cache);
 //! - MTRR writes, every `soak_mtrr=M` iterations on the BSP: one variable range
-//!   switched on and off, which makes L0 re-type EPT01 and drop every CPU's
-//!   EPT02s while the other CPUs run L2;
+//!   switched on and off, which makes L0 re-type EPT01 and shoot the old
+//!   types down on every CPU while the other CPUs run L2;
 //! - L0's free frames (Stats, RDI: its pool plus the EPT02 free list), read on
 //!   the BSP at two quiet points: after `soak_warmup=W` iterations and after the
 //!   last, each time with every CPU stopped at a barrier and its EPT02 roots

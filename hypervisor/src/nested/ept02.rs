@@ -167,8 +167,9 @@ pub fn free_frames() -> u64 {
     POOL.lock().free
 }
 
-/// EPT01 changed (memory types, the trapped xAPIC page): every EPT02 is
-/// dropped at its CPU's next nested entry or EPT02 fault.
+/// An EPT01 mapping changed (the trapped xAPIC page; a change of memory
+/// types alone leaves EPT02 right, `shootdown::Ept01Change`): every EPT02
+/// is dropped at its CPU's next nested entry or EPT02 fault.
 pub fn ept01_changed() {
     EPT01_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
