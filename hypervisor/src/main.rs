@@ -9,6 +9,7 @@ mod dump;
 mod entry_guard;
 mod ept01;
 mod events;
+mod exit_profile;
 mod exits;
 mod guest_smp;
 mod init_reset;
@@ -113,6 +114,7 @@ fn main(boot: &'static BootInfo) -> ! {
         println!("L0: xAPIC page {apic_page:#x} cannot be trapped; guest INITs reach the hardware");
     }
     let hc = exits::configure_hypercalls(boot.cmdline());
+    exit_profile::configure(boot.cmdline());
     println!(
         "L0: hypercalls: Print{}{}",
         if hc.stats { ", Stats" } else { "" },

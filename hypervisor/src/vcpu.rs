@@ -97,6 +97,8 @@ pub struct Vcpu {
     pub index: usize,
     /// VM exits handled on this CPU.
     pub exits: u64,
+    /// Exits and L0's cycles by reason (`exit_profile`).
+    pub profile: shared::exit_profile::ExitProfile,
     /// The instruction being single-stepped, if any.
     pub step: Option<SingleStep>,
     /// NMI VM exits since the last VM entry (see `events`).
@@ -191,6 +193,7 @@ pub fn take(index: usize, nested_trace: bool) -> Option<CpuVmx> {
         regs: GuestRegs::default(),
         index,
         exits: 0,
+        profile: shared::exit_profile::ExitProfile::new(),
         step: None,
         nmi_exits: 0,
         nmis_pending: 0,
@@ -247,9 +250,14 @@ fn next_entry(vcpu: &Vcpu) -> u64 {
 /// VMLAUNCH, 0 for VMRESUME.
 extern "C" fn exit_entry(vcpu: &mut Vcpu) -> u64 {
     vcpu.exits += 1;
+    let start = shared::x86::rdtsc();
+    let origin = crate::exit_profile::origin(vcpu.nested.in_l2());
+    let reason = crate::exits::basic_reason();
     if crate::exits::handle_exit(vcpu) == Resume::Stop {
         stop_cpu();
     }
+    let end = shared::x86::rdtsc();
+    vcpu.profile.record(origin, reason, start, end);
     next_entry(vcpu)
 }
 

@@ -25,6 +25,7 @@ pub mod e820;
 pub mod ept;
 pub mod ept01;
 pub mod exception_class;
+pub mod exit_profile;
 pub mod guest_paging;
 pub mod hypercall;
 pub mod init_state;

@@ -58,6 +58,14 @@ impl Exit {
     }
 }
 
+/// The basic reason of the exit being handled (for the exit profile).
+pub fn basic_reason() -> u16 {
+    // SAFETY: called by the exit stub's callee in VMX root operation, with
+    // the VMCS that exited current.
+    let vmx = unsafe { Vmxon::assume_enabled() };
+    vmx.guarded_vmcs().read32(F::VmExitReason) as u16
+}
+
 /// The one entry point of the exit path (called by the exit stub). Exits
 /// of L2 (VMCS02 current) go to `nested::exit`; L1's are handled here.
 pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {

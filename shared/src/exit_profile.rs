@@ -1,0 +1,201 @@
+//! L0's exit profile: for each basic exit reason, and for exits of L1 and
+//! of L2 apart, how many exits L0 handled and the TSC cycles its handler
+//! took (from the exit stub's call to the return that resumes a guest).
+//! In Bochs the TSC counts instructions, so the figures are L0's own work
+//! per exit, repeatable from run to run; the time the guests ran (and the
+//! processor's transitions) is the gap between one exit's end and the
+//! next one's start. Pure bookkeeping, host-tested; L0 keeps one per CPU
+//! and prints its heaviest lines with the Stats hypercall.
+
+use core::fmt;
+
+/// Basic exit reasons recorded (SDM Appendix C; higher ones share the last).
+pub const REASONS: usize = 80;
+
+/// Where the exit came from: the guest L0 runs itself, or L2 (VMCS02).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// L0's own guest (VMCS01).
+    L1,
+    /// A guest hypervisor's guest (a VMCS02).
+    L2,
+}
+
+/// One line of the profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Line {
+    /// Exits handled.
+    pub count: u64,
+    /// Cycles of L0's handler, summed.
+    pub cycles: u64,
+}
+
+/// One CPU's profile.
+#[derive(Clone, Debug)]
+pub struct ExitProfile {
+    lines: [[Line; REASONS]; 2],
+    /// Cycles between exits (guest code and the transitions).
+    outside: u64,
+    /// When the last handler ended (0 before the first).
+    last_end: u64,
+}
+
+impl Default for ExitProfile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ExitProfile {
+    /// An empty profile.
+    pub const fn new() -> Self {
+        Self {
+            lines: [[Line {
+                count: 0,
+                cycles: 0,
+            }; REASONS]; 2],
+            outside: 0,
+            last_end: 0,
+        }
+    }
+
+    /// Records one exit of basic reason `reason` from `origin`, whose
+    /// handler ran from TSC `start` to `end`.
+    pub fn record(&mut self, origin: Origin, reason: u16, start: u64, end: u64) {
+        if self.last_end != 0 {
+            self.outside += start.saturating_sub(self.last_end);
+        }
+        self.last_end = end;
+        let line = &mut self.lines[origin as usize][usize::from(reason).min(REASONS - 1)];
+        line.count += 1;
+        line.cycles += end.saturating_sub(start);
+    }
+
+    /// The line of `origin` and `reason`.
+    pub fn line(&self, origin: Origin, reason: u16) -> Line {
+        self.lines[origin as usize][usize::from(reason).min(REASONS - 1)]
+    }
+
+    /// Exits handled and handler cycles, all lines.
+    pub fn total(&self) -> Line {
+        self.lines
+            .iter()
+            .flatten()
+            .fold(Line::default(), |a, l| Line {
+                count: a.count + l.count,
+                cycles: a.cycles + l.cycles,
+            })
+    }
+
+    /// Cycles spent outside L0's handler since the first exit.
+    pub const fn outside(&self) -> u64 {
+        self.outside
+    }
+
+    /// The `N` lines with the most handler cycles, heaviest first (fewer
+    /// if fewer lines have exits).
+    pub fn heaviest<const N: usize>(&self) -> heapless::Vec<(Origin, u16, Line), N> {
+        let mut top: heapless::Vec<(Origin, u16, Line), N> = heapless::Vec::new();
+        for (o, origin) in [Origin::L1, Origin::L2].into_iter().enumerate() {
+            for (r, &line) in self.lines[o].iter().enumerate() {
+                if line.count == 0 {
+                    continue;
+                }
+                let at = top
+                    .iter()
+                    .position(|&(_, _, l)| l.cycles < line.cycles)
+                    .unwrap_or(top.len());
+                if at < N {
+                    if top.is_full() {
+                        top.pop();
+                    }
+                    let _ = top.insert(at, (origin, r as u16, line));
+                }
+            }
+        }
+        top
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::L1 => "L1",
+            Self::L2 => "L2",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn records_count_cycles_and_the_gaps_between_exits() {
+        let mut p = ExitProfile::new();
+        p.record(Origin::L1, 18, 100, 150);
+        p.record(Origin::L1, 18, 400, 470);
+        p.record(Origin::L2, 18, 1000, 1010);
+        assert_eq!(
+            p.line(Origin::L1, 18),
+            Line {
+                count: 2,
+                cycles: 120
+            }
+        );
+        assert_eq!(
+            p.line(Origin::L2, 18),
+            Line {
+                count: 1,
+                cycles: 10
+            }
+        );
+        assert_eq!(
+            p.total(),
+            Line {
+                count: 3,
+                cycles: 130
+            }
+        );
+        assert_eq!(p.outside(), (400 - 150) + (1000 - 470));
+    }
+
+    #[test]
+    fn reasons_beyond_the_table_share_its_last_line() {
+        let mut p = ExitProfile::new();
+        p.record(Origin::L2, 500, 0, 5);
+        assert_eq!(p.line(Origin::L2, REASONS as u16 - 1).count, 1);
+    }
+
+    proptest! {
+        /// The heaviest lines are the N largest by cycles, in order, and
+        /// every line with exits that is heavier than the last shown is shown.
+        #[test]
+        fn heaviest_is_the_top_n_in_order(
+            exits in proptest::collection::vec((any::<bool>(), 0u16..90, 0u64..10_000), 0..60),
+        ) {
+            let mut p = ExitProfile::new();
+            let mut t = 1;
+            for &(l2, reason, len) in &exits {
+                let origin = if l2 { Origin::L2 } else { Origin::L1 };
+                p.record(origin, reason, t, t + len);
+                t += len + 1;
+            }
+            let top = p.heaviest::<5>();
+            let mut all: Vec<_> = [Origin::L1, Origin::L2]
+                .into_iter()
+                .flat_map(|o| (0..REASONS as u16).map(move |r| (o, r)))
+                .map(|(o, r)| p.line(o, r))
+                .filter(|l| l.count > 0)
+                .map(|l| l.cycles)
+                .collect();
+            all.sort_unstable_by(|a, b| b.cmp(a));
+            let got: Vec<_> = top.iter().map(|&(_, _, l)| l.cycles).collect();
+            prop_assert_eq!(&got[..], &all[..all.len().min(5)]);
+            for &(o, r, l) in &top {
+                prop_assert_eq!(p.line(o, r), l);
+            }
+        }
+    }
+}
