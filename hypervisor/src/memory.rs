@@ -239,6 +239,14 @@ impl PhysMemory for HostMemory {
         shared::mem::IdentityMemory.read(addr, buf)
     }
 
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        shared::mem::IdentityMemory.read_u64(addr)
+    }
+
+    fn read_words(&self, addr: u64, out: &mut [u64]) -> Result<(), MemError> {
+        shared::mem::IdentityMemory.read_words(addr, out)
+    }
+
     fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
         shared::mem::IdentityMemory.write(addr, buf)
     }
@@ -276,6 +284,11 @@ impl PhysMemory for GuestMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         Self::check(addr, buf.len())?;
         shared::mem::IdentityMemory.read(addr, buf)
+    }
+
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        Self::check(addr, 8)?;
+        shared::mem::IdentityMemory.read_u64(addr)
     }
 
     fn read_words(&self, addr: u64, out: &mut [u64]) -> Result<(), MemError> {

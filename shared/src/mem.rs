@@ -225,6 +225,20 @@ impl PhysMemory for IdentityMemory {
         Ok(())
     }
 
+    /// One aligned load (page-table walks read entry by entry: the byte
+    /// path of [`Self::read`] costs several times more per entry).
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        if !addr.is_multiple_of(8) {
+            let mut b = [0u8; 8];
+            self.read(addr, &mut b)?;
+            return Ok(u64::from_le_bytes(b));
+        }
+        Self::check(addr, 8)?;
+        // SAFETY: inside the identity map (checked above), 8-byte aligned;
+        // volatile as in `read`.
+        Ok(unsafe { core::ptr::read_volatile(addr as usize as *const u64) })
+    }
+
     fn read_words(&self, addr: u64, out: &mut [u64]) -> Result<(), MemError> {
         if !addr.is_multiple_of(8) {
             for (i, w) in out.iter_mut().enumerate() {
