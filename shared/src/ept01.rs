@@ -7,9 +7,9 @@
 //! guest read there sees unbacked memory and a write causes an EPT
 //! violation, which L0 handles without ever exposing its memory.
 //!
-//! The same function builds the tables and, called again, rewrites the
-//! memory types after an MTRR write (existing leaves are replaced; tables
-//! stay where they are).
+//! The same walk builds the tables ([`map_all`]) and, after an MTRR write,
+//! rewrites the memory types of the ranges whose type changed ([`retype`]:
+//! existing leaves are replaced; tables stay where they are).
 
 use crate::ept::entry::{level_index, level_size};
 use crate::ept::{
@@ -86,48 +86,70 @@ fn walk_chunks(
     types: &impl Fn(u64, u64) -> Option<MemoryType>,
     skip: &impl Fn(u64, u64) -> bool,
 ) -> Result<(), BuildError> {
+    let mut w = Walk {
+        ept,
+        mem,
+        alloc,
+        layout,
+        types,
+        skip,
+    };
     let top = PageSize::Size1G.bytes();
     let mut start = 0;
     while start < layout.limit {
-        map_chunk(ept, mem, alloc, layout, types, skip, start, top)?;
+        w.chunk(start, top)?;
         start += top;
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn map_chunk(
-    ept: &mut EptBuilder,
-    mem: &mut impl PhysMemory,
-    alloc: &mut impl FrameAlloc,
-    layout: &Layout,
-    types: &impl Fn(u64, u64) -> Option<MemoryType>,
-    skip: &impl Fn(u64, u64) -> bool,
-    start: u64,
-    len: u64,
-) -> Result<(), BuildError> {
-    let page = PageSize::Size4K.bytes();
-    if start >= layout.limit || skip(start, len) {
-        return Ok(());
+/// One (re-)mapping pass of [`walk_chunks`].
+struct Walk<'a, M, A, T, S> {
+    ept: &'a mut EptBuilder,
+    mem: &'a mut M,
+    alloc: &'a mut A,
+    layout: &'a Layout,
+    types: &'a T,
+    skip: &'a S,
+}
+
+impl<M, A, T, S> Walk<'_, M, A, T, S>
+where
+    M: PhysMemory,
+    A: FrameAlloc,
+    T: Fn(u64, u64) -> Option<MemoryType>,
+    S: Fn(u64, u64) -> bool,
+{
+    /// Maps the aligned chunk `[start, start + len)`: as one page of its
+    /// uniform type if it can, else in 512 smaller chunks.
+    fn chunk(&mut self, start: u64, len: u64) -> Result<(), BuildError> {
+        let page = PageSize::Size4K.bytes();
+        let layout = self.layout;
+        if start >= layout.limit || (self.skip)(start, len) {
+            return Ok(());
+        }
+        let whole = start + len <= layout.limit && !layout.overlaps_hidden(start, len);
+        if len == page {
+            return if layout.is_hidden(start) {
+                let m = Mapping::new(HIDDEN_PERMS, MemoryType::WriteBack);
+                self.ept
+                    .map_range(self.mem, self.alloc, start, layout.dummy_page, page, m)
+            } else {
+                let t = (self.types)(start, page).unwrap_or(MemoryType::Uncacheable);
+                let m = Mapping::new(EptPerms::RWX, t);
+                self.ept.identity_map(self.mem, self.alloc, start, page, m)
+            };
+        }
+        if whole && let Some(t) = (self.types)(start, len) {
+            let m = Mapping::new(EptPerms::RWX, t);
+            return self.ept.identity_map(self.mem, self.alloc, start, len, m);
+        }
+        let sub = len / 512;
+        for i in 0..512 {
+            self.chunk(start + i * sub, sub)?;
+        }
+        Ok(())
     }
-    let whole = start + len <= layout.limit && !layout.overlaps_hidden(start, len);
-    if len == page {
-        return if layout.is_hidden(start) {
-            let m = Mapping::new(HIDDEN_PERMS, MemoryType::WriteBack);
-            ept.map_range(mem, alloc, start, layout.dummy_page, page, m)
-        } else {
-            let t = types(start, page).unwrap_or(MemoryType::Uncacheable);
-            ept.identity_map(mem, alloc, start, page, Mapping::new(EptPerms::RWX, t))
-        };
-    }
-    if whole && let Some(t) = types(start, len) {
-        return ept.identity_map(mem, alloc, start, len, Mapping::new(EptPerms::RWX, t));
-    }
-    let sub = len / 512;
-    for i in 0..512 {
-        map_chunk(ept, mem, alloc, layout, types, skip, start + i * sub, sub)?;
-    }
-    Ok(())
 }
 
 /// Frames of a private view ([`build_private_view`]): PML4, PDPT, PD, PT.
