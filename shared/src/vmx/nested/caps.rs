@@ -35,6 +35,8 @@ pub const L1_VMX_MSR_COUNT: usize = (msr::IA32_VMX_VMFUNC - msr::IA32_VMX_BASIC 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L1VmxMsrs {
     values: [u64; L1_VMX_MSR_COUNT],
+    /// `values` decoded (every nested entry, exit and EPT02 fault asks).
+    caps: VmxCaps,
 }
 
 /// Pin-based controls L0 emulates (posted interrupts are not).
@@ -336,7 +338,12 @@ impl L1VmxMsrs {
         // not exist.
         set(msr::IA32_VMX_VMFUNC, 0);
 
-        Self { values }
+        let mut s = Self {
+            values,
+            caps: VmxCaps::default(),
+        };
+        s.caps = VmxCaps::read(|m| s.raw(m));
+        s
     }
 
     /// The stored value of `m` (0 when it does not exist), any index.
@@ -382,7 +389,7 @@ impl L1VmxMsrs {
     /// The same values decoded (VmxCaps::read over them), for the entry
     /// checks.
     pub fn caps(&self) -> VmxCaps {
-        VmxCaps::read(|m| self.raw(m))
+        self.caps
     }
 }
 
