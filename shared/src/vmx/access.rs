@@ -105,10 +105,12 @@ impl core::fmt::Debug for MemVmcs {
 }
 
 impl VmcsAccess for MemVmcs {
+    #[inline]
     fn read(&self, f: VmcsField) -> u64 {
         self.values[f.index()]
     }
 
+    #[inline]
     fn write(&mut self, f: VmcsField, v: u64) {
         self.values[f.index()] = v & f.mask();
     }

@@ -192,22 +192,34 @@ macro_rules! vmcs_fields {
 
             /// The field's width.
             pub const fn width(self) -> FieldWidth {
-                match self { $( Self::$name => FieldWidth::$width, )+ }
+                const WIDTHS: &[FieldWidth] = &[$(FieldWidth::$width),+];
+                WIDTHS[self.index()]
             }
 
             /// The field's group.
             pub const fn group(self) -> FieldGroup {
-                match self { $( Self::$name => FieldGroup::$group, )+ }
+                const GROUPS: &[FieldGroup] = &[$(FieldGroup::$group),+];
+                GROUPS[self.index()]
             }
 
             /// How L0 treats the field when running a nested guest.
             pub const fn nested(self) -> Nested {
-                match self { $( Self::$name => Nested::$nested, )+ }
+                const POLICIES: &[Nested] = &[$(Nested::$nested),+];
+                POLICIES[self.index()]
             }
 
             /// Dense index of the field in [`VmcsField::ALL`], for
-            /// array-backed VMCS copies.
+            /// array-backed VMCS copies: one load from [`DENSE_INDEX`]
+            /// (L0 asks for every field it moves between VMCSs; a `match`
+            /// over the sparse encodings cost a chain of comparisons and a
+            /// jump each time).
             pub const fn index(self) -> usize {
+                DENSE_INDEX[dense_key(self as u32)] as usize
+            }
+
+            /// [`VmcsField::index`] as the table's order defines it (from
+            /// which [`DENSE_INDEX`] is made and against which it is tested).
+            const fn table_index(self) -> usize {
                 match self { $( Self::$name => DenseIndex::$name as usize, )+ }
             }
 
@@ -771,6 +783,40 @@ impl fmt::Display for VmcsField {
         write!(f, "{} ({:#06x})", self.name(), self.encoding())
     }
 }
+
+/// Bits of a full encoding that [`dense_key`] keeps of the index (bits
+/// 9:1): every field of the table has an index below 64 (checked when
+/// [`DENSE_INDEX`] is built).
+const DENSE_KEY_INDEX_BITS: u32 = 6;
+
+/// A full encoding packed into [`DENSE_INDEX`]'s range: width (bits
+/// 14:13), type (11:10) and the low bits of the index (9:1).
+const fn dense_key(encoding: u32) -> usize {
+    let width = (encoding >> ENCODING_WIDTH_SHIFT) & ENCODING_2BIT_MASK;
+    let group = (encoding >> ENCODING_TYPE_SHIFT) & ENCODING_2BIT_MASK;
+    let index = (encoding >> ENCODING_INDEX_SHIFT) & ((1 << DENSE_KEY_INDEX_BITS) - 1);
+    (((width << 2 | group) << DENSE_KEY_INDEX_BITS) | index) as usize
+}
+
+/// [`VmcsField::index`] by [`dense_key`] of the field's encoding (1 KiB).
+/// Building it fails to compile if two fields of the table share a key.
+const DENSE_INDEX: [u8; 16 << DENSE_KEY_INDEX_BITS] = {
+    const UNUSED: u8 = u8::MAX;
+    assert!(VmcsField::ALL.len() < UNUSED as usize);
+    let mut t = [UNUSED; 16 << DENSE_KEY_INDEX_BITS];
+    let mut i = 0;
+    while i < VmcsField::ALL.len() {
+        let f = VmcsField::ALL[i];
+        let e = f as u32;
+        assert!((e >> ENCODING_INDEX_SHIFT) & ENCODING_INDEX_MASK < 1 << DENSE_KEY_INDEX_BITS);
+        assert!(f.table_index() == i);
+        let k = dense_key(e);
+        assert!(t[k] == UNUSED);
+        t[k] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// [`VmcsField::is_sensitive`] by dense index.
 const SENSITIVE: [bool; VmcsField::ALL.len()] = {

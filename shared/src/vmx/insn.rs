@@ -641,10 +641,12 @@ impl<'a> GuardedVmcs<'a> {
 }
 
 impl VmcsAccess for GuardedVmcs<'_> {
+    #[inline]
     fn read(&self, f: VmcsField) -> u64 {
         self.vmcs.read(f)
     }
 
+    #[inline]
     fn write(&mut self, f: VmcsField, v: u64) {
         if f.is_sensitive() {
             REFUSED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
