@@ -149,7 +149,7 @@ fn main(boot: &'static BootInfo) -> ! {
     );
     SETUP.call_once(|| Setup {
         cmdline: boot.cmdline(),
-        msr_bitmap: msr_bitmap::init(),
+        msr_bitmap: msr_bitmap::phys(),
         eptp,
         boot_drive,
     });

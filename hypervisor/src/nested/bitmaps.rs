@@ -19,7 +19,5 @@ pub fn copy_page(addr: u64, page: &mut Page) {
 /// `page` = L1's MSR bitmap at `addr` | L0's MSR bitmap.
 pub fn merge_msr_bitmap(addr: u64, page: &mut Page) {
     copy_page(addr, page);
-    for (w, l0) in page.0.iter_mut().zip(crate::msr_bitmap::words()) {
-        *w |= *l0;
-    }
+    crate::msr_bitmap::merge_into(&mut page.0);
 }

@@ -80,6 +80,7 @@ pub mod fields;
 pub mod guest_init;
 pub mod insn;
 pub mod insn_info;
+pub mod msr_bitmap;
 pub mod nested;
 
 pub use access::{MemVmcs, VmcsAccess};
