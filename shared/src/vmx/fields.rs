@@ -61,6 +61,7 @@ impl FieldWidth {
 
     /// Mask of the bits a field of this width holds (natural width is 64
     /// bits: this crate only supports processors with Intel 64).
+    #[inline]
     pub const fn mask(self) -> u64 {
         match self {
             Self::Bits16 => 0xffff,
@@ -773,6 +774,7 @@ impl VmcsField {
     };
 
     /// Bits the field can hold (its width's mask).
+    #[inline]
     pub const fn mask(self) -> u64 {
         self.width().mask()
     }

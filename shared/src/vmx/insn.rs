@@ -94,6 +94,7 @@ impl fmt::Display for VmFail {
 /// # Safety
 /// Only to be called in VMX operation, right after the instruction that
 /// produced `cf` and `zf` (a VMfailValid is decoded with VMREAD).
+#[inline]
 unsafe fn vm_result(cf: u8, zf: u8) -> Result<(), VmFail> {
     if cf != 0 {
         Err(VmFail::Invalid)
@@ -269,6 +270,7 @@ pub unsafe fn vmptrst() -> Result<u64, VmFail> {
 ///
 /// # Safety
 /// The processor must be in VMX operation.
+#[inline]
 pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
     let value: u64;
     let (cf, zf): (u8, u8);
@@ -295,6 +297,7 @@ pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
 /// The processor must be in VMX operation, and the write must not break
 /// memory safety of code relying on the VMCS (host RIP/RSP/CR3, addresses of
 /// bitmaps and tables the processor will access).
+#[inline]
 pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmFail> {
     let (cf, zf): (u8, u8);
     // SAFETY: the caller guarantees VMX operation and the value's meaning.
@@ -561,6 +564,7 @@ pub struct CurrentVmcs<'a> {
 
 impl CurrentVmcs<'_> {
     /// VMREAD of `f`.
+    #[inline]
     pub fn try_read(&self, f: VmcsField) -> Result<u64, VmFail> {
         // SAFETY: the borrowed token proves VMX operation.
         unsafe { vmread(f.encoding()) }
@@ -571,6 +575,7 @@ impl CurrentVmcs<'_> {
     /// # Safety
     /// As for [`vmwrite`]: the value must not let the processor break memory
     /// safety (host state, addresses of structures it accesses).
+    #[inline]
     pub unsafe fn try_write(&mut self, f: VmcsField, v: u64) -> Result<(), VmFail> {
         // SAFETY: the token proves VMX operation; the caller vouches for v.
         unsafe { vmwrite(f.encoding(), v) }
@@ -658,6 +663,7 @@ impl VmcsAccess for GuardedVmcs<'_> {
 }
 
 impl VmcsAccess for CurrentVmcs<'_> {
+    #[inline]
     fn read(&self, f: VmcsField) -> u64 {
         self.try_read(f).unwrap_or(0)
     }
