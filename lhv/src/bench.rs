@@ -76,12 +76,20 @@ const MAX_K: usize = 6;
 /// shows the steady state.
 const WARM_UP_PER_EPTP: u64 = 4;
 
-/// The pages L2 touches: aligned so that (with LHV's image 2-MiB aligned)
-/// they lie in one 2-MiB region, the one EPT12 maps with 4-KiB pages.
-#[repr(C, align(262144))]
-struct TouchBuffer([u8; (TOUCH_PAGES * bench_l2::PAGE) as usize]);
+/// The 2-MiB region that EPT12 maps with 4-KiB pages.
+const TOUCH_REGION: usize = 2 << 20;
+const _: () = assert!(TOUCH_PAGES * bench_l2::PAGE <= TOUCH_REGION as u64);
 
-static mut TOUCH: TouchBuffer = TouchBuffer([0; (TOUCH_PAGES * bench_l2::PAGE) as usize]);
+/// The pages L2 touches (the first [`TOUCH_PAGES`]), alone in their 2-MiB
+/// region (with LHV's image 2-MiB aligned): nothing else of LHV's is
+/// mapped with 4-KiB pages, so the EPT02 faults per L2 exit of the
+/// root-cache cases do not depend on where the linker puts L2's code,
+/// stack and page tables (sharing the region with them once cost 3 more
+/// EPT02 faults per round trip in `vmcall-ept-k6`).
+#[repr(C, align(0x200000))]
+struct TouchBuffer([u8; TOUCH_REGION]);
+
+static mut TOUCH: TouchBuffer = TouchBuffer([0; TOUCH_REGION]);
 /// EPT12: identity, one 4-KiB page table (around the touch buffer).
 static mut EPT: IdentityEpt = IdentityEpt::new();
 /// The PML4s of the root-cache cases (each the PML4 of [`EPT`]).
