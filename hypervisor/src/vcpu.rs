@@ -99,6 +99,8 @@ pub struct Vcpu {
     pub exits: u64,
     /// Exits and L0's cycles by reason (`exit_profile`).
     pub profile: shared::exit_profile::ExitProfile,
+    /// Cycles per phase of nested entries and exits (`exit_profile=phases`).
+    pub phases: shared::exit_profile::PhaseTimer,
     /// The instruction being single-stepped, if any.
     pub step: Option<SingleStep>,
     /// NMI VM exits since the last VM entry (see `events`).
@@ -194,6 +196,7 @@ pub fn take(index: usize, nested_trace: bool) -> Option<CpuVmx> {
         index,
         exits: 0,
         profile: shared::exit_profile::ExitProfile::new(),
+        phases: shared::exit_profile::PhaseTimer::new(),
         step: None,
         nmi_exits: 0,
         nmis_pending: 0,

@@ -199,3 +199,177 @@ mod tests {
         }
     }
 }
+
+/// The phases of a nested transition that L0 times when asked
+/// (`exit_profile=phases`): L1's VMLAUNCH/VMRESUME and the reflection of an
+/// exit of L2 to L1, in the order of KVM's nested.c.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// The instruction's checks and the VM-entry checks of VMCS12.
+    EntryChecks,
+    /// The VM-entry MSR-load area.
+    EntryMsrLoads,
+    /// L0's part of VMCS02: EPT02 root, MSR and I/O bitmaps, PDPTEs.
+    EntryL0Part,
+    /// VMPTRLD of VMCS02 (and its host state when new).
+    EntryLoadVmcs02,
+    /// VMCS02 prepared from VMCS12.
+    EntryPrepare,
+    /// Pointers, MSR-loaded fields, VPID flush.
+    EntryFinish,
+    /// Whose the exit is: L0's own, or does L1 want it.
+    ExitDecide,
+    /// VMCS02's guest state saved into VMCS12 (SDM 28.3).
+    ExitSaveGuest,
+    /// Exit information written (SDM 28.2) and the VM-exit MSR-store area.
+    ExitInfo,
+    /// VMPTRLD of VMCS01.
+    ExitLoadVmcs01,
+    /// L1's host state from VMCS12 (SDM 28.5), the VM-exit MSR-load area.
+    ExitLoadHost,
+}
+
+impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 11] = [
+        Phase::EntryChecks,
+        Phase::EntryMsrLoads,
+        Phase::EntryL0Part,
+        Phase::EntryLoadVmcs02,
+        Phase::EntryPrepare,
+        Phase::EntryFinish,
+        Phase::ExitDecide,
+        Phase::ExitSaveGuest,
+        Phase::ExitInfo,
+        Phase::ExitLoadVmcs01,
+        Phase::ExitLoadHost,
+    ];
+
+    /// Short name for the report.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Phase::EntryChecks => "entry checks",
+            Phase::EntryMsrLoads => "entry MSR loads",
+            Phase::EntryL0Part => "entry L0 part",
+            Phase::EntryLoadVmcs02 => "entry VMPTRLD 02",
+            Phase::EntryPrepare => "entry prepare VMCS02",
+            Phase::EntryFinish => "entry finish",
+            Phase::ExitDecide => "exit decide",
+            Phase::ExitSaveGuest => "exit save guest state",
+            Phase::ExitInfo => "exit info and MSR store",
+            Phase::ExitLoadVmcs01 => "exit VMPTRLD 01",
+            Phase::ExitLoadHost => "exit load L1 host state",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One CPU's phase timer: [`PhaseTimer::start`] at the start of a
+/// transition, then [`PhaseTimer::mark`] at the end of each phase, which
+/// charges the cycles since the previous mark (or the start) to it.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseTimer {
+    lines: [Line; Phase::ALL.len()],
+    last: u64,
+}
+
+impl PhaseTimer {
+    /// An empty timer.
+    pub const fn new() -> Self {
+        Self {
+            lines: [Line {
+                count: 0,
+                cycles: 0,
+            }; Phase::ALL.len()],
+            last: 0,
+        }
+    }
+
+    /// A transition starts at TSC `now`.
+    pub fn start(&mut self, now: u64) {
+        self.last = now;
+    }
+
+    /// `phase` ended at TSC `now`.
+    pub fn mark(&mut self, phase: Phase, now: u64) {
+        let line = &mut self.lines[phase as usize];
+        line.count += 1;
+        line.cycles += now.saturating_sub(self.last);
+        self.last = now;
+    }
+
+    /// The line of `phase`.
+    pub fn line(&self, phase: Phase) -> Line {
+        self.lines[phase as usize]
+    }
+
+    /// The phases timed at least once, in order.
+    pub fn lines(&self) -> impl Iterator<Item = (Phase, Line)> + '_ {
+        Phase::ALL
+            .into_iter()
+            .map(|p| (p, self.line(p)))
+            .filter(|(_, l)| l.count > 0)
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn marks_charge_the_time_since_the_previous_mark() {
+        let mut t = PhaseTimer::new();
+        t.start(100);
+        t.mark(Phase::EntryChecks, 130);
+        t.mark(Phase::EntryPrepare, 200);
+        t.start(1000);
+        t.mark(Phase::EntryChecks, 1010);
+        assert_eq!(
+            t.line(Phase::EntryChecks),
+            Line {
+                count: 2,
+                cycles: 40
+            }
+        );
+        assert_eq!(
+            t.line(Phase::EntryPrepare),
+            Line {
+                count: 1,
+                cycles: 70
+            }
+        );
+        let timed: Vec<_> = t.lines().map(|(p, _)| p).collect();
+        assert_eq!(timed, [Phase::EntryChecks, Phase::EntryPrepare]);
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_charges_nothing() {
+        let mut t = PhaseTimer::new();
+        t.start(500);
+        t.mark(Phase::ExitDecide, 400);
+        assert_eq!(
+            t.line(Phase::ExitDecide),
+            Line {
+                count: 1,
+                cycles: 0
+            }
+        );
+    }
+
+    #[test]
+    fn phases_are_listed_in_order_with_distinct_names() {
+        for (i, p) in Phase::ALL.iter().enumerate() {
+            assert_eq!(*p as usize, i);
+        }
+        let mut names: Vec<_> = Phase::ALL.iter().map(|p| p.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Phase::ALL.len());
+    }
+}

@@ -73,7 +73,7 @@ fn stats(vcpu: &mut Vcpu) -> u64 {
         Some(StatsKind::General) => {
             let (b, e) = crate::memory::region();
             crate::nested::ept02::report(vcpu);
-            crate::exit_profile::report(&vcpu.profile);
+            crate::exit_profile::report(&vcpu.profile, &vcpu.phases);
             [
                 vcpu.exits,
                 shared::percpu::online_count() as u64,

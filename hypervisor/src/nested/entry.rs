@@ -8,6 +8,7 @@
 //! exit stub enters it. All checks are L0's, in software, so that L1 gets
 //! the hardware's answers and the processor never refuses VMCS02.
 
+use shared::exit_profile::Phase;
 use shared::nmi_inject::BLOCKING_BY_NMI;
 use shared::vmx::controls::{PinBased, PrimaryProcBased, SecondaryProcBased};
 use shared::vmx::insn::{
@@ -42,6 +43,7 @@ pub fn enter(
         return Some(Resume::Guest);
     }
     // L1's VMLAUNCH/VMRESUME exits from VMCS01.
+    crate::exit_profile::phase_start(&mut vcpu.phases);
     let on = vcpu.nested.on_vmcs01()?;
     let Some(slot) = vcpu.nested.current else {
         return finish(vcpu, v, exit, Outcome::FailInvalid);
@@ -89,6 +91,7 @@ pub fn enter(
             );
         }
     }
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::EntryChecks);
     // The entry happens: L1's state is what its VM exits start from.
     let nested = &mut vcpu.nested;
     nested.l1_cr0 = vmcs01::guest_cr0(v);
@@ -114,9 +117,11 @@ pub fn enter(
             u64::from(e.index),
         );
     }
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::EntryMsrLoads);
     // VMCS01's host state is needed only for a VMCS02 not yet in use.
     let host = (!vcpu.nested.cache.meta(slot).vmcs02_ready).then(|| HostState::read(v));
     let l0 = l0_part(vcpu, slot);
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::EntryL0Part);
     let _on02 = match load_vmcs02(vcpu, on, slot, host.as_ref()) {
         Ok(on02) => on02,
         Err(on) => {
@@ -124,8 +129,10 @@ pub fn enter(
             return fail_entry(vcpu, v, &on, ExitReason::EntryFailureGuestState, 0);
         }
     };
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::EntryLoadVmcs02);
     let nested = &mut vcpu.nested;
     vmcs02::prepare_vmcs02(&nested.store.vmcs12[slot], &l1, &l0, crate::caps(), v);
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::EntryPrepare);
     for (f, value) in vmcs02::pointers(&l0) {
         // SAFETY: L0's own bitmap pages of this CPU and L0's EPT (EPT01,
         // which never maps L0's region); no MSR areas; no link pointer.
@@ -154,6 +161,7 @@ pub fn enter(
         flush_vpid(vpid02(vcpu.index));
     }
     nested.vpid12 = vpid12;
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::EntryFinish);
     Some(Resume::Guest)
 }
 

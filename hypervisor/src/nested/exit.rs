@@ -10,6 +10,7 @@
 //! ([`pending_events`]): an NMI while L2 runs is an NMI exit to L1 when L1
 //! has "NMI exiting", an INIT an INIT-signal exit (SDM 26.2).
 
+use shared::exit_profile::Phase;
 use shared::nmi_inject::BLOCKING_BY_NMI;
 use shared::vmx::controls::{PinBased, PrimaryProcBased, SecondaryProcBased};
 use shared::vmx::exit::{InterruptionInfo, InterruptionType};
@@ -34,6 +35,7 @@ pub(super) const ACTIVITY_SHUTDOWN: u64 = 2;
 /// Handles one exit of L2. `v` is VMCS02 (current); on return the current
 /// VMCS is whichever the CPU enters next (VMCS01 after a reflection).
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
+    crate::exit_profile::phase_start(&mut vcpu.phases);
     let on = vcpu.nested.on_vmcs02()?;
     let slot = on.slot();
     let exit = Exit::read(v);
@@ -75,7 +77,9 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess) -> Option<Resume> {
         instruction_info: v.read32(F::VmExitInstructionInfo),
         gpr: core::array::from_fn(|i| vcpu.gpr(v, i)),
     };
-    if reflect::l1_wants_exit(&l2_exit, &vcpu.nested.store.vmcs12[slot], &GuestMemory) {
+    let wanted = reflect::l1_wants_exit(&l2_exit, &vcpu.nested.store.vmcs12[slot], &GuestMemory);
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::ExitDecide);
+    if wanted {
         let _ = reflect_exit(vcpu, v, on, ExitInfo::read(v));
         if exit.reason.basic() == ExitReason::StartupIpi {
             // L2 left wait-for-SIPI (L1 starts it): Bochs keeps physical
@@ -276,6 +280,7 @@ pub fn reflect_exit(
     let nested = &mut vcpu.nested;
     let vmcs12 = &mut nested.store.vmcs12[slot];
     vmcs02::save_guest_state(v, vmcs12);
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::ExitSaveGuest);
     // L2 never runs in SMM, where alone blocking by SMI may be set (SDM
     // 27.3.1.5); Bochs keeps the bit after wait-for-SIPI and saves it at
     // every exit of that CPU (see `events`). L1 must not inherit it.
@@ -295,7 +300,9 @@ pub fn reflect_exit(
         );
     }
     let store_failed = super::msr_areas::exit_store(vcpu.index, vmcs12, v).is_err();
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::ExitInfo);
     let on = switch_to_vmcs01(vcpu, v, on);
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::ExitLoadVmcs01);
     if store_failed {
         vmx_abort(vcpu, v, &on, ABORT_SAVING_GUEST_MSRS);
         return on;
@@ -303,6 +310,7 @@ pub fn reflect_exit(
     let nmi = info.reason == ExitReason::ExceptionOrNmi.number()
         && InterruptionInfo(info.intr_info).kind() == Some(InterruptionType::Nmi);
     load_l1(vcpu, v, &on, nmi);
+    crate::exit_profile::phase_end(&mut vcpu.phases, Phase::ExitLoadHost);
     on
 }
 
