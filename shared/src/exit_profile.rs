@@ -30,6 +30,16 @@ pub struct Line {
     pub cycles: u64,
 }
 
+impl Line {
+    /// Nothing recorded.
+    pub const ZERO: Self = Self::new(0, 0);
+
+    /// `count` events that took `cycles` in all.
+    pub const fn new(count: u64, cycles: u64) -> Self {
+        Self { count, cycles }
+    }
+}
+
 /// One CPU's profile.
 #[derive(Clone, Debug)]
 pub struct ExitProfile {
@@ -50,10 +60,7 @@ impl ExitProfile {
     /// An empty profile.
     pub const fn new() -> Self {
         Self {
-            lines: [[Line {
-                count: 0,
-                cycles: 0,
-            }; REASONS]; 2],
+            lines: [[Line::ZERO; REASONS]; 2],
             outside: 0,
             last_end: 0,
         }
@@ -137,27 +144,9 @@ mod tests {
         p.record(Origin::L1, 18, 100, 150);
         p.record(Origin::L1, 18, 400, 470);
         p.record(Origin::L2, 18, 1000, 1010);
-        assert_eq!(
-            p.line(Origin::L1, 18),
-            Line {
-                count: 2,
-                cycles: 120
-            }
-        );
-        assert_eq!(
-            p.line(Origin::L2, 18),
-            Line {
-                count: 1,
-                cycles: 10
-            }
-        );
-        assert_eq!(
-            p.total(),
-            Line {
-                count: 3,
-                cycles: 130
-            }
-        );
+        assert_eq!(p.line(Origin::L1, 18), Line::new(2, 120));
+        assert_eq!(p.line(Origin::L2, 18), Line::new(1, 10));
+        assert_eq!(p.total(), Line::new(3, 130));
         assert_eq!(p.outside(), (400 - 150) + (1000 - 470));
     }
 
@@ -283,10 +272,7 @@ impl PhaseTimer {
     /// An empty timer.
     pub const fn new() -> Self {
         Self {
-            lines: [Line {
-                count: 0,
-                cycles: 0,
-            }; Phase::ALL.len()],
+            lines: [Line::ZERO; Phase::ALL.len()],
             last: 0,
         }
     }
@@ -330,20 +316,8 @@ mod phase_tests {
         t.mark(Phase::EntryPrepare, 200);
         t.start(1000);
         t.mark(Phase::EntryChecks, 1010);
-        assert_eq!(
-            t.line(Phase::EntryChecks),
-            Line {
-                count: 2,
-                cycles: 40
-            }
-        );
-        assert_eq!(
-            t.line(Phase::EntryPrepare),
-            Line {
-                count: 1,
-                cycles: 70
-            }
-        );
+        assert_eq!(t.line(Phase::EntryChecks), Line::new(2, 40));
+        assert_eq!(t.line(Phase::EntryPrepare), Line::new(1, 70));
         let timed: Vec<_> = t.lines().map(|(p, _)| p).collect();
         assert_eq!(timed, [Phase::EntryChecks, Phase::EntryPrepare]);
     }
@@ -353,13 +327,7 @@ mod phase_tests {
         let mut t = PhaseTimer::new();
         t.start(500);
         t.mark(Phase::ExitDecide, 400);
-        assert_eq!(
-            t.line(Phase::ExitDecide),
-            Line {
-                count: 1,
-                cycles: 0
-            }
-        );
+        assert_eq!(t.line(Phase::ExitDecide), Line::new(1, 0));
     }
 
     #[test]
