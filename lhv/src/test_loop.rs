@@ -323,7 +323,9 @@ pub fn run_cpu(vmx: Vmxon, caps: &'static VmxCaps) -> ! {
         if let Some(s) = soak.as_mut() {
             s.after_iteration(&mut ctx, registry);
         }
-        cpu_println!("LHV test iter {}", ctx.iter);
+        if soak.as_ref().is_none_or(|s| s.progress_due(ctx.iter)) {
+            cpu_println!("LHV test iter {}", ctx.iter);
+        }
         show_status(&ctx);
         take_interrupts(&ctx);
         if cpu == 0 {
