@@ -271,6 +271,13 @@ impl PhysMemory for HostMemory {
 pub struct GuestMemory;
 
 impl GuestMemory {
+    /// Whether the processor may read `[addr, addr + len)` for the guest by
+    /// physical address (a structure VMCS02 points to): what L0 itself could
+    /// read for it here.
+    pub fn contains(addr: u64, len: usize) -> bool {
+        Self::check(addr, len).is_ok()
+    }
+
     fn check(addr: u64, len: usize) -> Result<(), MemError> {
         let end = range_end(addr, len)?;
         if overlaps_region(addr, end - addr) || end > IDENTITY_MAP_END {

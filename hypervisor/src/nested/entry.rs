@@ -275,8 +275,8 @@ fn load_vmcs02(
     Ok(on02)
 }
 
-/// What L0 adds to VMCS02 (see `vmcs02::L0Part`), with L1's bitmaps
-/// copied into L0's pages.
+/// What L0 adds to VMCS02 (see `vmcs02::L0Part`), with L1's MSR bitmap
+/// merged into L0's page and L1's I/O bitmaps (see `bitmaps`).
 fn l0_part(vcpu: &mut Vcpu, slot: usize) -> L0Part {
     let caps = crate::caps();
     // L1 uses EPT: VMCS02 runs with the EPT02 of VMCS12's EPTP.
@@ -287,11 +287,16 @@ fn l0_part(vcpu: &mut Vcpu, slot: usize) -> L0Part {
     if c.proc(PrimaryProcBased::USE_MSR_BITMAPS) {
         super::bitmaps::merge_msr_bitmap(vmcs12.read(F::MsrBitmapAddress), &mut n.store.msr_bitmap);
     }
-    if c.proc(PrimaryProcBased::USE_IO_BITMAPS) {
-        let [a, b] = &mut n.store.io_bitmaps;
-        super::bitmaps::copy_page(vmcs12.read(F::IoBitmapAAddress), a);
-        super::bitmaps::copy_page(vmcs12.read(F::IoBitmapBAddress), b);
-    }
+    let phys = |p: &super::Page| shared::boot::layout::phys_of(p as *const super::Page);
+    let [a, b] = &mut n.store.io_bitmaps;
+    let io_bitmaps = if c.proc(PrimaryProcBased::USE_IO_BITMAPS) {
+        (
+            super::bitmaps::io_bitmap(vmcs12.read(F::IoBitmapAAddress), a),
+            super::bitmaps::io_bitmap(vmcs12.read(F::IoBitmapBAddress), b),
+        )
+    } else {
+        (phys(a), phys(b))
+    };
     let pdptes = vmcs02::l2_uses_pae_paging(vmcs12).then(|| {
         // With EPT the PDPTEs come from VMCS12's guest state (SDM 27.3.2.4).
         if eptp02.is_some() {
@@ -303,14 +308,13 @@ fn l0_part(vcpu: &mut Vcpu, slot: usize) -> L0Part {
             GuestMemory.read_u64(base + 8 * i as u64).unwrap_or(0)
         })
     });
-    let phys = |p: &super::Page| shared::boot::layout::phys_of(p as *const super::Page);
     L0Part {
         pin: crate::controls().pin & (PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS).bits(),
         proc2: (SecondaryProcBased::ENABLE_EPT | SecondaryProcBased::ENABLE_VPID).bits(),
         eptp: eptp02.unwrap_or_else(|| crate::ept01::eptp().map_or(0, |e| e.0)),
         vpid: vpid02(vcpu.index),
         msr_bitmap: phys(&n.store.msr_bitmap),
-        io_bitmaps: (phys(&n.store.io_bitmaps[0]), phys(&n.store.io_bitmaps[1])),
+        io_bitmaps,
         tsc_offset: 0,
         // An unrestricted L2 owns PE and PG (SDM 26.3.1.1).
         cr0_fixed_mask: (caps.cr0_fixed0 | !caps.cr0_fixed1)
