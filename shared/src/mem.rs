@@ -200,9 +200,9 @@ impl PhysMemory for IdentityMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         Self::check(addr, buf.len())?;
         // Physical memory may change under us (devices, other CPUs), so it
-        // is read with volatile accesses and no reference to it is formed:
-        // bytes up to an 8-byte boundary, then aligned 64-bit words (a page
-        // copy costs 512 loads, not 4096), then the last bytes.
+        // is read with volatile accesses (or `rep movsq`) and no reference to
+        // it is formed: bytes up to an 8-byte boundary, then aligned 64-bit
+        // words in one `rep movsq`, then the last bytes.
         let (head, rest) = buf.split_at_mut(head_len(addr, buf.len()));
         let (words, tail) = rest.split_at_mut(rest.len() & !7);
         let mut a = addr as usize;
@@ -211,12 +211,13 @@ impl PhysMemory for IdentityMemory {
             *b = unsafe { core::ptr::read_volatile(a as *const u8) };
             a += 1;
         }
-        for w in words.chunks_exact_mut(8) {
-            // SAFETY: inside the identity map and 8-byte aligned.
-            let v = unsafe { core::ptr::read_volatile(a as *const u64) };
-            w.copy_from_slice(&v.to_le_bytes());
-            a += 8;
-        }
+        // SAFETY: inside the identity map and 8-byte aligned; `words` is
+        // ours (any alignment serves `rep movsq`) and cannot overlap memory
+        // read for a guest.
+        unsafe {
+            crate::x86::rep_movsq(words.as_mut_ptr().cast(), a as *const u64, words.len() / 8)
+        };
+        a += words.len();
         for b in tail {
             // SAFETY: inside the identity map.
             *b = unsafe { core::ptr::read_volatile(a as *const u8) };
@@ -247,11 +248,11 @@ impl PhysMemory for IdentityMemory {
             return Ok(());
         }
         Self::check(addr, out.len().saturating_mul(8))?;
-        for (i, w) in out.iter_mut().enumerate() {
-            // SAFETY: inside the identity map (checked above), 8-byte
-            // aligned; volatile as in `read`.
-            *w = unsafe { core::ptr::read_volatile((addr as usize + 8 * i) as *const u64) };
-        }
+        // SAFETY: the source is inside the identity map (checked above) and
+        // 8-byte aligned, `out` is ours and cannot overlap memory read for a
+        // guest; like `read`'s volatile loads, `rep movsq` takes whatever
+        // the guest wrote meanwhile.
+        unsafe { crate::x86::rep_movsq(out.as_mut_ptr(), addr as usize as *const u64, out.len()) };
         Ok(())
     }
 
