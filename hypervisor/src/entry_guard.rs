@@ -24,7 +24,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use shared::vmx::insn::GuardedVmcs;
 use shared::vmx::nested::entry_checks::{self, CheckCtx, GuestScope};
 
-use crate::memory::GuestMemory;
+use crate::memory::HostMemory;
 use crate::vcpu::{Resume, Vcpu};
 
 /// How much L0 checks (see the module documentation).
@@ -74,9 +74,12 @@ pub fn check(vcpu: &Vcpu, v: &GuardedVmcs<'_>, scope: GuestScope) -> Resume {
     let caps = crate::caps();
     let ctx = CheckCtx {
         current_vmcs: Some(vcpu.vmcs_phys),
+        // VMCS01 is checked as the processor checks it, against physical
+        // memory: its VMCS link pointer names L0's own shadow VMCS
+        // (`nested::shadow`), which the guest's view does not contain.
         ..CheckCtx::new(
             caps,
-            &GuestMemory,
+            &HostMemory,
             MAXPHYADDR.load(Ordering::Relaxed),
             caps.basic.revision_id,
         )

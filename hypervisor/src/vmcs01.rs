@@ -190,6 +190,15 @@ fn write_controls(
         v.write_sensitive(F::EptPointer, eptp);
         v.write_sensitive(F::VmcsLinkPointer, u64::MAX);
     }
+    if crate::nested::shadow::enabled() {
+        let (read, write) = crate::nested::shadow::bitmaps();
+        // SAFETY: L0's static bitmaps, never written; VMCS shadowing stays
+        // off until L1 has a current VMCS (`nested::shadow`).
+        unsafe {
+            v.write_sensitive(F::VmreadBitmapAddress, read);
+            v.write_sensitive(F::VmwriteBitmapAddress, write);
+        }
+    }
     v.write(F::VmEntryInterruptionInfo, 0);
     v.write(F::VirtualProcessorId, index as u64 + 1);
     v.write(F::Cr0GuestHostMask, cr0_mask(caps));

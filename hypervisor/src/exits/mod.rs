@@ -135,6 +135,7 @@ fn finish(
             if vcpu.nested.in_l2() {
                 return Resume::Guest;
             }
+            crate::nested::shadow::before_l1(vcpu, v);
             let scope = match exit {
                 Some(_) => v.written(),
                 None => GuestScope::All,

@@ -148,6 +148,13 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut GuardedVmcs<'_>, exit: &Exit) -> Option<R
     if let Err(r) = preconditions(vcpu, v, needs_vmx_operation) {
         return r;
     }
+    // Every VMX instruction but VMREAD/VMWRITE reads or replaces VMCS12:
+    // the fields L1 changed in the shadow come back first.
+    if !matches!(reason, ExitReason::Vmread | ExitReason::Vmwrite)
+        && let Some(on) = vcpu.nested.on_vmcs01()
+    {
+        super::shadow::pull(vcpu, &on);
+    }
     let outcome = match reason {
         ExitReason::Vmxon => vmxon(vcpu, v, exit),
         ExitReason::Vmxoff => {
@@ -309,6 +316,14 @@ fn vmwrite(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Result<Outc
     let misc = super::l1_msrs().and_then(|m| m.get(0x485)).unwrap_or(0);
     if field.is_read_only() && misc & MISC_VMWRITE_ANY == 0 {
         return Ok(vmfail(vcpu, E::VmwriteReadOnlyComponent));
+    }
+    // A field L1 reads through the shadow (exit information, with the
+    // VMWRITE-any rule offered) is written in VMCS12, and the shadow is
+    // filled again before L1 runs.
+    if shared::vmx::shadow::is_shadowed(field, true)
+        && let Some(on) = vcpu.nested.on_vmcs01()
+    {
+        super::shadow::pull(vcpu, &on);
     }
     if let Some(vmcs12) = vcpu.nested.current_vmcs12_mut() {
         let old = vmcs12.read(field);

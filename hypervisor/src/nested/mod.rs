@@ -25,6 +25,7 @@ pub mod exit;
 pub mod insn;
 pub mod msr_areas;
 pub mod operand;
+pub mod shadow;
 pub mod vmcs12;
 
 use core::cell::UnsafeCell;
@@ -57,6 +58,7 @@ pub fn init(cmdline: &str) {
         )
     });
     ept02::init(cmdline);
+    shadow::init(cmdline, crate::caps());
     ENABLED.store(on, Ordering::Release);
 }
 
@@ -81,6 +83,8 @@ pub struct Storage {
     pub vmcs12: [MemVmcs; VMCS12_SLOTS],
     pub msr_bitmap: Page,
     pub io_bitmaps: [Page; 2],
+    /// The shadow VMCS L1's VMREAD/VMWRITE reach without exits (`shadow`).
+    pub shadow: VmcsRegion,
 }
 
 struct StorageSlot(UnsafeCell<Storage>);
@@ -95,6 +99,7 @@ static STORAGE: [StorageSlot; MAX_CPUS] = [const {
         vmcs12: [const { MemVmcs::new() }; VMCS12_SLOTS],
         msr_bitmap: Page([0; 512]),
         io_bitmaps: [const { Page([0; 512]) }; 2],
+        shadow: VmcsRegion::new(),
     }))
 }; MAX_CPUS];
 
@@ -163,6 +168,8 @@ pub struct Nested {
     pub trace: bool,
     /// Nested EPT: this CPU's EPT02 roots and figures.
     pub ept02: ept02::State,
+    /// L0's VMCS shadowing of L1 on this CPU.
+    pub(crate) shadow: shadow::State,
 }
 
 impl Nested {
@@ -186,6 +193,7 @@ impl Nested {
             reflected: 0,
             trace,
             ept02: ept02::State::new(),
+            shadow: shadow::State::default(),
         })
     }
 

@@ -82,6 +82,7 @@ pub mod insn;
 pub mod insn_info;
 pub mod msr_bitmap;
 pub mod nested;
+pub mod shadow;
 
 pub use access::{MemVmcs, VmcsAccess};
 pub use caps::VmxCaps;
