@@ -64,6 +64,12 @@ pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, o: Outcome)
         Outcome::FailInvalid => rflags |= flags::CF,
         Outcome::FailValid(e) => {
             rflags |= flags::ZF;
+            // The error number is a shadowed field: after a VMREAD or
+            // VMWRITE (which pull nothing) the shadow is brought back to
+            // VMCS12 first, and refilled before L1 runs.
+            if let Some(on) = vcpu.nested.on_vmcs01() {
+                super::shadow::pull(vcpu, &on);
+            }
             if let Some(vmcs12) = vcpu.nested.current_vmcs12_mut() {
                 vmcs12.write(F::VmInstructionError, u64::from(e.number()));
             }

@@ -149,8 +149,8 @@ mod tests {
         let read = vmread_bitmap(true);
         let write = vmwrite_bitmap();
         for f in F::ALL {
-            let rw = READ_WRITE.contains(&f);
-            let ro = READ_ONLY.contains(&f);
+            let rw = READ_WRITE.contains(f);
+            let ro = READ_ONLY.contains(f);
             assert_eq!(read.exits(f.encoding().into()), !(rw || ro), "{}", f.name());
             assert_eq!(write.exits(f.encoding().into()), !rw, "{}", f.name());
             if let Some(h) = f.high_encoding() {
