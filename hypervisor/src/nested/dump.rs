@@ -17,6 +17,11 @@ pub fn vmcs12(vcpu: &Vcpu) {
         "VMCS12 dump begin (at {:#x})",
         vcpu.nested.current_vmcs12_addr().unwrap_or(u64::MAX)
     );
+    if vcpu.nested.shadow.is_live() {
+        shared::cpu_println!(
+            "VMCS12 note: the shadow VMCS is live; L1 may have changed its fields (shared::vmx::shadow) since these copies"
+        );
+    }
     for (f, x) in v.iter() {
         shared::cpu_println!("VMCS12 {:#06x} {} = {:#x}", f.encoding(), f.name(), x);
     }

@@ -83,6 +83,14 @@ pub struct State {
     live: bool,
 }
 
+impl State {
+    /// L1 runs with the shadow live: VMCS12's copies of the shadowed
+    /// fields may be older than the shadow's (for dumps).
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+}
+
 /// Runs `f` with this CPU's shadow VMCS current, then makes VMCS01 current
 /// again. False if either VMPTRLD failed (then VMCS01 is current: a failed
 /// VMPTRLD leaves the current VMCS as it was, SDM 31.3).

@@ -229,6 +229,13 @@ CPU(1): VMCS dump end
         assert_eq!(parse_line("CPU(1): VMCS12 dump begin").unwrap().kind, "12");
         assert_eq!(parse_line("CPU(1): VMCS dump end"), None);
         assert_eq!(parse_line("CPU(1): VMXON done"), None);
+        // L0's remark that the shadow VMCS is live is not a field.
+        assert_eq!(
+            parse_line(
+                "CPU(0): VMCS12 note: the shadow VMCS is live; L1 may have changed its fields"
+            ),
+            None
+        );
         assert_eq!(parse_line("CPU(x): VMCS A = 1"), None);
         assert_eq!(parse_line("CPU(0): VMCS a b c = 1"), None);
     }
