@@ -278,10 +278,13 @@ extern "C" fn entry_failed(vcpu: &mut Vcpu) -> u64 {
     if !crate::nested::exit::entry_refused(vcpu) {
         stop_cpu();
     }
-    // L1 next, with its host state from VMCS12 in VMCS01.
+    // L1 next, with its host state from VMCS12 in VMCS01, and the VM-entry
+    // failure in VMCS12 pushed into the shadow VMCS it reads.
     // SAFETY: the stub only calls this in VMX root operation.
     let vmx = unsafe { Vmxon::assume_enabled() };
-    if crate::entry_guard::check(vcpu, &vmx.guarded_vmcs(), GuestScope::All) == Resume::Stop {
+    let mut v = vmx.guarded_vmcs();
+    crate::nested::shadow::before_l1(vcpu, &mut v);
+    if crate::entry_guard::check(vcpu, &v, GuestScope::All) == Resume::Stop {
         stop_cpu();
     }
     next_entry(vcpu)

@@ -130,7 +130,8 @@ pub fn pull(vcpu: &mut Vcpu, on: &OnVmcs01) {
     }
 }
 
-/// Before L1 runs (VMCS01 current, L1 next): VMCS shadowing on exactly
+/// Before L1 runs (VMCS01 current, L1 next; called by `exits::finish`
+/// and, after a VMCS02 the processor refused, by `vcpu::entry_failed`): VMCS shadowing on exactly
 /// while L1 has a current VMCS12, and the shadow filled from it after a
 /// pull. With no current VMCS, L1's VMREAD and VMWRITE exit and fail as
 /// VMfailInvalid (L0's handlers), and outside VMX operation they are #UD:
