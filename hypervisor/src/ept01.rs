@@ -143,10 +143,17 @@ pub fn sink_page() -> u64 {
     sink_phys()
 }
 
-/// Refills the sink page with ones (after a dropped write).
+/// Refills the sink page with ones (after a dropped write), a word at a
+/// time: a `Page` value would be built on the exit stack first (4 KiB,
+/// 4-KiB aligned) and copied.
 pub fn refill_sink() {
-    // SAFETY: the sink is L0's page; see `close_sink`.
-    unsafe { core::ptr::write_volatile(&raw mut SINK_PAGE, Page([0xff; 4096])) };
+    let words = (&raw mut SINK_PAGE).cast::<u64>();
+    for i in 0..4096 / 8 {
+        // SAFETY: inside the sink, L0's page; a racing guest write through
+        // a stale translation on another CPU can only change bytes that
+        // are dropped.
+        unsafe { words.add(i).write_volatile(u64::MAX) };
+    }
 }
 
 /// EPT01's translation of guest-physical `gpa` for nested EPT: `None` in
@@ -276,9 +283,7 @@ pub fn open_sink(gpa: u64) {
 /// the sink with ones.
 pub fn close_sink(gpa: u64) {
     remap_hidden(gpa, dummy_phys(), ept01::HIDDEN_PERMS);
-    // SAFETY: the sink is L0's page; a racing guest write through a stale
-    // translation on another CPU can only change bytes that are dropped.
-    unsafe { core::ptr::write_volatile(&raw mut SINK_PAGE, Page([0xff; 4096])) };
+    refill_sink();
 }
 
 fn remap_hidden(gpa: u64, hpa: u64, perms: EptPerms) {

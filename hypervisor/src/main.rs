@@ -76,6 +76,11 @@ fn main(boot: &'static BootInfo) -> ! {
     // refuses becomes that load's failure, not an L0 crash.
     shared::safe_msr::install();
     shared::trap::set_handler(shared::trap::vector::NMI, events::host_nmi);
+    // An exit stack running into its guard page (`vcpu`) is named as such.
+    for vec in [shared::trap::vector::PF, shared::trap::vector::DF] {
+        let _ = shared::trap::add_handler(vec, vcpu::stack_overflow_claim);
+    }
+    vcpu::configure_selftest(boot.cmdline());
     let caps = CAPS.call_once(|| {
         vmx_root::probe_or_shutdown(Needs {
             ept: true,

@@ -170,15 +170,20 @@ pub fn relocate(boot: &BootInfo) -> Result<(u64, u64), RegionError> {
     Ok((base, base + size))
 }
 
-/// PML4, identity PDPT, 4 identity PDs, high PDPT, window PD.
-const TABLE_PAGES: u64 = 8;
+/// PML4, identity PDPT, 4 identity PDs, high PDPT, window PD; then the
+/// page tables of the window's large pages that hold guard pages.
+const TABLE_PAGES: u64 = 8 + SPLIT_PAGES;
+/// Page tables for the large pages of the exit stacks' guard pages.
+const SPLIT_PAGES: u64 = shared::guard_page::max_split_pages(crate::vcpu::SLOTS_BYTES);
 const PTE_P: u64 = 1 << 0;
 const PTE_W: u64 = 1 << 1;
 const PTE_PS: u64 = 1 << 7;
 const PTE_G: u64 = 1 << 8;
 
-/// Writes L0's page tables at `tables` (8 pages in the region) and returns
-/// the CR3 value.
+/// Writes L0's page tables at `tables` ([`TABLE_PAGES`] pages in the
+/// region) and returns the CR3 value. The window maps the region with
+/// global 2-MiB pages, except the large pages that hold the exit stacks'
+/// guard pages: 4-KiB page tables map those, their guards not present.
 fn build_page_tables(tables: u64, window_base: u64, size: u64) -> u64 {
     let mut m = HostMemory;
     for i in 0..TABLE_PAGES {
@@ -218,6 +223,21 @@ fn build_page_tables(tables: u64, window_base: u64, size: u64) -> u64 {
             pd_window + i * 8,
             pa | PTE_P | PTE_W | PTE_PS | PTE_G,
         );
+    }
+    let guards = crate::vcpu::exit_stack_guards();
+    for (k, va) in guards.large_pages().enumerate() {
+        let k = k as u64;
+        if k >= SPLIT_PAGES {
+            break;
+        }
+        let pt = tables + (8 + k) * PAGE;
+        let i = (va - KERNEL_VIRT_BASE) / LARGE_PAGE;
+        let pa = window_base + i * LARGE_PAGE;
+        let entries = shared::guard_page::split_large_page(va, pa, PTE_P | PTE_W | PTE_G, &guards);
+        for (j, e) in entries.iter().enumerate() {
+            w(&mut m, pt + j as u64 * 8, *e);
+        }
+        w(&mut m, pd_window + i * 8, pt | PTE_P | PTE_W);
     }
     pml4
 }

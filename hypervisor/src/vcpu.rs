@@ -138,18 +138,35 @@ impl Vcpu {
 /// and one latched behind it (SDM 6.7.1; KVM's `nmi_pending` rule).
 pub const MAX_PENDING_NMIS: u8 = 2;
 
-/// Bytes of each CPU's exit stack.
+/// Bytes of each CPU's exit stack. L0's deepest exit paths (a nested
+/// entry with its checks, EPT02 faults, single steps with a page of
+/// scratch) use about 9 KiB; Stats reports each CPU's high-water mark.
 const EXIT_STACK_SIZE: usize = 32 * 1024;
+/// A high-water mark above this is reported as a fault (the harness fails
+/// the run): the stack must be made bigger or the path shallower.
+const EXIT_STACK_WARN: usize = EXIT_STACK_SIZE * 3 / 4;
 
-#[repr(C, align(16))]
+/// The page below each exit stack, which L0's page tables leave not present
+/// (`memory::relocate`): an overflow faults instead of overwriting the
+/// previous CPU's slot.
+#[repr(C, align(4096))]
+struct GuardPage([u8; 4096]);
+
+#[repr(C, align(4096))]
 struct ExitStack([u8; EXIT_STACK_SIZE]);
 
+/// One CPU's VMX state, laid out (`repr(C)`) with the guard page first and
+/// the stack right above it.
+#[repr(C, align(4096))]
 struct PerCpuVmx {
-    taken: core::sync::atomic::AtomicBool,
-    vcpu: UnsafeCell<MaybeUninit<Vcpu>>,
-    vmcs: UnsafeCell<VmcsRegion>,
+    _guard: GuardPage,
     stack: UnsafeCell<ExitStack>,
+    vmcs: UnsafeCell<VmcsRegion>,
+    vcpu: UnsafeCell<MaybeUninit<Vcpu>>,
+    taken: core::sync::atomic::AtomicBool,
 }
+
+const _: () = assert!(offset_of!(PerCpuVmx, stack) == 4096);
 
 // SAFETY: CPU i only ever touches slot i (by its own index), and the
 // hardware uses the VMCS and stack of the CPU that runs them.
@@ -157,12 +174,101 @@ unsafe impl Sync for PerCpuVmx {}
 
 static SLOTS: [PerCpuVmx; MAX_CPUS] = [const {
     PerCpuVmx {
-        taken: core::sync::atomic::AtomicBool::new(false),
-        vcpu: UnsafeCell::new(MaybeUninit::uninit()),
-        vmcs: UnsafeCell::new(VmcsRegion::new()),
+        _guard: GuardPage([0; 4096]),
         stack: UnsafeCell::new(ExitStack([0; EXIT_STACK_SIZE])),
+        vmcs: UnsafeCell::new(VmcsRegion::new()),
+        vcpu: UnsafeCell::new(MaybeUninit::uninit()),
+        taken: core::sync::atomic::AtomicBool::new(false),
     }
 }; MAX_CPUS];
+
+/// The exit stacks' guard pages, for L0's page tables and fault reports.
+pub fn exit_stack_guards() -> shared::guard_page::GuardedArray {
+    shared::guard_page::GuardedArray {
+        base: SLOTS.as_ptr() as u64,
+        stride: size_of::<PerCpuVmx>() as u64,
+        count: MAX_CPUS as u64,
+    }
+}
+
+/// A #PF or #DF whose address is an exit stack's guard page: says so
+/// before the default handler prints the frame and stops the CPU.
+pub fn stack_overflow_claim(_frame: &mut shared::trap::TrapFrame) -> shared::trap::Claim {
+    let cr2 = shared::x86::read_cr2();
+    if let Some(cpu) = exit_stack_guards().element_of_guard(cr2) {
+        shared::cpu_println!(
+            "L0: exit stack overflow: CPU {cpu}'s stack ran into its guard page at {cr2:#x}"
+        );
+    }
+    shared::trap::Claim::NotMine
+}
+
+/// `selftest=exit-stack-overflow` on L0's command line: the BSP's first VM
+/// exit recurses until its exit stack runs into the guard page (scenario
+/// `l0-stack-guard`, which expects the fault report).
+static OVERFLOW_SELFTEST: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Reads `selftest=` from L0's command line (BSP, at boot).
+pub fn configure_selftest(cmdline: &str) {
+    let on = shared::cmdline::get(cmdline, "selftest") == Some("exit-stack-overflow");
+    OVERFLOW_SELFTEST.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs the overflow self-test if asked for (called at every VM exit).
+pub fn maybe_overflow_selftest(index: usize) {
+    if index == 0 && OVERFLOW_SELFTEST.load(core::sync::atomic::Ordering::Relaxed) {
+        shared::cpu_println!("L0 self-test: overflowing the exit stack");
+        core::hint::black_box(consume_stack(0));
+    }
+}
+
+/// Uses 1 KiB of stack per call, without end (the guard page ends it).
+#[inline(never)]
+fn consume_stack(depth: u64) -> u64 {
+    let mut frame = [0u8; 1024];
+    core::hint::black_box(&mut frame);
+    if depth == u64::MAX {
+        return 0;
+    }
+    consume_stack(depth + 1) + u64::from(core::hint::black_box(frame[0]))
+}
+
+/// Bytes of [`exit_stack_guards`]'s span (sizes L0's page tables).
+pub const SLOTS_BYTES: u64 = size_of::<[PerCpuVmx; MAX_CPUS]>() as u64;
+
+/// The byte an exit stack is painted with before its first use.
+const STACK_PAINT: u8 = 0xa5;
+
+/// The most of its exit stack CPU `index` has used: the lowest word that
+/// no longer holds the paint marks the deepest point (0 before the CPU
+/// took its slot).
+pub fn exit_stack_high_water(index: usize) -> usize {
+    let Some(slot) = SLOTS.get(index) else {
+        return 0;
+    };
+    if !slot.taken.load(core::sync::atomic::Ordering::Acquire) {
+        return 0;
+    }
+    let words = slot.stack.get().cast::<u64>();
+    (0..EXIT_STACK_SIZE / 8)
+        // SAFETY: inside this slot's stack, 8-byte aligned; a racy read of
+        // another CPU's stack only gives a stale figure.
+        .find(|&i| unsafe { words.add(i).read_volatile() } != u64::from_ne_bytes([STACK_PAINT; 8]))
+        .map_or(0, |i| EXIT_STACK_SIZE - i * 8)
+}
+
+/// Prints CPU `index`'s exit-stack high-water mark (Stats), as a fault
+/// when it passes [`EXIT_STACK_WARN`].
+pub fn report_exit_stack(index: usize) {
+    let used = exit_stack_high_water(index);
+    let verdict = if used > EXIT_STACK_WARN {
+        "exit stack nearly full"
+    } else {
+        "exit stack"
+    };
+    shared::cpu_println!("L0 {verdict}: {used} of {EXIT_STACK_SIZE} bytes used at most");
+}
 
 /// Everything `vmcs01` needs to set up this CPU's VMCS.
 pub struct CpuVmx {
@@ -204,6 +310,9 @@ pub fn take(index: usize, nested_trace: bool) -> Option<CpuVmx> {
         vmcs_phys: shared::boot::layout::phys_of(vmcs as *const VmcsRegion),
         nested,
     });
+    // Painted, so that the high-water mark finds the deepest word written
+    // whatever its value (stack probes write zeros).
+    stack.0.fill(STACK_PAINT);
     // The top 16 bytes hold the Vcpu pointer; host RSP is 16-byte aligned.
     let top = stack.0.as_mut_ptr() as u64 + EXIT_STACK_SIZE as u64 - 16;
     // SAFETY: `top` is inside this CPU's exit stack and 8-byte aligned.

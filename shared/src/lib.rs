@@ -26,6 +26,7 @@ pub mod ept;
 pub mod ept01;
 pub mod exception_class;
 pub mod exit_profile;
+pub mod guard_page;
 pub mod guest_paging;
 pub mod hypercall;
 pub mod init_state;

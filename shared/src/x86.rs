@@ -94,6 +94,14 @@ pub fn read_cr0() -> u64 {
     v
 }
 
+/// Reads CR2 (the linear address of the last page fault).
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effect.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// Reads CR3.
 pub fn read_cr3() -> u64 {
     let v: u64;

@@ -73,6 +73,7 @@ fn stats(vcpu: &mut Vcpu) -> u64 {
         Some(StatsKind::General) => {
             let (b, e) = crate::memory::region();
             crate::nested::ept02::report(vcpu);
+            crate::vcpu::report_exit_stack(vcpu.index);
             crate::exit_profile::report(&vcpu.profile, &vcpu.phases);
             [
                 vcpu.exits,
