@@ -67,9 +67,7 @@ pub fn finish(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit, o: Outcome)
             // The error number is a shadowed field: after a VMREAD or
             // VMWRITE (which pull nothing) the shadow is brought back to
             // VMCS12 first, and refilled before L1 runs.
-            if let Some(on) = vcpu.nested.on_vmcs01() {
-                super::shadow::pull(vcpu, &on);
-            }
+            super::shadow::pull(vcpu);
             if let Some(vmcs12) = vcpu.nested.current_vmcs12_mut() {
                 vmcs12.write(F::VmInstructionError, u64::from(e.number()));
             }
@@ -156,10 +154,8 @@ pub fn handle(vcpu: &mut Vcpu, v: &mut GuardedVmcs<'_>, exit: &Exit) -> Option<R
     }
     // Every VMX instruction but VMREAD/VMWRITE reads or replaces VMCS12:
     // the fields L1 changed in the shadow come back first.
-    if !matches!(reason, ExitReason::Vmread | ExitReason::Vmwrite)
-        && let Some(on) = vcpu.nested.on_vmcs01()
-    {
-        super::shadow::pull(vcpu, &on);
+    if !matches!(reason, ExitReason::Vmread | ExitReason::Vmwrite) {
+        super::shadow::pull(vcpu);
     }
     let outcome = match reason {
         ExitReason::Vmxon => vmxon(vcpu, v, exit),
@@ -326,10 +322,8 @@ fn vmwrite(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Result<Outc
     // A field L1 reads through the shadow (exit information, with the
     // VMWRITE-any rule offered) is written in VMCS12, and the shadow is
     // filled again before L1 runs.
-    if shared::vmx::shadow::is_shadowed(field, true)
-        && let Some(on) = vcpu.nested.on_vmcs01()
-    {
-        super::shadow::pull(vcpu, &on);
+    if shared::vmx::shadow::is_shadowed(field, true) {
+        super::shadow::pull(vcpu);
     }
     if let Some(vmcs12) = vcpu.nested.current_vmcs12_mut() {
         let old = vmcs12.read(field);

@@ -107,8 +107,13 @@ fn on_shadow(vcpu: &mut Vcpu, _on: &OnVmcs01, f: impl FnOnce(&mut Vcpu)) -> bool
 }
 
 /// Shadow -> VMCS12 (read-write fields), if the shadow is live: before L0
-/// handles a VMX instruction of L1's other than VMREAD/VMWRITE.
-pub fn pull(vcpu: &mut Vcpu, on: &OnVmcs01) {
+/// handles a VMX instruction of L1's other than VMREAD/VMWRITE. Only with
+/// VMCS01 current (L1's instructions exit to it; the shadow is never live
+/// while L2 runs).
+pub fn pull(vcpu: &mut Vcpu) {
+    let Some(on) = vcpu.nested.on_vmcs01() else {
+        return;
+    };
     let Some(slot) = vcpu.nested.current else {
         return;
     };
@@ -116,7 +121,7 @@ pub fn pull(vcpu: &mut Vcpu, on: &OnVmcs01) {
         return;
     }
     vcpu.nested.shadow.live = false;
-    let ok = on_shadow(vcpu, on, |vcpu| {
+    let ok = on_shadow(vcpu, &on, |vcpu| {
         let vmcs12 = &mut vcpu.nested.store.vmcs12[slot];
         for f in READ_WRITE {
             // SAFETY: the shadow VMCS is current (`on_shadow`).
