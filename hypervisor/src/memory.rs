@@ -225,11 +225,8 @@ fn build_page_tables(tables: u64, window_base: u64, size: u64) -> u64 {
         );
     }
     let guards = crate::vcpu::exit_stack_guards();
-    for (k, va) in guards.large_pages().enumerate() {
-        let k = k as u64;
-        if k >= SPLIT_PAGES {
-            break;
-        }
+    // At most SPLIT_PAGES large pages hold guards (`max_split_pages`).
+    for (k, va) in (0u64..).zip(guards.large_pages().take(SPLIT_PAGES as usize)) {
         let pt = tables + (8 + k) * PAGE;
         let i = (va - KERNEL_VIRT_BASE) / LARGE_PAGE;
         let pa = window_base + i * LARGE_PAGE;

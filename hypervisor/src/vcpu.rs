@@ -203,8 +203,8 @@ pub fn stack_overflow_claim(_frame: &mut shared::trap::TrapFrame) -> shared::tra
     shared::trap::Claim::NotMine
 }
 
-/// `selftest=exit-stack-overflow` on L0's command line: the BSP's first VM
-/// exit recurses until its exit stack runs into the guard page (scenario
+/// `selftest=exit-stack-overflow` on L0's command line: the BSP's first
+/// VMCALL exit (the boot loader's INT 15h) recurses until its exit stack runs into the guard page (scenario
 /// `l0-stack-guard`, which expects the fault report).
 static OVERFLOW_SELFTEST: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
@@ -215,7 +215,7 @@ pub fn configure_selftest(cmdline: &str) {
     OVERFLOW_SELFTEST.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
-/// Runs the overflow self-test if asked for (called at every VM exit).
+/// Runs the overflow self-test if asked for (called at every VMCALL exit).
 pub fn maybe_overflow_selftest(index: usize) {
     if index == 0 && OVERFLOW_SELFTEST.load(core::sync::atomic::Ordering::Relaxed) {
         shared::cpu_println!("L0 self-test: overflowing the exit stack");

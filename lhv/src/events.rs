@@ -95,13 +95,6 @@ fn nmi_handler(frame: &mut TrapFrame) {
     NMI_COUNT[c].fetch_add(1, Ordering::Release);
 }
 
-fn cr2() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR2 has no side effect.
-    unsafe { ::core::arch::asm!("mov {}, cr2", out(reg) v, options(nomem, nostack)) };
-    v
-}
-
 /// Claims an event on a [`RECORDED`] vector while this CPU has armed the
 /// recorder.
 fn record_handler(frame: &mut TrapFrame) -> Claim {
@@ -112,7 +105,7 @@ fn record_handler(frame: &mut TrapFrame) -> Claim {
     r.vector.store(frame.vector, Ordering::Relaxed);
     r.error_code.store(frame.error_code, Ordering::Relaxed);
     r.rip.store(frame.rip, Ordering::Relaxed);
-    r.cr2.store(cr2(), Ordering::Relaxed);
+    r.cr2.store(shared::x86::read_cr2(), Ordering::Relaxed);
     r.count.fetch_add(1, Ordering::Release);
     let recover = r.recover.swap(0, Ordering::AcqRel);
     if recover != 0 {

@@ -163,11 +163,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 
 /// Prints an unexpected exception with its frame and stops this CPU.
 pub fn fatal_exception(f: &TrapFrame) -> ! {
-    let cr2: u64;
-    // SAFETY: reading CR2 has no side effect.
-    unsafe {
-        core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags))
-    };
+    let cr2 = crate::x86::read_cr2();
     println!(
         "PANIC on CPU({}): exception {} error code {:#x} at RIP {:#x} (CS {:#x}, RFLAGS {:#x}, RSP {:#x}, CR2 {:#x})",
         percpu::index_or_boot(),

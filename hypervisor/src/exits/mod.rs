@@ -73,7 +73,6 @@ pub fn handle_exit(vcpu: &mut Vcpu) -> Resume {
     // VMCS01 or one of its VMCS02s current.
     let vmx = unsafe { Vmxon::assume_enabled() };
     let mut v = vmx.guarded_vmcs();
-    crate::vcpu::maybe_overflow_selftest(vcpu.index);
     if vcpu.nested.in_l2() {
         let handled = crate::nested::exit::handle(vcpu, &mut v);
         return finish(vcpu, &mut v, handled, None);

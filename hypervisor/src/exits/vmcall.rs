@@ -30,6 +30,8 @@ pub fn is_enabled_hypercall(rax: u64) -> bool {
 }
 
 pub fn handle(vcpu: &mut Vcpu, v: &mut impl VmcsAccess, exit: &Exit) -> Option<Resume> {
+    // Off the hot path: the BSP's first VMCALL is the boot loader's INT 15h.
+    crate::vcpu::maybe_overflow_selftest(vcpu.index);
     if let Some(r) = super::int15::try_handle(vcpu, v, exit) {
         return Some(r);
     }
